@@ -1,0 +1,104 @@
+//! The model port: anything that turns a prompt into a stream of tokens.
+//!
+//! Cancelling a generation is dropping its [`TokenStream`]: an adapter must
+//! tie the upstream request's lifetime to the stream, so that dropping it
+//! closes the upstream connection and the provider stops generating (and
+//! billing).
+
+use futures::stream::BoxStream;
+use skald_protocol::Usage;
+
+/// The role of one prompt message. User text only ever goes in `User`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+/// One generation request, fully resolved from the bot's settings.
+#[derive(Debug, Clone)]
+pub struct ModelRequest {
+    /// The upstream model name; `None` means the provider's default.
+    pub model: Option<String>,
+    pub messages: Vec<PromptMessage>,
+    pub temperature: f32,
+    pub max_tokens: u32,
+    /// The end user, passed upstream for abuse tracking (OpenAI's `user`).
+    pub user: String,
+}
+
+/// What a token stream yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelEvent {
+    /// A piece of the answer, in order. May be empty (ignored).
+    Token(String),
+    /// The provider's own token counts (usually the last event).
+    Usage(Usage),
+    /// The provider says the answer is complete, and why.
+    Finish(ModelFinish),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFinish {
+    /// The model ended its answer.
+    Stop,
+    /// The answer was cut at `max_tokens`.
+    Length,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelErrorKind {
+    /// The provider failed: refused the request, broke the stream, sent garbage.
+    Upstream,
+    /// The provider did not answer in time.
+    Timeout,
+}
+
+/// A failed generation, as the client will see it (`upstream_error` or
+/// `upstream_timeout`). The message must not leak secrets such as API keys.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ModelError {
+    pub kind: ModelErrorKind,
+    pub message: String,
+}
+
+impl ModelError {
+    pub fn upstream(message: impl Into<String>) -> ModelError {
+        ModelError {
+            kind: ModelErrorKind::Upstream,
+            message: message.into(),
+        }
+    }
+
+    pub fn timeout(message: impl Into<String>) -> ModelError {
+        ModelError {
+            kind: ModelErrorKind::Timeout,
+            message: message.into(),
+        }
+    }
+}
+
+/// The tokens of one generation. Ends after `Finish` (and possibly `Usage`),
+/// or after an `Err`. Dropping it cancels the generation upstream.
+pub type TokenStream = BoxStream<'static, Result<ModelEvent, ModelError>>;
+
+/// A model provider: the simulated model, or any OpenAI-compatible endpoint.
+#[async_trait::async_trait]
+pub trait ModelProvider: Send + Sync + 'static {
+    /// Starts a generation. Resolves once the upstream accepted the request
+    /// (for HTTP providers: response headers received); tokens come from the
+    /// returned stream. Time limits are the caller's: it wraps this call and
+    /// each `next()` in its own timeouts.
+    async fn start(&self, request: ModelRequest) -> Result<TokenStream, ModelError>;
+
+    /// A short name for logs and metrics (`"simulated"`, `"openai"`).
+    fn name(&self) -> &'static str;
+}

@@ -1,0 +1,137 @@
+//! Settings the actors read: bots and session behaviour.
+//!
+//! They are plain serde structs so that the server's one configuration
+//! struct (in `src/config.rs`) can embed them: every field has a default,
+//! unknown fields are refused, and [`BotSettings::validate`] /
+//! [`SessionSettings::validate`] reject values that make no sense before the
+//! server starts.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One bot: the system prompt, model and limits a `send.bot` selects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BotSettings {
+    /// Always the first prompt message, in the system role. User text never
+    /// goes there.
+    pub system_prompt: String,
+    /// Upstream model name; unset means the provider's default.
+    pub model: Option<String>,
+    pub temperature: f32,
+    /// Upper bound of an answer, in tokens; reaching it ends the stream with
+    /// `finish_reason: "length"`.
+    pub max_tokens: u32,
+    /// Longest accepted `send.text`, in characters (Unicode scalar values).
+    pub max_message_chars: u32,
+    /// How many earlier messages of the conversation go into the prompt.
+    pub history_messages: usize,
+    /// Cap on the characters of those earlier messages (the seed caps user
+    /// context); the oldest are dropped first.
+    pub max_history_chars: usize,
+}
+
+impl Default for BotSettings {
+    fn default() -> Self {
+        BotSettings {
+            system_prompt:
+                "You are a helpful, concise assistant. Answer in the language of the user.".into(),
+            model: None,
+            temperature: 0.7,
+            max_tokens: 500,
+            max_message_chars: 4000,
+            history_messages: 20,
+            max_history_chars: 8000,
+        }
+    }
+}
+
+impl BotSettings {
+    pub fn validate(&self, name: &str) -> Result<(), String> {
+        if !(0.0..=2.0).contains(&self.temperature) {
+            return Err(format!("bots.{name}.temperature must be within 0..=2"));
+        }
+        if self.max_tokens == 0 {
+            return Err(format!("bots.{name}.max_tokens must be at least 1"));
+        }
+        if self.max_message_chars == 0 {
+            return Err(format!("bots.{name}.max_message_chars must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// How sessions and streams behave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Streams one connection may run at once; one more `send` is `busy`.
+    pub max_streams_per_session: usize,
+    /// `invalid_request` answers in a row before the connection is closed 4400.
+    pub max_invalid_frames: u32,
+    /// Control frames (`ack`, `error`, `pong`…) queued and unread before the
+    /// connection is closed 4400. Deltas are not counted: they coalesce.
+    pub max_queued_frames: usize,
+    /// From the upstream request to its first token.
+    pub first_token_timeout_ms: u64,
+    /// Between two tokens.
+    pub token_idle_timeout_ms: u64,
+    /// How long a finished stream stays resumable.
+    pub resume_window_ms: u64,
+    /// How long the answer's write to the store may take before `done` is
+    /// sent anyway.
+    pub store_timeout_ms: u64,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings {
+            max_streams_per_session: 4,
+            max_invalid_frames: 10,
+            max_queued_frames: 256,
+            first_token_timeout_ms: 60_000,
+            token_idle_timeout_ms: 60_000,
+            resume_window_ms: 60_000,
+            store_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl SessionSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            (
+                "max_streams_per_session",
+                self.max_streams_per_session as u64,
+            ),
+            ("max_invalid_frames", self.max_invalid_frames as u64),
+            ("max_queued_frames", self.max_queued_frames as u64),
+            ("first_token_timeout_ms", self.first_token_timeout_ms),
+            ("token_idle_timeout_ms", self.token_idle_timeout_ms),
+            ("store_timeout_ms", self.store_timeout_ms),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(format!("sessions.{name} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn first_token_timeout(&self) -> Duration {
+        Duration::from_millis(self.first_token_timeout_ms)
+    }
+
+    pub fn token_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.token_idle_timeout_ms)
+    }
+
+    pub fn resume_window(&self) -> Duration {
+        Duration::from_millis(self.resume_window_ms)
+    }
+
+    pub fn store_timeout(&self) -> Duration {
+        Duration::from_millis(self.store_timeout_ms)
+    }
+}

@@ -1,0 +1,265 @@
+//! The streamed answer: OpenAI `chat.completion.chunk` events over SSE.
+//!
+//! This is where pacing and the mid-stream faults happen, so it is written as
+//! an explicit step machine that the HTTP server polls as a response body:
+//! every wait also watches the server's shutdown flag (nothing outlives the
+//! server), and a [`DisconnectGuard`] records a client disconnect whenever the
+//! body is dropped before it finished or failed on purpose.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::answer;
+use super::faults::Fault;
+use super::Shared;
+
+/// Everything that decides one answer.
+pub(super) struct Plan {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    pub seed: u64,
+    /// Content tokens to send (the answer length after the request's limit).
+    pub tokens: u32,
+    pub finish_reason: &'static str,
+    pub prompt_tokens: u32,
+    pub include_usage: bool,
+    pub fault: Fault,
+}
+
+impl Plan {
+    pub(super) fn usage(&self) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.tokens,
+            "total_tokens": u64::from(self.prompt_tokens) + u64::from(self.tokens),
+        })
+    }
+
+    /// One `chat.completion.chunk` with a single choice.
+    fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Bytes {
+        let mut chunk = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": null,
+            "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason }],
+        });
+        if self.include_usage {
+            chunk["usage"] = Value::Null;
+        }
+        event(&chunk)
+    }
+
+    /// The trailing usage chunk (`choices: []`).
+    fn usage_chunk(&self) -> Bytes {
+        event(&json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": null,
+            "choices": [],
+            "usage": self.usage(),
+        }))
+    }
+}
+
+fn event(data: &Value) -> Bytes {
+    Bytes::from(format!("data: {data}\n\n"))
+}
+
+/// The error a body ends with to make hyper abort the connection.
+#[derive(Debug)]
+pub(super) struct Aborted(pub(super) &'static str);
+
+impl std::fmt::Display for Aborted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "mock upstream aborted the response: {}", self.0)
+    }
+}
+
+impl std::error::Error for Aborted {}
+
+/// Counts a client disconnect when dropped while still armed.
+pub(super) struct DisconnectGuard {
+    shared: Arc<Shared>,
+    armed: bool,
+}
+
+impl DisconnectGuard {
+    pub(super) fn new(shared: Arc<Shared>) -> DisconnectGuard {
+        DisconnectGuard {
+            shared,
+            armed: true,
+        }
+    }
+
+    /// The response finished, or ended on purpose: dropping is no disconnect.
+    pub(super) fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for DisconnectGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            tracing::debug!("mock upstream: client went away mid-response");
+            self.shared
+                .counters
+                .client_disconnects
+                .fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Waits for `future` unless the server shuts down first; false on shutdown.
+pub(super) async fn unless_shutdown(
+    shutdown: &mut watch::Receiver<bool>,
+    future: impl std::future::Future<Output = ()>,
+) -> bool {
+    tokio::select! {
+        () = future => true,
+        _ = shutdown.wait_for(|stopped| *stopped) => false,
+    }
+}
+
+/// Delay before token `index` when pacing at `tokens_per_second` (None: no pacing).
+pub(super) fn token_offset(tokens_per_second: f64, index: u32) -> Option<Duration> {
+    if !tokens_per_second.is_finite() || tokens_per_second <= 0.0 {
+        return None;
+    }
+    let day = Duration::from_secs(86_400);
+    Some(
+        Duration::try_from_secs_f64(f64::from(index) / tokens_per_second)
+            .unwrap_or(day)
+            .min(day),
+    )
+}
+
+#[derive(Clone, Copy)]
+enum Step {
+    Start,
+    Token(u32),
+    Usage,
+    Done,
+    End,
+}
+
+struct StreamState {
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+    plan: Plan,
+    guard: DisconnectGuard,
+    step: Step,
+    /// When the first content token was due; later tokens are paced from it.
+    started: Instant,
+}
+
+type Item = Result<Bytes, Aborted>;
+
+/// The SSE response body for `plan`.
+pub(super) fn body(shared: Arc<Shared>, plan: Plan, guard: DisconnectGuard) -> Body {
+    let state = StreamState {
+        shutdown: shared.shutdown.subscribe(),
+        shared,
+        plan,
+        guard,
+        step: Step::Start,
+        started: Instant::now(),
+    };
+    Body::from_stream(futures::stream::unfold(state, |mut state| async move {
+        let item = state.next().await?;
+        Some((item, state))
+    }))
+}
+
+impl StreamState {
+    async fn next(&mut self) -> Option<Item> {
+        loop {
+            match self.step {
+                Step::Start => {
+                    if let Fault::SlowFirst(ms) = self.plan.fault {
+                        let delay = tokio::time::sleep(Duration::from_millis(ms));
+                        if !unless_shutdown(&mut self.shutdown, delay).await {
+                            return self.abort("shutting down");
+                        }
+                    }
+                    self.step = Step::Token(0);
+                    self.started = Instant::now();
+                    let role = json!({ "role": "assistant", "content": "" });
+                    return Some(Ok(self.plan.chunk(role, None)));
+                }
+                Step::Token(index) => return self.token(index).await,
+                Step::Usage => {
+                    self.step = Step::Done;
+                    if self.plan.include_usage {
+                        return Some(Ok(self.plan.usage_chunk()));
+                    }
+                }
+                Step::Done => {
+                    self.step = Step::End;
+                    self.guard.disarm();
+                    self.shared
+                        .counters
+                        .completed
+                        .fetch_add(1, Ordering::SeqCst);
+                    return Some(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
+                }
+                Step::End => return None,
+            }
+        }
+    }
+
+    /// Content token `index`, the finish chunk once all are sent, or a fault.
+    async fn token(&mut self, index: u32) -> Option<Item> {
+        let tokens = self.plan.tokens;
+        match self.plan.fault {
+            Fault::DropAfter(n) if index == n.min(tokens) => {
+                // Let hyper flush what was sent before the abort.
+                let flush = tokio::time::sleep(Duration::from_millis(20));
+                unless_shutdown(&mut self.shutdown, flush).await;
+                return self.abort("injected drop");
+            }
+            Fault::HangAfter(n) if index == n.min(tokens) => {
+                // Silent until the client leaves (this body is then dropped
+                // with the guard armed) or the server shuts down.
+                unless_shutdown(&mut self.shutdown, std::future::pending()).await;
+                return self.abort("shutting down");
+            }
+            _ => {}
+        }
+        if index >= tokens {
+            self.step = Step::Usage;
+            let finish = self.plan.finish_reason;
+            return Some(Ok(self.plan.chunk(json!({}), Some(finish))));
+        }
+        if let Some(offset) = token_offset(self.shared.config.tokens_per_second, index) {
+            let due = tokio::time::sleep_until(self.started + offset);
+            if !unless_shutdown(&mut self.shutdown, due).await {
+                return self.abort("shutting down");
+            }
+        }
+        self.step = Step::Token(index + 1);
+        self.shared
+            .counters
+            .tokens_sent
+            .fetch_add(1, Ordering::SeqCst);
+        let content = answer::token(self.plan.seed, index);
+        Some(Ok(self.plan.chunk(json!({ "content": content }), None)))
+    }
+
+    /// Ends the body with an error so hyper closes the connection abruptly.
+    fn abort(&mut self, why: &'static str) -> Option<Item> {
+        self.step = Step::End;
+        self.guard.disarm();
+        Some(Err(Aborted(why)))
+    }
+}

@@ -1,0 +1,451 @@
+//! JWT verification (and minting, for development tokens).
+//!
+//! RFC 8725 in practice: the algorithm comes from the key's configuration,
+//! never from the token. A token with a `kid` is checked against that public
+//! key only, with its configured algorithm; a token without a `kid` against
+//! the HS256 secret only. So `alg: none`, an HS256 token signed with an RSA
+//! public key, an unknown `kid`, an expired token or one not yet valid, a
+//! wrong `aud` or `iss`, and a token without `sub` or `exp` are all refused.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use skald_actors::session::AuthedUser;
+
+use crate::config::AuthConfig;
+
+/// Why a token was refused. The message is safe to send to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no token")]
+    Missing,
+    #[error("token refused: {0}")]
+    Refused(String),
+}
+
+/// The claims Skald reads. Others are ignored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+}
+
+/// Verifies tokens against the configured keys.
+pub struct Verifier {
+    secret: Option<DecodingKey>,
+    keys: HashMap<String, (Algorithm, DecodingKey)>,
+    audience: Option<String>,
+    issuer: Option<String>,
+    leeway_secs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("auth.keys[kid={kid}]: {message}")]
+    BadKey { kid: String, message: String },
+    #[error("no JWT key: set SKALD_JWT_SECRET or auth.keys")]
+    NoKey,
+    #[error("development secret in {path}: {source}")]
+    DevSecret {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl Verifier {
+    /// `secret` is the HS256 secret in force (configured or development).
+    pub fn new(config: &AuthConfig, secret: Option<&str>) -> Result<Verifier, KeyError> {
+        let mut keys = HashMap::new();
+        for key in &config.keys {
+            let pem = key.public_key_pem.as_bytes();
+            let parsed = match key.algorithm.as_str() {
+                "RS256" => DecodingKey::from_rsa_pem(pem).map(|k| (Algorithm::RS256, k)),
+                "ES256" => DecodingKey::from_ec_pem(pem).map(|k| (Algorithm::ES256, k)),
+                "EdDSA" => DecodingKey::from_ed_pem(pem).map(|k| (Algorithm::EdDSA, k)),
+                other => {
+                    return Err(KeyError::BadKey {
+                        kid: key.kid.clone(),
+                        message: format!("unsupported algorithm {other}"),
+                    })
+                }
+            };
+            let parsed = parsed.map_err(|e| KeyError::BadKey {
+                kid: key.kid.clone(),
+                message: e.to_string(),
+            })?;
+            keys.insert(key.kid.clone(), parsed);
+        }
+        let secret = secret.map(|s| DecodingKey::from_secret(s.as_bytes()));
+        if secret.is_none() && keys.is_empty() {
+            return Err(KeyError::NoKey);
+        }
+        Ok(Verifier {
+            secret,
+            keys,
+            audience: config.audience.clone(),
+            issuer: config.issuer.clone(),
+            leeway_secs: config.leeway_secs,
+        })
+    }
+
+    pub fn verify(&self, token: &str) -> Result<AuthedUser, AuthError> {
+        let refused = |m: &str| AuthError::Refused(m.to_owned());
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| refused("malformed token or algorithm not allowed"))?;
+        let (algorithm, key) = match &header.kid {
+            Some(kid) => {
+                let (alg, key) = self.keys.get(kid).ok_or_else(|| refused("unknown kid"))?;
+                (*alg, key)
+            }
+            None => (
+                Algorithm::HS256,
+                self.secret
+                    .as_ref()
+                    .ok_or_else(|| refused("a kid is required"))?,
+            ),
+        };
+        if header.alg != algorithm {
+            return Err(refused("algorithm not allowed for this key"));
+        }
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = self.leeway_secs;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        match &self.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &self.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
+        let data =
+            jsonwebtoken::decode::<VerifiedClaims>(token, key, &validation).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                let why = match e.kind() {
+                    ErrorKind::ExpiredSignature => "token expired",
+                    ErrorKind::ImmatureSignature => "token not yet valid (nbf)",
+                    ErrorKind::InvalidAudience => "wrong audience",
+                    ErrorKind::InvalidIssuer => "wrong issuer",
+                    ErrorKind::InvalidSignature => "bad signature",
+                    ErrorKind::MissingRequiredClaim(_) => {
+                        "missing claim (sub and exp are required)"
+                    }
+                    ErrorKind::InvalidAlgorithm => "algorithm not allowed",
+                    _ => "invalid token",
+                };
+                refused(why)
+            })?;
+        let claims = data.claims;
+        if claims.sub.is_empty() || claims.sub.chars().count() > 256 {
+            return Err(refused("sub must be 1 to 256 characters"));
+        }
+        Ok(AuthedUser {
+            id: claims.sub,
+            tenant: claims.tenant,
+            roles: claims.roles,
+        })
+    }
+}
+
+/// What `verify` deserializes: `aud` may be a string or an array, checked by
+/// jsonwebtoken itself.
+#[derive(Deserialize)]
+struct VerifiedClaims {
+    sub: String,
+    #[serde(default)]
+    tenant: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+/// Signs HS256 claims (development tokens, tests).
+pub fn mint(secret: &str, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+/// The file, in the data dir, that holds the development secret.
+pub const DEV_SECRET_FILE: &str = "dev-jwt-secret";
+
+/// The HS256 secret in force: the configured one, or (when no secret and no
+/// public key is configured) a development secret generated once and kept
+/// in `data_dir`. Returns the secret and whether it is the development one.
+pub fn resolve_secret(
+    config: &AuthConfig,
+    data_dir: &Path,
+) -> Result<Option<(String, bool)>, KeyError> {
+    if let Some(secret) = &config.jwt_secret {
+        return Ok(Some((secret.clone(), false)));
+    }
+    if !config.keys.is_empty() {
+        return Ok(None);
+    }
+    let path = data_dir.join(DEV_SECRET_FILE);
+    let io = |source| KeyError::DevSecret {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(secret) if secret.trim().len() >= 32 => {
+            return Ok(Some((secret.trim().to_owned(), true)))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    std::fs::create_dir_all(data_dir).map_err(io)?;
+    let bytes: [u8; 32] = rand::random();
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    write_private(&path, &secret).map_err(io)?;
+    Ok(Some((secret, true)))
+}
+
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(content.as_bytes())?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PublicKeyConfig;
+
+    const SECRET: &str = "test-secret-test-secret-test-secret!";
+
+    fn claims(sub: &str) -> Claims {
+        Claims {
+            sub: sub.into(),
+            exp: now_secs() + 600,
+            iat: Some(now_secs()),
+            nbf: None,
+            aud: None,
+            iss: None,
+            tenant: Some("t1".into()),
+            roles: vec!["admin".into()],
+        }
+    }
+
+    fn verifier(config: AuthConfig) -> Verifier {
+        Verifier::new(&config, Some(SECRET)).unwrap()
+    }
+
+    fn refused(v: &Verifier, token: &str) -> String {
+        match v.verify(token) {
+            Err(AuthError::Refused(why)) => why,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_a_good_token() {
+        let v = verifier(AuthConfig::default());
+        let user = v.verify(&mint(SECRET, &claims("u-42")).unwrap()).unwrap();
+        assert_eq!(user.id, "u-42");
+        assert_eq!(user.tenant.as_deref(), Some("t1"));
+        assert_eq!(user.roles, ["admin"]);
+    }
+
+    #[test]
+    fn refuses_every_bad_kind() {
+        let v = verifier(AuthConfig {
+            leeway_secs: 0,
+            ..AuthConfig::default()
+        });
+        // Wrong secret.
+        assert_eq!(
+            refused(
+                &v,
+                &mint("another-secret-another-secret-xx", &claims("u")).unwrap()
+            ),
+            "bad signature"
+        );
+        // Expired.
+        let mut c = claims("u");
+        c.exp = now_secs() - 10;
+        assert_eq!(refused(&v, &mint(SECRET, &c).unwrap()), "token expired");
+        // Not yet valid.
+        let mut c = claims("u");
+        c.nbf = Some(now_secs() + 300);
+        assert_eq!(
+            refused(&v, &mint(SECRET, &c).unwrap()),
+            "token not yet valid (nbf)"
+        );
+        // Empty sub.
+        assert!(refused(&v, &mint(SECRET, &claims("")).unwrap()).contains("sub"));
+        // Missing exp and missing sub.
+        let no_exp = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"sub": "u"}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert!(refused(&v, &no_exp).contains("missing claim"));
+        let no_sub = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({"exp": now_secs() + 60}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert!(!refused(&v, &no_sub).is_empty());
+        // alg: none, unsigned.
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"JWT"}"#),
+            b64(&format!(r#"{{"sub":"u","exp":{}}}"#, now_secs() + 60))
+        );
+        assert!(v.verify(&none).is_err());
+        // HS512 with the right secret: algorithm not configured.
+        let hs512 = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &claims("u"),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(refused(&v, &hs512), "algorithm not allowed for this key");
+        // Unknown kid.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("nope".into());
+        let with_kid = jsonwebtoken::encode(
+            &header,
+            &claims("u"),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(refused(&v, &with_kid), "unknown kid");
+        // Garbage.
+        assert!(v.verify("not.a.jwt").is_err());
+        assert!(v.verify("").is_err());
+    }
+
+    #[test]
+    fn checks_audience_and_issuer_when_configured() {
+        let v = verifier(AuthConfig {
+            audience: Some("skald".into()),
+            issuer: Some("https://id.example".into()),
+            ..AuthConfig::default()
+        });
+        let mut c = claims("u");
+        assert!(refused(&v, &mint(SECRET, &c).unwrap()).contains("missing claim"));
+        c.aud = Some("other".into());
+        c.iss = Some("https://id.example".into());
+        assert_eq!(refused(&v, &mint(SECRET, &c).unwrap()), "wrong audience");
+        c.aud = Some("skald".into());
+        c.iss = Some("https://evil.example".into());
+        assert_eq!(refused(&v, &mint(SECRET, &c).unwrap()), "wrong issuer");
+        c.iss = Some("https://id.example".into());
+        assert!(v.verify(&mint(SECRET, &c).unwrap()).is_ok());
+    }
+
+    // An Ed25519 key pair generated for these tests only.
+    const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIEn90aRdkRb8E5BdrPK0B7xMVQMy/9SX12OtQQFi+Az0\n-----END PRIVATE KEY-----\n";
+    const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGU3Rd1s42Cor3kdqVed+z0ys9Dgp+wZ+LLxWBxMTCws=\n-----END PUBLIC KEY-----\n";
+
+    #[test]
+    fn public_keys_by_kid_and_no_key_confusion() {
+        let config = AuthConfig {
+            keys: vec![PublicKeyConfig {
+                kid: "ed1".into(),
+                algorithm: "EdDSA".into(),
+                public_key_pem: ED_PUBLIC.into(),
+            }],
+            ..AuthConfig::default()
+        };
+        let v = Verifier::new(&config, None).unwrap();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some("ed1".into());
+        let good = jsonwebtoken::encode(
+            &header,
+            &claims("u-ed"),
+            &EncodingKey::from_ed_pem(ED_PRIVATE.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(v.verify(&good).unwrap().id, "u-ed");
+        // HS256 "signed" with the public key as the secret, under the same kid:
+        // the classic key-confusion attack.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("ed1".into());
+        let confused = jsonwebtoken::encode(
+            &header,
+            &claims("attacker"),
+            &EncodingKey::from_secret(ED_PUBLIC.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(refused(&v, &confused), "algorithm not allowed for this key");
+        // Without a kid there is no HS256 secret to check against.
+        assert_eq!(
+            refused(&v, &mint(SECRET, &claims("u")).unwrap()),
+            "a kid is required"
+        );
+    }
+
+    #[test]
+    fn development_secret_is_generated_once_and_private() {
+        let dir =
+            std::env::temp_dir().join(format!("skald-auth-{}-{}", std::process::id(), now_secs()));
+        let (first, dev) = resolve_secret(&AuthConfig::default(), &dir)
+            .unwrap()
+            .unwrap();
+        assert!(dev);
+        assert!(first.len() >= 32);
+        let (again, _) = resolve_secret(&AuthConfig::default(), &dir)
+            .unwrap()
+            .unwrap();
+        assert_eq!(first, again);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join(DEV_SECRET_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let configured = AuthConfig {
+            jwt_secret: Some(SECRET.into()),
+            ..AuthConfig::default()
+        };
+        assert_eq!(
+            resolve_secret(&configured, &dir).unwrap(),
+            Some((SECRET.to_owned(), false))
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,202 @@
+//! One WebSocket connection, from upgrade to close.
+//!
+//! Two tasks, as in axum's chat example: this one reads the socket, the
+//! writer task ([`super::writer`]) writes it. Until the client is
+//! authenticated (header at upgrade, or a `hello` frame within
+//! `auth_timeout`) no actor exists for it; then a Session actor is started
+//! and every decoded frame is cast to it. The reader stops when the client
+//! closes, when the writer has closed the connection, or on a protocol
+//! violation that the reader itself detects (binary frame, oversized frame).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket};
+use futures::stream::SplitStream;
+use futures::StreamExt;
+use ractor::ActorRef;
+use skald_actors::outbox::Outbox;
+use skald_actors::session::{AuthedUser, SessionArgs, SessionMsg};
+use skald_protocol::{ClientFrame, CloseCode, ErrorCode, ServerFrame};
+
+use super::writer::{self, LastSeen};
+use super::AppState;
+use crate::auth::AuthError;
+
+/// Why a connection could not be authenticated.
+enum AuthFailure {
+    /// Close with this code after an `error` frame.
+    Close(CloseCode, String),
+    /// The client went away.
+    Gone,
+}
+
+pub async fn run(
+    socket: WebSocket,
+    app: AppState,
+    header_auth: Option<Result<AuthedUser, AuthError>>,
+    peer: SocketAddr,
+) {
+    let (sink, mut stream) = socket.split();
+    let ws = &app.config.websocket;
+    let outbox = Outbox::new(app.config.sessions.max_queued_frames);
+    let last_seen = Arc::new(LastSeen::new());
+    let mut writer = tokio::spawn(writer::run(
+        sink,
+        outbox.clone(),
+        std::time::Duration::from_millis(ws.ping_interval_ms),
+        std::time::Duration::from_millis(ws.idle_timeout_ms),
+        last_seen.clone(),
+    ));
+
+    let user = match authenticate(&mut stream, &app, header_auth).await {
+        Ok(user) => user,
+        Err(failure) => {
+            if let AuthFailure::Close(code, message) = failure {
+                tracing::info!(%peer, %message, "authentication failed");
+                let error = match code {
+                    CloseCode::AuthTimeout => {
+                        ServerFrame::error(ErrorCode::Unauthorized, "authentication timeout")
+                    }
+                    _ => ServerFrame::error(ErrorCode::Unauthorized, message.clone()),
+                };
+                outbox.push(&error);
+                outbox.close(code, message);
+            } else {
+                outbox.close(CloseCode::Normal, "gone");
+            }
+            let _ = writer.await;
+            return;
+        }
+    };
+
+    let session_id = skald_actors::new_id();
+    let args = SessionArgs {
+        session_id: session_id.clone(),
+        user: user.clone(),
+        outbox: outbox.clone(),
+        hub: app.hub.clone(),
+    };
+    let session = match app.hub.spawn_session(args).await {
+        Ok(session) => session,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start a session");
+            outbox.push(&ServerFrame::error(
+                ErrorCode::Unavailable,
+                "the server cannot take sessions now",
+            ));
+            outbox.close(CloseCode::Internal, "no session");
+            let _ = writer.await;
+            return;
+        }
+    };
+    tracing::debug!(%session_id, user = %user.id, %peer, "session started");
+
+    tokio::select! {
+        _ = read_frames(&mut stream, &session, &outbox, &last_seen) => {}
+        _ = &mut writer => {}
+    }
+    session.stop(None);
+    outbox.close(CloseCode::Normal, "bye");
+    if !writer.is_finished() {
+        let _ = writer.await;
+    }
+    tracing::debug!(%session_id, "session ended");
+}
+
+/// Header auth if the upgrade carried a token, else the first frame must be
+/// a `hello` with a valid token, within `auth_timeout`.
+async fn authenticate(
+    stream: &mut SplitStream<WebSocket>,
+    app: &AppState,
+    header_auth: Option<Result<AuthedUser, AuthError>>,
+) -> Result<AuthedUser, AuthFailure> {
+    let unauthorized = |e: AuthError| AuthFailure::Close(CloseCode::Unauthorized, e.to_string());
+    if let Some(result) = header_auth {
+        return result.map_err(unauthorized);
+    }
+    let wait_hello = async {
+        loop {
+            let text = match stream.next().await {
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                Some(Ok(Message::Binary(_))) => {
+                    return Err(AuthFailure::Close(
+                        CloseCode::ProtocolError,
+                        "binary frames are not part of the protocol".into(),
+                    ))
+                }
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Err(AuthFailure::Gone),
+            };
+            return match ClientFrame::decode(&text) {
+                Ok(ClientFrame::Hello {
+                    token: Some(token), ..
+                }) => app.verifier.verify(&token).map_err(unauthorized),
+                Ok(ClientFrame::Hello { token: None, .. }) => Err(unauthorized(AuthError::Missing)),
+                _ => Err(AuthFailure::Close(
+                    CloseCode::Unauthorized,
+                    "the first frame must be a hello with a token".into(),
+                )),
+            };
+        }
+    };
+    match tokio::time::timeout(app.config.auth_timeout(), wait_hello).await {
+        Ok(result) => result,
+        Err(_) => Err(AuthFailure::Close(
+            CloseCode::AuthTimeout,
+            "authentication timeout".into(),
+        )),
+    }
+}
+
+/// Decodes frames and casts them to the session until the client leaves or
+/// breaks the protocol.
+async fn read_frames(
+    stream: &mut SplitStream<WebSocket>,
+    session: &ActorRef<SessionMsg>,
+    outbox: &Outbox,
+    last_seen: &LastSeen,
+) {
+    while let Some(message) = stream.next().await {
+        last_seen.touch();
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => {
+                if is_too_big(e) {
+                    outbox.close(CloseCode::TooBig, "frame too big");
+                }
+                return;
+            }
+        };
+        let cast = match message {
+            Message::Text(text) => match ClientFrame::decode(&text) {
+                Ok(frame) => session.cast(SessionMsg::Frame(frame)),
+                Err(e) => session.cast(SessionMsg::Invalid(e.to_string())),
+            },
+            Message::Binary(_) => {
+                outbox.push(&ServerFrame::error(
+                    ErrorCode::InvalidRequest,
+                    "binary frames are not part of the protocol",
+                ));
+                outbox.close(CloseCode::ProtocolError, "binary frame");
+                return;
+            }
+            Message::Ping(_) | Message::Pong(_) => continue,
+            Message::Close(_) => return,
+        };
+        if cast.is_err() {
+            // The session is gone without its supervisor closing us (e.g.
+            // the supervisor itself was restarted).
+            outbox.close(CloseCode::Internal, "session ended");
+            return;
+        }
+    }
+}
+
+fn is_too_big(error: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    match error.into_inner().downcast::<Error>() {
+        Ok(e) => matches!(*e, Error::Capacity(_)),
+        Err(_) => false,
+    }
+}

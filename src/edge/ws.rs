@@ -1,0 +1,87 @@
+//! `GET /v1/ws`: the upgrade. Checks the origin allow-list, reads an
+//! `Authorization` header if there is one, sizes the socket's buffers from
+//! the configuration (tungstenite's 128 KiB default read buffer would
+//! dominate an idle session's memory), and hands the socket to
+//! [`super::connection::run`].
+
+use std::net::SocketAddr;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use skald_protocol::{ErrorBody, ErrorCode, HttpError};
+
+use super::AppState;
+
+pub async fn upgrade(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if !origin_allowed(&app.config.allowed_origins, &headers) {
+        let body = HttpError {
+            error: ErrorBody {
+                code: ErrorCode::Unauthorized,
+                message: "this origin may not open a connection".into(),
+            },
+        };
+        return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+    }
+    let header_auth = bearer(&headers).map(|token| app.verifier.verify(token));
+    let sizes = &app.config.websocket;
+    ws.read_buffer_size(sizes.read_buffer_bytes)
+        .write_buffer_size(sizes.write_buffer_bytes)
+        .max_message_size(sizes.max_frame_bytes)
+        .max_frame_size(sizes.max_frame_bytes)
+        .on_upgrade(move |socket| super::connection::run(socket, app, header_auth, peer))
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// No allow-list, or no `Origin` header (not a browser), or an origin on
+/// the list.
+fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    match headers.get(header::ORIGIN) {
+        None => true,
+        Some(origin) => origin
+            .to_str()
+            .is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        let mut headers = HeaderMap::new();
+        assert!(origin_allowed(&[], &headers));
+        let list = vec!["https://shop.example".to_owned()];
+        assert!(origin_allowed(&list, &headers));
+        headers.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+        assert!(!origin_allowed(&list, &headers));
+        headers.insert(header::ORIGIN, "https://shop.example".parse().unwrap());
+        assert!(origin_allowed(&list, &headers));
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer(&headers), None);
+        headers.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(bearer(&headers), Some("abc"));
+        headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer(&headers), None);
+    }
+}

@@ -1,0 +1,11 @@
+//! The Skald server: configuration, the HTTP and WebSocket edge, and the
+//! adapters (JWT, stores, model providers) that plug into the actors of
+//! `skald-actors`. The binary (`main.rs`) only parses the command line and
+//! calls [`server::Server::run`].
+
+pub mod auth;
+pub mod config;
+pub mod edge;
+pub mod model;
+pub mod server;
+pub mod store;

@@ -1,0 +1,115 @@
+//! The `skald` binary: `skald` (or `skald serve`) runs the server,
+//! `skald token --sub NAME` prints a token signed with the server's HS256
+//! secret (the development secret when none is configured).
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use skald::auth::{self, Claims};
+use skald::config::{Config, LogFormat};
+use skald::server::Server;
+
+#[derive(Parser)]
+#[command(
+    name = "skald",
+    version,
+    about = "Real-time streaming server for LLM chat"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Print a JWT for a user, signed with the server's HS256 secret.
+    Token {
+        /// The user id (`sub` claim).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime in seconds (default: auth.token_ttl_secs).
+        #[arg(long)]
+        ttl_secs: Option<u64>,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// A role to grant (repeatable), e.g. --role admin.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load()?;
+    init_tracing(config.log.format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Token {
+            sub,
+            ttl_secs,
+            tenant,
+            roles,
+        } => {
+            let (secret, _) = auth::resolve_secret(&config.auth, &config.data_dir)?.context(
+                "no HS256 secret is configured (only public keys): tokens come from your identity provider",
+            )?;
+            let now = auth::now_secs();
+            let claims = Claims {
+                sub,
+                exp: now + ttl_secs.unwrap_or(config.auth.token_ttl_secs),
+                iat: Some(now),
+                nbf: None,
+                aud: config.auth.audience.clone(),
+                iss: config.auth.issuer.clone(),
+                tenant,
+                roles,
+            };
+            println!("{}", auth::mint(&secret, &claims)?);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "Skald listening: WebSocket at ws://{address}/v1/ws");
+    Server::new(config).run(listener, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SKALD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

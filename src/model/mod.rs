@@ -1,0 +1,5 @@
+//! Model provider adapters: implementations of
+//! `skald_actors::ports::model::ModelProvider`.
+
+pub mod openai;
+pub mod simulated;

@@ -1,0 +1,133 @@
+//! Assembling and running a server: adapters chosen from the
+//! configuration, the actor system, the router, and a clean stop.
+//!
+//! [`Server::run`] takes its listener and a shutdown future (as in tokio's
+//! mini-redis), so tests start it on port 0 and stop it when they are done.
+//! Tests may also swap the store or the model for their own adapters.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skald_actors::hub::Hub;
+use skald_actors::ports::model::ModelProvider;
+use skald_actors::ports::store::Store;
+use skald_actors::{ActorsError, AnnouncedLimits, Services};
+use skald_protocol::CloseCode;
+use tokio::net::TcpListener;
+
+use crate::auth::{self, KeyError, Verifier};
+use crate::config::Config;
+use crate::edge::{self, AppState};
+use crate::model::openai::{OpenAiProvider, OpenAiSettings, OpenAiSetupError};
+use crate::model::simulated::SimulatedModel;
+use crate::store::memory::MemoryStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Actors(#[from] ActorsError),
+    #[error("model provider: {0}")]
+    Model(#[from] OpenAiSetupError),
+    #[error("server I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Time given to writers to send their close frames at shutdown.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
+pub struct Server {
+    config: Config,
+    store: Option<Arc<dyn Store>>,
+    model: Option<Arc<dyn ModelProvider>>,
+}
+
+impl Server {
+    pub fn new(config: Config) -> Server {
+        Server {
+            config,
+            store: None,
+            model: None,
+        }
+    }
+
+    /// Uses this store instead of the configured one.
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Server {
+        self.store = Some(store);
+        self
+    }
+
+    /// Uses this model instead of the configured one.
+    pub fn with_model(mut self, model: Arc<dyn ModelProvider>) -> Server {
+        self.model = Some(model);
+        self
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then closes every
+    /// connection with 1001 and stops the actors.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let config = self.config;
+        let secret = auth::resolve_secret(&config.auth, &config.data_dir)?;
+        if let Some((_, true)) = &secret {
+            tracing::warn!(
+                path = %config.data_dir.join(auth::DEV_SECRET_FILE).display(),
+                "no SKALD_JWT_SECRET: using a development secret; get a token with `skald token --sub alice`"
+            );
+        }
+        let verifier = Verifier::new(&config.auth, secret.as_ref().map(|(s, _)| s.as_str()))?;
+        let model = match self.model {
+            Some(model) => model,
+            None => default_model(&config)?,
+        };
+        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        tracing::info!(model = model.name(), "model provider ready");
+        let hub = Hub::start(Services {
+            store,
+            model,
+            bots: config.bots.clone().into_iter().collect(),
+            sessions: config.sessions.clone(),
+            limits: AnnouncedLimits {
+                messages_per_minute: config.limits.messages_per_minute,
+                monthly_tokens: config.limits.monthly_tokens,
+            },
+        })
+        .await?;
+        let state = AppState {
+            hub: hub.clone(),
+            verifier: Arc::new(verifier),
+            config: Arc::new(config),
+        };
+        let app = edge::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        // Upgraded connections outlive the HTTP server: close them.
+        hub.close_all(CloseCode::GoingAway, "server shutting down");
+        tokio::time::sleep(CLOSE_GRACE).await;
+        hub.shutdown().await;
+        served.map_err(ServeError::Io)
+    }
+}
+
+fn default_model(config: &Config) -> Result<Arc<dyn ModelProvider>, ServeError> {
+    let m = &config.model;
+    Ok(match &m.upstream_url {
+        Some(url) => Arc::new(OpenAiProvider::new(OpenAiSettings {
+            base_url: url.clone(),
+            api_key: m.upstream_api_key.clone(),
+            default_model: m.upstream_model.clone(),
+            connect_timeout: Duration::from_millis(m.connect_timeout_ms),
+        })?),
+        None => Arc::new(SimulatedModel {
+            tokens_per_second: m.simulated_tokens_per_second,
+            answer_tokens: m.simulated_answer_tokens,
+        }),
+    })
+}

@@ -1,0 +1,382 @@
+//! Shared test fixtures: a real server on a free loopback port, real
+//! WebSocket clients, tokens signed with the test secret.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use skald::auth::{self, Claims};
+use skald::config::Config;
+use skald::server::Server;
+use skald::store::memory::MemoryStore;
+use skald_actors::ports::model::ModelProvider;
+use skald_actors::ports::store::Store;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+/// Generous bound for anything a test waits for; tests never assert on time.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub store: Arc<MemoryStore>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _data_dir: TempDir,
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n: u64 = rand_u64();
+        let path =
+            std::env::temp_dir().join(format!("skald-test-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
+}
+
+/// A configuration for tests: fast simulated model, test secret.
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.auth.jwt_secret = Some(SECRET.into());
+    config.model.simulated_tokens_per_second = 200.0;
+    config.model.simulated_answer_tokens = 20;
+    config
+}
+
+pub struct Builder {
+    pub config: Config,
+    pub store: Option<Arc<dyn Store>>,
+    pub model: Option<Arc<dyn ModelProvider>>,
+}
+
+impl TestServer {
+    pub fn builder() -> Builder {
+        Builder {
+            config: test_config(),
+            store: None,
+            model: None,
+        }
+    }
+
+    pub async fn start() -> TestServer {
+        TestServer::builder().start().await
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("server stops")
+                .unwrap();
+        }
+    }
+
+    /// An authenticated client (hello frame) that has read its `ready`.
+    pub async fn client(&self, user: &str) -> Client {
+        let mut client = Client::connect(&self.url(), None).await;
+        client
+            .send(json!({"type":"hello","token":token(user)}))
+            .await;
+        let ready = client.recv().await;
+        assert_eq!(ready["type"], "ready", "{ready}");
+        client
+    }
+}
+
+impl Builder {
+    pub fn config(mut self, f: impl FnOnce(&mut Config)) -> Builder {
+        f(&mut self.config);
+        self
+    }
+
+    pub fn store(mut self, store: Arc<dyn Store>) -> Builder {
+        self.store = Some(store);
+        self
+    }
+
+    pub fn model(mut self, model: Arc<dyn ModelProvider>) -> Builder {
+        self.model = Some(model);
+        self
+    }
+
+    pub async fn start(mut self) -> TestServer {
+        let data_dir = TempDir::new("server");
+        self.config.data_dir = data_dir.0.clone();
+        let memory = Arc::new(MemoryStore::new());
+        let store: Arc<dyn Store> = self.store.unwrap_or_else(|| memory.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel();
+        let mut server = Server::new(self.config).with_store(store);
+        if let Some(model) = self.model {
+            server = server.with_model(model);
+        }
+        let task = tokio::spawn(async move {
+            server
+                .run(listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("server runs");
+        });
+        TestServer {
+            addr,
+            store: memory,
+            shutdown: Some(tx),
+            task: Some(task),
+            _data_dir: data_dir,
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn token(user: &str) -> String {
+    token_with(user, |_| {})
+}
+
+pub fn token_with(user: &str, f: impl FnOnce(&mut Claims)) -> String {
+    let now = auth::now_secs();
+    let mut claims = Claims {
+        sub: user.into(),
+        exp: now + 600,
+        iat: Some(now),
+        nbf: None,
+        aud: None,
+        iss: None,
+        tenant: None,
+        roles: Vec::new(),
+    };
+    f(&mut claims);
+    auth::mint(SECRET, &claims).unwrap()
+}
+
+/// What a client saw when the server closed the connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    Code(u16),
+    /// The TCP connection ended without a close frame.
+    NoFrame,
+}
+
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(url: &str, bearer: Option<&str>) -> Client {
+        Client::try_connect(url, bearer, None)
+            .await
+            .expect("upgrade accepted")
+    }
+
+    pub async fn try_connect(
+        url: &str,
+        bearer: Option<&str>,
+        origin: Option<&str>,
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let mut request = url.into_client_request().unwrap();
+        if let Some(token) = bearer {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("origin", origin.parse().unwrap());
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Client { ws })
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.ws
+            .send(Message::Text(frame.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.ws.send(message).await.unwrap();
+    }
+
+    /// The next JSON frame. Panics on close or after [`WAIT`].
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame within the wait")
+                .expect("connection open")
+                .expect("no socket error");
+            match message {
+                Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame whose `type` is `kind`, skipping others.
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if frame["type"] == kind {
+                return frame;
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub async fn closed(&mut self) -> Closed {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("closed within the wait");
+            match next {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return Closed::Code(u16::from(frame.code))
+                }
+                Some(Ok(Message::Close(None))) => {
+                    return Closed::Code(u16::from(WsCloseCode::Status))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Closed::NoFrame,
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// Everything one stream sent: its deltas (checked gap-free) and its `done`.
+pub struct StreamResult {
+    pub text: String,
+    pub deltas: usize,
+    pub done: Value,
+}
+
+/// Reads frames of `stream_id` until its `done`; asserts `seq` starts at
+/// `first_seq` and grows by one. Frames of other streams are skipped.
+pub async fn collect_stream(client: &mut Client, stream_id: &str, first_seq: u64) -> StreamResult {
+    let mut text = String::new();
+    let mut next = first_seq;
+    let mut deltas = 0;
+    loop {
+        let frame = client.recv().await;
+        if frame["stream_id"] != stream_id {
+            continue;
+        }
+        match frame["type"].as_str().unwrap() {
+            "delta" => {
+                assert_eq!(
+                    frame["seq"].as_u64(),
+                    Some(next),
+                    "seq without gaps: {frame}"
+                );
+                next += 1;
+                deltas += 1;
+                text.push_str(frame["text"].as_str().unwrap());
+            }
+            "done" => {
+                return StreamResult {
+                    text,
+                    deltas,
+                    done: frame,
+                }
+            }
+            other => panic!("unexpected frame {other}: {frame}"),
+        }
+    }
+}
+
+/// Sends a message and returns its ack (skipping frames of other streams).
+pub async fn send(client: &mut Client, id: &str, conversation: Option<&str>, text: &str) -> Value {
+    client
+        .send(json!({"type":"send","id":id,"conversation_id":conversation,"text":text}))
+        .await;
+    let ack = loop {
+        let frame = client.recv().await;
+        if !matches!(frame["type"].as_str(), Some("delta" | "done")) {
+            break frame;
+        }
+    };
+    assert_eq!(ack["type"], "ack", "{ack}");
+    assert_eq!(ack["id"], id);
+    ack
+}
+
+/// The answer the simulated model gives to `text` with the test config.
+pub fn simulated_answer(text: &str, tokens: u32) -> String {
+    use skald_actors::ports::model::{ModelRequest, PromptMessage, Role};
+    let model = skald::model::simulated::SimulatedModel {
+        tokens_per_second: 0.0,
+        answer_tokens: tokens,
+    };
+    let request = ModelRequest {
+        model: None,
+        messages: vec![PromptMessage {
+            role: Role::User,
+            content: text.into(),
+        }],
+        temperature: 0.0,
+        max_tokens: u32::MAX,
+        user: "u".into(),
+    };
+    model.answer(&request).0.concat()
+}
+
+/// The stored content of a message.
+pub async fn stored(
+    store: &MemoryStore,
+    conversation_id: &str,
+    message_id: &str,
+) -> Option<skald_actors::ports::store::StoredMessage> {
+    store
+        .recent_messages(conversation_id, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.id == message_id)
+}

@@ -1,0 +1,173 @@
+//! Authentication and admission at the WebSocket edge, against a real
+//! server: hello vs header, every kind of bad token, auth timeout, origins.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn hello_frame_authenticates_and_ready_describes_the_session() {
+    let server = TestServer::start().await;
+    let mut client = Client::connect(&server.url(), None).await;
+    client
+        .send(json!({"type":"hello","token":token("u-42"),"client":"test/1"}))
+        .await;
+    let ready = client.recv().await;
+    assert_eq!(ready["type"], "ready");
+    assert_eq!(ready["user"], "u-42");
+    assert_eq!(ready["protocol"], 1);
+    assert!(!ready["session_id"].as_str().unwrap().is_empty());
+    assert_eq!(ready["limits"]["max_message_chars"], 4000);
+    assert_eq!(ready["limits"]["messages_per_minute"], 50);
+    assert_eq!(ready["limits"]["tokens_remaining"], 100000);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn header_authenticates_and_a_tokenless_hello_is_then_accepted() {
+    let server = TestServer::start().await;
+    let mut client = Client::connect(&server.url(), Some(&token("u-h"))).await;
+    let ready = client.recv().await;
+    assert_eq!(ready["type"], "ready");
+    assert_eq!(ready["user"], "u-h");
+    client.send(json!({"type":"hello"})).await;
+    client.send(json!({"type":"ping","ts":7})).await;
+    assert_eq!(client.recv().await, json!({"type":"pong","ts":7}));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_tokens_get_unauthorized_then_4401() {
+    let server = TestServer::start().await;
+    let now = skald::auth::now_secs();
+    let bad = [
+        ("garbage", "not-a-jwt".to_owned()),
+        ("expired", token_with("u", |c| c.exp = now - 120)),
+        ("future nbf", token_with("u", |c| c.nbf = Some(now + 600))),
+        ("empty sub", token_with("", |_| {})),
+        (
+            "wrong secret",
+            skald::auth::mint(
+                "some-other-secret-some-other-secret-xx",
+                &skald::auth::Claims {
+                    sub: "u".into(),
+                    exp: now + 60,
+                    iat: None,
+                    nbf: None,
+                    aud: None,
+                    iss: None,
+                    tenant: None,
+                    roles: vec![],
+                },
+            )
+            .unwrap(),
+        ),
+    ];
+    for (what, token) in &bad {
+        // Through hello.
+        let mut client = Client::connect(&server.url(), None).await;
+        client.send(json!({"type":"hello","token":token})).await;
+        let error = client.recv().await;
+        assert_eq!(error["type"], "error", "{what}: {error}");
+        assert_eq!(error["code"], "unauthorized", "{what}");
+        assert_eq!(client.closed().await, Closed::Code(4401), "{what}");
+        // Through the header.
+        let mut client = Client::connect(&server.url(), Some(token)).await;
+        assert_eq!(client.recv().await["code"], "unauthorized", "{what}");
+        assert_eq!(client.closed().await, Closed::Code(4401), "{what}");
+    }
+    // A hello without token, and a first frame that is not a hello.
+    for first in [
+        json!({"type":"hello"}),
+        json!({"type":"send","id":"a","text":"hi"}),
+    ] {
+        let mut client = Client::connect(&server.url(), None).await;
+        client.send(first.clone()).await;
+        assert_eq!(client.recv().await["code"], "unauthorized", "{first}");
+        assert_eq!(client.closed().await, Closed::Code(4401), "{first}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn audience_and_issuer_are_checked_when_configured() {
+    let server = TestServer::builder()
+        .config(|c| {
+            c.auth.audience = Some("skald-test".into());
+            c.auth.issuer = Some("https://id.test".into());
+        })
+        .start()
+        .await;
+    let wrong_aud = token_with("u", |c| {
+        c.aud = Some("other".into());
+        c.iss = Some("https://id.test".into());
+    });
+    let mut client = Client::connect(&server.url(), Some(&wrong_aud)).await;
+    assert_eq!(client.recv().await["code"], "unauthorized");
+    assert_eq!(client.closed().await, Closed::Code(4401));
+    let right = token_with("u", |c| {
+        c.aud = Some("skald-test".into());
+        c.iss = Some("https://id.test".into());
+    });
+    let mut client = Client::connect(&server.url(), Some(&right)).await;
+    assert_eq!(client.recv().await["type"], "ready");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed_4408() {
+    let server = TestServer::builder()
+        .config(|c| c.auth.auth_timeout_ms = 300)
+        .start()
+        .await;
+    let mut client = Client::connect(&server.url(), None).await;
+    let error = client.recv().await;
+    assert_eq!(error["code"], "unauthorized");
+    assert_eq!(client.closed().await, Closed::Code(4408));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn binary_frame_before_auth_is_a_protocol_error() {
+    let server = TestServer::start().await;
+    let mut client = Client::connect(&server.url(), None).await;
+    client.send_raw(Message::Binary(vec![1, 2, 3].into())).await;
+    client.recv().await;
+    assert_eq!(client.closed().await, Closed::Code(4400));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn origin_allow_list_refuses_other_sites_with_403() {
+    let server = TestServer::builder()
+        .config(|c| c.allowed_origins = vec!["https://shop.example".into()])
+        .start()
+        .await;
+    let refused = Client::try_connect(
+        &server.url(),
+        Some(&token("u")),
+        Some("https://evil.example"),
+    )
+    .await;
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403)
+        }
+        Err(other) => panic!("expected HTTP 403, got {other:?}"),
+        Ok(_) => panic!("expected HTTP 403, the upgrade was accepted"),
+    }
+    let mut allowed = Client::try_connect(
+        &server.url(),
+        Some(&token("u")),
+        Some("https://shop.example"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(allowed.recv().await["type"], "ready");
+    // Not a browser: no Origin header, allowed.
+    let mut cli = Client::connect(&server.url(), Some(&token("u"))).await;
+    assert_eq!(cli.recv().await["type"], "ready");
+    server.stop().await;
+}
