@@ -61,8 +61,10 @@ fn rand_u64() -> u64 {
 
 /// A configuration for tests: fast simulated model, test secret.
 pub fn test_config() -> Config {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
     config.auth.jwt_secret = Some(SECRET.into());
     config.model.simulated_tokens_per_second = 200.0;
     config.model.simulated_answer_tokens = 20;

@@ -1,0 +1,112 @@
+//! Many sessions at once, and a session that panics while others stream on.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use serde_json::json;
+use skald::store::memory::MemoryStore;
+use skald_actors::ports::store::{
+    BeginOutcome, Conversation, Exchange, FinishedAnswer, NewExchange, Store, StoreError,
+    StoredMessage,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_sessions_stream_at_once() {
+    let server = TestServer::builder()
+        .config(|c| {
+            c.model.simulated_tokens_per_second = 50.0;
+            c.model.simulated_answer_tokens = 25;
+        })
+        .start()
+        .await;
+    let url = server.url();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let user = format!("user-{i}");
+            let mut client = Client::connect(&url, Some(&token(&user))).await;
+            assert_eq!(client.recv().await["type"], "ready");
+            let text = format!("question number {i}");
+            let ack = send(&mut client, "q", None, &text).await;
+            let result = collect_stream(&mut client, ack["stream_id"].as_str().unwrap(), 0).await;
+            assert_eq!(result.text, simulated_answer(&text, 25), "session {i}");
+            assert_eq!(result.done["finish_reason"], "stop");
+            client.close().await;
+        }));
+    }
+    for task in tasks {
+        task.await.expect("every session streams its whole answer");
+    }
+    server.stop().await;
+}
+
+/// A store that panics inside the session actor when the text says so: the
+/// closest thing to a bug in a session, injected through a real port.
+struct PanickingStore(Arc<MemoryStore>);
+
+#[async_trait::async_trait]
+impl Store for PanickingStore {
+    async fn conversation(&self, user: &str, id: &str) -> Result<Option<Conversation>, StoreError> {
+        self.0.conversation(user, id).await
+    }
+    async fn exchange(&self, user: &str, client_id: &str) -> Result<Option<Exchange>, StoreError> {
+        self.0.exchange(user, client_id).await
+    }
+    async fn begin_exchange(&self, exchange: NewExchange) -> Result<BeginOutcome, StoreError> {
+        if exchange.text.contains("PANIC") {
+            panic!("injected fault for a test");
+        }
+        self.0.begin_exchange(exchange).await
+    }
+    async fn finish_answer(&self, answer: FinishedAnswer) -> Result<(), StoreError> {
+        self.0.finish_answer(answer).await
+    }
+    async fn recent_messages(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.0.recent_messages(id, limit).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_session_closes_1011_and_others_stream_on() {
+    let memory = Arc::new(MemoryStore::new());
+    let server = TestServer::builder()
+        .config(|c| {
+            c.model.simulated_tokens_per_second = 40.0;
+            c.model.simulated_answer_tokens = 40;
+        })
+        .store(Arc::new(PanickingStore(memory.clone())))
+        .start()
+        .await;
+    let mut others = Vec::new();
+    for i in 0..5 {
+        let mut client = server.client(&format!("calm-{i}")).await;
+        let ack = send(&mut client, "1", None, "steady").await;
+        others.push((client, ack));
+    }
+    let mut victim = server.client("victim").await;
+    victim
+        .send(json!({"type":"send","id":"boom","text":"PANIC now"}))
+        .await;
+    let error = victim.recv().await;
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["code"], "internal");
+    assert_eq!(victim.closed().await, Closed::Code(1011));
+
+    for (client, ack) in &mut others {
+        let result = collect_stream(client, ack["stream_id"].as_str().unwrap(), 0).await;
+        assert_eq!(result.done["finish_reason"], "stop");
+        assert_eq!(result.text, simulated_answer("steady", 40));
+    }
+    // New sessions still work after the failure.
+    let mut late = server.client("late").await;
+    let ack = send(&mut late, "1", None, "still there?").await;
+    collect_stream(&mut late, ack["stream_id"].as_str().unwrap(), 0).await;
+    server.stop().await;
+}

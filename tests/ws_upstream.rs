@@ -1,0 +1,197 @@
+//! The OpenAI-compatible path end to end: a real server, the real
+//! async-openai client, and the mock upstream of `loadtest/` over real HTTP,
+//! including an upstream that drops mid-stream, one that never answers, one
+//! that goes silent, one that fails, and a cancel that must close the
+//! upstream request.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+use skald_actors::settings::BotSettings;
+use skald_loadtest::mock_upstream::{answer_text, MockConfig, MockUpstream};
+use skald_protocol::FinishReason;
+
+async fn mock(tokens_per_second: f64, answer_tokens: u32) -> MockUpstream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    MockUpstream::start(
+        listener,
+        MockConfig {
+            tokens_per_second,
+            answer_tokens,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// A server whose bots each use one mock behaviour.
+async fn server_for(mock: &MockUpstream) -> TestServer {
+    let base_url = mock.base_url();
+    TestServer::builder()
+        .config(move |c| {
+            c.model.upstream_url = Some(base_url);
+            c.model.upstream_api_key = Some("sk-test-secret".into());
+            c.model.upstream_model = "mock-normal".into();
+            c.sessions.first_token_timeout_ms = 700;
+            c.sessions.token_idle_timeout_ms = 700;
+            for (name, model) in [
+                ("drop", "mock-drop-after-3"),
+                ("hang", "mock-hang"),
+                ("stall", "mock-hang-after-2"),
+                ("fail", "mock-error-500"),
+            ] {
+                c.bots.insert(
+                    name.into(),
+                    BotSettings {
+                        model: Some(model.into()),
+                        ..BotSettings::default()
+                    },
+                );
+            }
+        })
+        .start()
+        .await
+}
+
+async fn ask(client: &mut Client, id: &str, bot: &str, text: &str) -> (Value, StreamResult) {
+    client
+        .send(json!({"type":"send","id":id,"bot":bot,"text":text}))
+        .await;
+    let ack = client.recv().await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let result = collect_stream(client, ack["stream_id"].as_str().unwrap(), 0).await;
+    (ack, result)
+}
+
+#[tokio::test]
+async fn streams_through_async_openai_with_the_upstreams_usage() {
+    let upstream = mock(0.0, 12).await;
+    let server = server_for(&upstream).await;
+    let mut client = server.client("oa").await;
+    let (ack, result) = ask(&mut client, "1", "default", "Salut toi").await;
+    assert_eq!(result.text, answer_text("Salut toi", 12));
+    assert_eq!(result.done["finish_reason"], "stop");
+    assert_eq!(result.done["usage"]["completion_tokens"], 12);
+    let request = upstream.last_request().unwrap();
+    assert_eq!(request["model"], "mock-normal");
+    assert_eq!(request["stream"], true);
+    assert_eq!(request["stream_options"]["include_usage"], true);
+    let messages = request["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["role"], "system");
+    assert_eq!(messages.last().unwrap()["role"], "user");
+    assert_eq!(messages.last().unwrap()["content"], "Salut toi");
+    // The mock counts prompt words: the usage is the upstream's, not ours.
+    let words: u64 = messages
+        .iter()
+        .map(|m| m["content"].as_str().unwrap().split_whitespace().count() as u64)
+        .sum();
+    assert_eq!(result.done["usage"]["prompt_tokens"], words);
+    let message = stored(
+        &server.store,
+        ack["conversation_id"].as_str().unwrap(),
+        ack["message_id"].as_str().unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(message.content, result.text);
+    server.stop().await;
+    upstream.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_drops_mid_stream_gives_upstream_error() {
+    let upstream = mock(0.0, 12).await;
+    let server = server_for(&upstream).await;
+    let mut client = server.client("oa").await;
+    let (ack, result) = ask(&mut client, "1", "drop", "hello").await;
+    assert_eq!(result.done["finish_reason"], "error");
+    assert_eq!(result.done["error"]["code"], "upstream_error");
+    assert_eq!(result.text, answer_text("hello", 3));
+    assert_eq!(result.done["usage"]["completion_tokens"], 3);
+    let message = stored(
+        &server.store,
+        ack["conversation_id"].as_str().unwrap(),
+        ack["message_id"].as_str().unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(message.content, result.text);
+    assert_eq!(message.finish_reason, Some(FinishReason::Error));
+    server.stop().await;
+    upstream.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_times_out() {
+    let upstream = mock(0.0, 12).await;
+    let server = server_for(&upstream).await;
+    let mut client = server.client("oa").await;
+    let (_, result) = ask(&mut client, "1", "hang", "hello?").await;
+    assert_eq!(result.done["finish_reason"], "error");
+    assert_eq!(result.done["error"]["code"], "upstream_timeout");
+    assert_eq!(result.text, "");
+    // Silent after two tokens: also a timeout, with what came before kept.
+    let (_, result) = ask(&mut client, "2", "stall", "and you?").await;
+    assert_eq!(result.done["error"]["code"], "upstream_timeout");
+    assert_eq!(result.text, answer_text("and you?", 2));
+    // The timed-out requests were closed upstream.
+    wait_for(|| upstream.stats().client_disconnects >= 2).await;
+    server.stop().await;
+    upstream.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upstream_error_never_leaks_the_api_key() {
+    let upstream = mock(0.0, 12).await;
+    let server = server_for(&upstream).await;
+    let mut client = server.client("oa").await;
+    let (_, result) = ask(&mut client, "1", "fail", "hello").await;
+    assert_eq!(result.done["error"]["code"], "upstream_error");
+    assert!(!result.done.to_string().contains("sk-test-secret"));
+    server.stop().await;
+    upstream.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancel_closes_the_upstream_request() {
+    let upstream = mock(20.0, 400).await;
+    let server = server_for(&upstream).await;
+    let mut client = server.client("oa").await;
+    client
+        .send(json!({"type":"send","id":"1","text":"a long one"}))
+        .await;
+    let ack = client.recv().await;
+    let stream_id = ack["stream_id"].as_str().unwrap();
+    client.recv_type("delta").await;
+    assert_eq!(upstream.stats().client_disconnects, 0);
+    client
+        .send(json!({"type":"cancel","stream_id":stream_id}))
+        .await;
+    let done = client.recv_type("done").await;
+    assert_eq!(done["finish_reason"], "cancelled");
+    wait_for(|| upstream.stats().client_disconnects == 1).await;
+    let sent = upstream.stats().tokens_sent;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        upstream.stats().tokens_sent,
+        sent,
+        "the upstream stopped generating"
+    );
+    assert!(sent < 400);
+    server.stop().await;
+    upstream.shutdown().await;
+}
+
+async fn wait_for(condition: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition never held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
