@@ -342,6 +342,9 @@ impl Config {
         if !(m.simulated_tokens_per_second >= 0.0 && m.simulated_tokens_per_second.is_finite()) {
             return invalid("model.simulated_tokens_per_second must be 0 or more".into());
         }
+        if m.connect_timeout_ms == 0 {
+            return invalid("model.connect_timeout_ms must be at least 1".into());
+        }
         if m.simulated_answer_tokens == 0 {
             return invalid("model.simulated_answer_tokens must be at least 1".into());
         }

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod config_reference;
 pub mod edge;
 pub mod model;
 pub mod server;

@@ -75,12 +75,6 @@ impl Server {
     ) -> Result<(), ServeError> {
         let config = self.config;
         let secret = auth::resolve_secret(&config.auth, &config.data_dir)?;
-        if let Some((_, true)) = &secret {
-            tracing::warn!(
-                path = %config.data_dir.join(auth::DEV_SECRET_FILE).display(),
-                "no SKALD_JWT_SECRET: using a development secret; get a token with `skald token --sub alice`"
-            );
-        }
         let verifier = Verifier::new(&config.auth, secret.as_ref().map(|(s, _)| s.as_str()))?;
         let model = match self.model {
             Some(model) => model,

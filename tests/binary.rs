@@ -1,0 +1,102 @@
+//! The `skald` binary as a user runs it: no configuration at all, a token
+//! from `skald token`, a chat, and a clean stop on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::{collect_stream, send, Client, TempDir, WAIT};
+
+fn skald(data_dir: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_skald"));
+    // Nothing from the environment of the test runner.
+    command.env_clear();
+    command.env("PATH", std::env::var("PATH").unwrap_or_default());
+    command.env("SKALD_DATA_DIR", data_dir);
+    command.env("SKALD_SIMULATED_TOKENS_PER_SECOND", "0");
+    command.env("SKALD_SIMULATED_ANSWER_TOKENS", "7");
+    command
+}
+
+#[tokio::test]
+async fn runs_with_nothing_configured_and_mints_dev_tokens() {
+    let data = TempDir::new("binary");
+    let output = skald(&data.0)
+        .args(["token", "--sub", "alice"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    assert!(
+        data.0.join("dev-jwt-secret").is_file(),
+        "development secret kept in the data dir"
+    );
+
+    let mut child = skald(&data.0)
+        .env("SKALD_LISTEN", "127.0.0.1:0")
+        .stderr(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut logs = Vec::new();
+    let address = loop {
+        let line = rx.recv_timeout(WAIT).expect("the server logs its address");
+        logs.push(line.clone());
+        if let Some(rest) = line.split("ws://").nth(1) {
+            break rest.split('/').next().unwrap().to_owned();
+        }
+    };
+    assert!(
+        logs.iter().any(|l| l.contains("skald token --sub")),
+        "tells how to get a token: {logs:?}"
+    );
+    let url = format!("ws://{address}/v1/ws");
+    let mut client = Client::connect(&url, Some(&token)).await;
+    assert_eq!(client.recv().await["user"], "alice");
+    let ack = send(&mut client, "1", None, "hello").await;
+    let result = collect_stream(&mut client, ack["stream_id"].as_str().unwrap(), 0).await;
+    assert_eq!(result.text, common::simulated_answer("hello", 7));
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut waited = std::time::Duration::ZERO;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(waited < WAIT, "the server exits after SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        waited += std::time::Duration::from_millis(50);
+    };
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(client.closed().await, common::Closed::Code(1001));
+}
+
+#[test]
+fn refuses_bad_configuration_with_a_clear_error() {
+    let data = TempDir::new("binary-bad");
+    let output = skald(&data.0)
+        .env("SKALD_LISTEN", "nowhere")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("listen"), "{stderr}");
+}
