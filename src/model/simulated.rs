@@ -85,16 +85,21 @@ impl ModelProvider for SimulatedModel {
             .into_iter()
             .map(ModelEvent::Token)
             .chain([ModelEvent::Finish(finish), ModelEvent::Usage(usage)]);
+        // The first token comes at once, the next ones every `period`
+        // (a first tick of a fresh interval would still wait for the timer
+        // wheel, about a millisecond).
+        let ticker = period.map(|p| tokio::time::interval_at(tokio::time::Instant::now() + p, p));
         let stream = stream::unfold(
-            (events, period.map(tokio::time::interval)),
-            |(mut events, mut ticker)| async move {
+            (events, ticker, true),
+            |(mut events, mut ticker, first)| async move {
                 let event = events.next()?;
-                if let (ModelEvent::Token(_), Some(ticker)) = (&event, ticker.as_mut()) {
-                    ticker.tick().await;
-                } else {
-                    tokio::task::yield_now().await;
+                match (&event, ticker.as_mut()) {
+                    (ModelEvent::Token(_), Some(ticker)) if !first => {
+                        ticker.tick().await;
+                    }
+                    _ => tokio::task::yield_now().await,
                 }
-                Some((Ok(event), (events, ticker)))
+                Some((Ok(event), (events, ticker, false)))
             },
         );
         Ok(Box::pin(stream))
