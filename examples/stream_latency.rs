@@ -90,8 +90,10 @@ async fn main() -> anyhow::Result<()> {
 
     let epoch = Instant::now();
     let data_dir = std::env::temp_dir().join(format!("skald-example-{}", std::process::id()));
-    let mut config = Config::default();
-    config.data_dir = data_dir.clone();
+    let mut config = Config {
+        data_dir: data_dir.clone(),
+        ..Config::default()
+    };
     config.auth.jwt_secret = Some(SECRET.into());
     config.sessions.max_streams_per_session = 1;
     let model = Arc::new(Stamped {
