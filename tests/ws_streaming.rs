@@ -375,3 +375,66 @@ async fn shutdown_closes_connections_with_1001() {
     server.stop().await;
     assert_eq!(client.closed().await, Closed::Code(1001));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_gets_coalesced_deltas_and_slows_nobody() {
+    let server = TestServer::builder()
+        .config(|c| {
+            c.model.simulated_tokens_per_second = 0.0;
+            c.model.simulated_answer_tokens = 3000;
+            c.bots.get_mut("default").unwrap().max_tokens = 3000;
+        })
+        .start()
+        .await;
+    let mut slow = Client::connect_small_buffer(&server.url(), &token("slow")).await;
+    assert_eq!(slow.recv().await["type"], "ready");
+    let ack = send(&mut slow, "1", None, "flood me").await;
+    // Meanwhile another session streams its whole answer.
+    let mut fast = server.client("fast").await;
+    let fast_ack = send(&mut fast, "1", None, "me too").await;
+    let fast_result = collect_stream(&mut fast, fast_ack["stream_id"].as_str().unwrap(), 0).await;
+    assert_eq!(fast_result.text, simulated_answer("me too", 3000));
+    // The slow reader finally reads: everything, exact, gap-free, in fewer
+    // frames than tokens.
+    let result = collect_stream(&mut slow, ack["stream_id"].as_str().unwrap(), 0).await;
+    assert_eq!(result.text, simulated_answer("flood me", 3000));
+    assert!(
+        result.deltas < 3000,
+        "deltas coalesce when the client is behind: {} frames for 3000 tokens",
+        result.deltas
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_that_do_not_answer_pings_are_closed() {
+    let server = TestServer::builder()
+        .config(|c| {
+            c.websocket.ping_interval_ms = 100;
+            c.websocket.idle_timeout_ms = 400;
+        })
+        .start()
+        .await;
+    // This client reads (and so answers pings) for a while: it stays open.
+    let mut alive = server.client("alive").await;
+    let until = tokio::time::Instant::now() + std::time::Duration::from_millis(1000);
+    alive.send(json!({"type":"ping","ts":1})).await;
+    assert_eq!(alive.recv().await["type"], "pong");
+    while tokio::time::Instant::now() < until {
+        alive.send(json!({"type":"ping","ts":2})).await;
+        assert_eq!(alive.recv().await["type"], "pong");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // This one goes silent (no reads, so no pongs): closed after the timeout.
+    let mut silent = server.client("silent").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    // Reading now, the client answers the queued pings into a closed
+    // socket, so it may see the reset before the close frame: either way
+    // the server closed it (a connection left open would time out here).
+    let closed = silent.closed().await;
+    assert!(
+        matches!(closed, Closed::Code(1000) | Closed::NoFrame),
+        "{closed:?}"
+    );
+    server.stop().await;
+}

@@ -231,6 +231,29 @@ impl Client {
         Ok(Client { ws })
     }
 
+    /// A client whose socket receive buffer is tiny, so that the server's
+    /// writes block as soon as it stops reading.
+    pub async fn connect_small_buffer(url: &str, bearer: &str) -> Client {
+        let addr = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let tcp = socket.connect(addr).await.unwrap();
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {bearer}").parse().unwrap());
+        let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(tcp))
+            .await
+            .unwrap();
+        Client { ws }
+    }
+
     pub async fn send(&mut self, frame: Value) {
         self.ws
             .send(Message::Text(frame.to_string().into()))
