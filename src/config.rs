@@ -15,7 +15,8 @@ use std::time::Duration;
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
-use skald_actors::settings::{BotSettings, SessionSettings};
+use skald_actors::limits::guard::FailurePolicy;
+use skald_actors::settings::{BotSettings, LimitSettings, SessionSettings};
 
 /// Every environment variable the server reads: (name, configuration key, meaning).
 pub const ENV_VARS: &[(&str, &str, &str)] = &[
@@ -75,6 +76,16 @@ pub const ENV_VARS: &[(&str, &str, &str)] = &[
         "log.format",
         "`text` (default) or `json`",
     ),
+    (
+        "SKALD_REDIS_URL",
+        "redis.url",
+        "Redis for limits and quotas shared by every instance (redis:// or rediss://); unset: in-process",
+    ),
+    (
+        "SKALD_REDIS_FAILURE_POLICY",
+        "redis.failure_policy",
+        "`open` (default: decide in-process while Redis is down, reconcile after) or `closed` (refuse with `unavailable`)",
+    ),
 ];
 
 /// The variable that names the TOML configuration file.
@@ -92,7 +103,8 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     pub sessions: SessionSettings,
     pub model: ModelConfig,
-    pub limits: LimitsConfig,
+    pub limits: LimitSettings,
+    pub redis: RedisConfig,
     pub log: LogConfig,
     /// Bots by name; `default` always exists.
     pub bots: BTreeMap<String, BotSettings>,
@@ -108,7 +120,8 @@ impl Default for Config {
             websocket: WebSocketConfig::default(),
             sessions: SessionSettings::default(),
             model: ModelConfig::default(),
-            limits: LimitsConfig::default(),
+            limits: LimitSettings::default(),
+            redis: RedisConfig::default(),
             log: LogConfig::default(),
             bots: BTreeMap::from([("default".to_owned(), BotSettings::default())]),
         }
@@ -237,21 +250,36 @@ impl Default for ModelConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct LimitsConfig {
-    pub messages_per_minute: u32,
-    pub monthly_tokens: u64,
-    pub monthly_requests: u64,
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` URL; unset: limits and quotas in-process.
+    pub url: Option<String>,
+    /// Bound on every Redis command, also while Redis is unreachable.
+    pub command_timeout_ms: u64,
+    pub failure_policy: FailurePolicy,
+    /// Prefix of every key Skald writes.
+    pub key_prefix: String,
 }
 
-impl Default for LimitsConfig {
+impl Default for RedisConfig {
     fn default() -> Self {
-        LimitsConfig {
-            messages_per_minute: 50,
-            monthly_tokens: 100_000,
-            monthly_requests: 1_000,
+        RedisConfig {
+            url: None,
+            command_timeout_ms: 250,
+            failure_policy: FailurePolicy::Open,
+            key_prefix: "skald".into(),
         }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.url.as_ref().map(|_| "<set>"))
+            .field("command_timeout_ms", &self.command_timeout_ms)
+            .field("failure_policy", &self.failure_policy)
+            .finish_non_exhaustive()
     }
 }
 
@@ -314,6 +342,15 @@ impl Config {
             bot.validate(name).map_err(ConfigError::Invalid)?;
         }
         self.sessions.validate().map_err(ConfigError::Invalid)?;
+        self.limits.validate().map_err(ConfigError::Invalid)?;
+        if let Some(url) = &self.redis.url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return invalid("redis.url must be a redis:// or rediss:// URL".into());
+            }
+        }
+        if self.redis.command_timeout_ms == 0 {
+            return invalid("redis.command_timeout_ms must be at least 1".into());
+        }
         let ws = &self.websocket;
         if ws.max_frame_bytes < 256 {
             return invalid("websocket.max_frame_bytes must be at least 256".into());
@@ -367,7 +404,9 @@ impl Config {
 /// booleans typed for the keys that hold them, text as is for the others
 /// (a secret made of digits stays a string).
 fn env_value(key: &str, value: &str) -> figment::value::Value {
-    const TEXT_KEYS: [&str; 7] = [
+    const TEXT_KEYS: [&str; 9] = [
+        "redis.url",
+        "redis.failure_policy",
         "listen",
         "data_dir",
         "auth.jwt_secret",
@@ -420,6 +459,8 @@ mod tests {
             ("SKALD_QUOTA_MONTHLY_TOKENS", "4"),
             ("SKALD_QUOTA_MONTHLY_REQUESTS", "5"),
             ("SKALD_LOG_FORMAT", "json"),
+            ("SKALD_REDIS_URL", "redis://127.0.0.1:6390"),
+            ("SKALD_REDIS_FAILURE_POLICY", "closed"),
         ])
         .unwrap();
         assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
@@ -440,6 +481,8 @@ mod tests {
         assert_eq!(config.limits.monthly_tokens, 4);
         assert_eq!(config.limits.monthly_requests, 5);
         assert_eq!(config.log.format, LogFormat::Json);
+        assert_eq!(config.redis.url.as_deref(), Some("redis://127.0.0.1:6390"));
+        assert_eq!(config.redis.failure_policy, FailurePolicy::Closed);
     }
 
     #[test]
@@ -500,6 +543,13 @@ max_streams_per_session = 2
                 "simulated_tokens_per_second",
             ),
             ("SKALD_LOG_FORMAT", "xml", "format"),
+            ("SKALD_REDIS_URL", "http://x", "redis.url"),
+            ("SKALD_REDIS_FAILURE_POLICY", "sometimes", "failure_policy"),
+            (
+                "SKALD_LIMIT_MESSAGES_PER_MINUTE",
+                "0",
+                "messages_per_minute",
+            ),
         ];
         for (var, value, needle) in cases {
             let err = load(&[(var, value)]).unwrap_err().to_string();

@@ -41,9 +41,18 @@ pub const MEANINGS: &[(&str, &str)] = &[
     ("model.connect_timeout_ms", "TCP and TLS connect timeout to the upstream"),
     ("model.simulated_tokens_per_second", "speed of the simulated model (0: as fast as possible)"),
     ("model.simulated_answer_tokens", "length of the simulated model's answers, before the bot's `max_tokens`"),
-    ("limits.messages_per_minute", "messages per minute per user (announced in `ready.limits`)"),
-    ("limits.monthly_tokens", "tokens per user per calendar month, UTC (announced in `ready.limits`)"),
-    ("limits.monthly_requests", "requests per user per calendar month, UTC"),
+    ("limits.messages_per_minute", "messages (`send`) per minute per user; more is `rate_limited` with `retry_after_ms`"),
+    ("limits.monthly_tokens", "tokens per user per UTC calendar month; used up is `quota_exceeded`"),
+    ("limits.monthly_requests", "accepted messages per user per UTC calendar month; used up is `quota_exceeded`"),
+    ("limits.address_requests_per_minute", "new connections and HTTP requests per minute per client address; more is HTTP 429 with `Retry-After`"),
+    ("limits.max_connections_per_user", "open connections per user; one more is closed 4429"),
+    ("limits.connection_lease_ms", "a connection slot expires unless refreshed within this time (slots of a crashed instance free themselves)"),
+    ("limits.reservation_lease_ms", "a quota reservation never settled expires after this time (longer than any stream)"),
+    ("limits.users", "per-user overrides: `[limits.users.\"<sub>\"]` with `messages_per_minute`, `monthly_tokens`, `monthly_requests`"),
+    ("redis.url", "Redis shared by every instance for limits and quotas; unset: in-process"),
+    ("redis.command_timeout_ms", "bound on every Redis command, also while Redis is unreachable"),
+    ("redis.failure_policy", "`open`: decide in-process while Redis is down and add the usage to Redis when it returns; `closed`: refuse with `unavailable`"),
+    ("redis.key_prefix", "prefix of every Redis key"),
     ("log.format", "`text` or `json`"),
     ("bots.<name>.system_prompt", "always the first prompt message, in the system role; user text never goes there"),
     ("bots.<name>.model", "upstream model of this bot; unset: `model.upstream_model`"),
@@ -52,6 +61,9 @@ pub const MEANINGS: &[(&str, &str)] = &[
     ("bots.<name>.max_message_chars", "longest accepted `send.text`, in characters"),
     ("bots.<name>.history_messages", "earlier messages of the conversation put in the prompt"),
     ("bots.<name>.max_history_chars", "cap on the characters of those earlier messages, oldest dropped first"),
+    ("bots.<name>.messages_per_minute", "this bot's rate limit over `limits.messages_per_minute`"),
+    ("bots.<name>.monthly_tokens", "this bot's token quota over `limits.monthly_tokens`"),
+    ("bots.<name>.monthly_requests", "this bot's request quota over `limits.monthly_requests`"),
 ];
 
 /// Every setting of the default configuration with its default, as TOML
@@ -144,6 +156,11 @@ mod tests {
             "model.upstream_url",
             "model.upstream_api_key",
             "bots.<name>.model",
+            "bots.<name>.messages_per_minute",
+            "bots.<name>.monthly_tokens",
+            "bots.<name>.monthly_requests",
+            "limits.users",
+            "redis.url",
         ];
         for key in &documented {
             assert!(

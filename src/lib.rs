@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod config_reference;
 pub mod edge;
+pub mod limits;
 pub mod model;
 pub mod server;
 pub mod store;

@@ -12,15 +12,18 @@ use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use skald_actors::hub::Hub;
+use skald_actors::limits::guard::LimitsGuard;
 use skald_actors::ports::model::ModelProvider;
 use skald_actors::ports::store::Store;
-use skald_actors::{ActorsError, AnnouncedLimits, Services};
+use skald_actors::time::{Clock, SystemClock};
+use skald_actors::{ActorsError, Services};
 use skald_protocol::CloseCode;
 use tokio::net::TcpListener;
 
 use crate::auth::{self, KeyError, Verifier};
 use crate::config::Config;
 use crate::edge::{self, AppState};
+use crate::limits::redis::{RedisLimits, RedisSettings, RedisSetupError};
 use crate::model::openai::{OpenAiProvider, OpenAiSettings, OpenAiSetupError};
 use crate::model::simulated::SimulatedModel;
 use crate::store::memory::MemoryStore;
@@ -33,6 +36,8 @@ pub enum ServeError {
     Actors(#[from] ActorsError),
     #[error("model provider: {0}")]
     Model(#[from] OpenAiSetupError),
+    #[error("redis: {0}")]
+    Redis(#[from] RedisSetupError),
     #[error("server I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -44,6 +49,8 @@ pub struct Server {
     config: Config,
     store: Option<Arc<dyn Store>>,
     model: Option<Arc<dyn ModelProvider>>,
+    limits: Option<Arc<LimitsGuard>>,
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl Server {
@@ -52,6 +59,8 @@ impl Server {
             config,
             store: None,
             model: None,
+            limits: None,
+            clock: None,
         }
     }
 
@@ -64,6 +73,12 @@ impl Server {
     /// Uses this model instead of the configured one.
     pub fn with_model(mut self, model: Arc<dyn ModelProvider>) -> Server {
         self.model = Some(model);
+        self
+    }
+
+    /// Uses this clock for limits and quotas (tests move the month).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Server {
+        self.clock = Some(clock);
         self
     }
 
@@ -83,15 +98,18 @@ impl Server {
         };
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
         tracing::info!(model = model.name(), "model provider ready");
+        let limits_guard = match self.limits {
+            Some(guard) => guard,
+            None => Arc::new(limits_guard(&config).await?),
+        };
         let hub = Hub::start(Services {
             store,
             model,
             bots: config.bots.clone().into_iter().collect(),
             sessions: config.sessions.clone(),
-            limits: AnnouncedLimits {
-                messages_per_minute: config.limits.messages_per_minute,
-                monthly_tokens: config.limits.monthly_tokens,
-            },
+            limits: config.limits.clone(),
+            limits_guard,
+            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
         })
         .await?;
         let state = AppState {
@@ -116,6 +134,24 @@ impl Server {
         hub.shutdown().await;
         served.map_err(ServeError::Io)
     }
+}
+
+/// Redis with the configured failure policy, or in-process limits.
+async fn limits_guard(config: &Config) -> Result<LimitsGuard, ServeError> {
+    let Some(url) = &config.redis.url else {
+        return Ok(LimitsGuard::local());
+    };
+    let redis = RedisLimits::connect(RedisSettings {
+        url: url.clone(),
+        command_timeout: Duration::from_millis(config.redis.command_timeout_ms),
+        key_prefix: config.redis.key_prefix.clone(),
+    })
+    .await?;
+    tracing::info!(policy = ?config.redis.failure_policy, "limits and quotas in Redis");
+    Ok(LimitsGuard::shared(
+        Arc::new(redis),
+        config.redis.failure_policy,
+    ))
 }
 
 fn default_model(config: &Config) -> Result<Arc<dyn ModelProvider>, ServeError> {

@@ -16,6 +16,11 @@ use std::time::Duration;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::time::Instant;
 
+use crate::limits::quota_keeper::{QuotaKeeper, QuotaMsg};
+use crate::limits::rate_limiter::{RateLimiter, RateLimiterMsg};
+use crate::ports::limits::{
+    LimitsError, QuotaLimits, QuotaUsage, RateDecision, RateLimit, Reservation, ReserveDecision,
+};
 use crate::registry::{
     Registry, RegistryArgs, RegistryCounters, RegistryMsg, StartStream, StreamHandle,
 };
@@ -29,10 +34,59 @@ const RESTART_WINDOW: Duration = Duration::from_secs(60);
 /// microseconds; this only matters if one is wedged).
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The current refs of the shared actors (replaced when one restarts).
 #[derive(Default)]
-struct Slots {
+pub(crate) struct Slots {
     registry: RwLock<Option<ActorRef<RegistryMsg>>>,
     supervisor: RwLock<Option<ActorRef<SupervisorMsg>>>,
+    rate_limiter: RwLock<Option<ActorRef<RateLimiterMsg>>>,
+    quota_keeper: RwLock<Option<ActorRef<QuotaMsg>>>,
+}
+
+impl Slots {
+    /// Ends a quota reservation (fire and forget: the QuotaKeeper never
+    /// loses a settle once it has it).
+    pub(crate) fn settle(
+        &self,
+        user: &str,
+        month: &str,
+        id: &str,
+        tokens: u64,
+        count_request: bool,
+    ) {
+        match read(&self.quota_keeper) {
+            Some(keeper) => {
+                let _ = keeper.cast(QuotaMsg::Settle {
+                    user: user.to_owned(),
+                    month: month.to_owned(),
+                    id: id.to_owned(),
+                    tokens,
+                    count_request,
+                });
+            }
+            None => tracing::error!(%id, "no QuotaKeeper to settle with"),
+        }
+    }
+}
+
+/// The answer of a call to a shared actor, or why there is none.
+async fn ask<M, T>(
+    actor: Option<ActorRef<M>>,
+    build: impl FnOnce(ractor::RpcReplyPort<T>) -> M,
+) -> Result<T, ActorsError>
+where
+    M: ractor::Message,
+    T: Send + 'static,
+{
+    let actor = actor.ok_or(ActorsError::Stopped)?;
+    match actor
+        .call(build, Some(CALL_TIMEOUT))
+        .await
+        .map_err(|e| ActorsError::Call(e.to_string()))?
+    {
+        ractor::rpc::CallResult::Success(answer) => Ok(answer),
+        _ => Err(ActorsError::Call("no answer in time".into())),
+    }
 }
 
 /// Counters of the actor system, for metrics and tests.
@@ -73,69 +127,141 @@ impl Hub {
         }))
     }
 
-    fn registry(&self) -> Result<ActorRef<RegistryMsg>, ActorsError> {
-        read(&self.slots.registry).ok_or(ActorsError::Stopped)
-    }
-
-    fn supervisor(&self) -> Result<ActorRef<SupervisorMsg>, ActorsError> {
-        read(&self.slots.supervisor).ok_or(ActorsError::Stopped)
-    }
-
     /// Starts a session actor for an authenticated connection.
     pub async fn spawn_session(
         &self,
         args: SessionArgs,
     ) -> Result<ActorRef<SessionMsg>, ActorsError> {
-        let supervisor = self.supervisor()?;
-        let reply = supervisor
-            .call(|port| SupervisorMsg::Spawn(args, port), Some(CALL_TIMEOUT))
-            .await
-            .map_err(|e| ActorsError::Call(e.to_string()))?;
-        match reply {
-            ractor::rpc::CallResult::Success(result) => result.map_err(ActorsError::Spawn),
-            _ => Err(ActorsError::Call(
-                "session supervisor did not answer".into(),
-            )),
-        }
+        ask(read(&self.slots.supervisor), |port| {
+            SupervisorMsg::Spawn(args, port)
+        })
+        .await?
+        .map_err(ActorsError::Spawn)
     }
 
     pub(crate) async fn start_stream(&self, start: StartStream) -> Result<(), ActorsError> {
-        let registry = self.registry()?;
-        match registry
-            .call(|port| RegistryMsg::Start(start, port), Some(CALL_TIMEOUT))
-            .await
-            .map_err(|e| ActorsError::Call(e.to_string()))?
-        {
-            ractor::rpc::CallResult::Success(result) => result.map_err(ActorsError::Spawn),
-            _ => Err(ActorsError::Call("stream registry did not answer".into())),
-        }
+        ask(read(&self.slots.registry), |port| {
+            RegistryMsg::Start(start, port)
+        })
+        .await?
+        .map_err(ActorsError::Spawn)
     }
 
     /// A live or recently finished stream of `user`.
     pub async fn lookup_stream(&self, stream_id: &str, user: &str) -> Option<StreamHandle> {
-        let registry = self.registry().ok()?;
-        let reply = registry
-            .call(
-                |reply| RegistryMsg::Lookup {
-                    stream_id: stream_id.to_owned(),
-                    user: user.to_owned(),
-                    reply,
-                },
-                Some(CALL_TIMEOUT),
-            )
-            .await
-            .ok()?;
-        match reply {
-            ractor::rpc::CallResult::Success(found) => found,
-            _ => None,
-        }
+        ask(read(&self.slots.registry), |reply| RegistryMsg::Lookup {
+            stream_id: stream_id.to_owned(),
+            user: user.to_owned(),
+            reply,
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// Asks every connection to close (server shutdown).
     pub fn close_all(&self, code: skald_protocol::CloseCode, reason: &str) {
-        if let Ok(supervisor) = self.supervisor() {
+        if let Some(supervisor) = read(&self.slots.supervisor) {
             let _ = supervisor.cast(SupervisorMsg::CloseAll(code, reason.to_owned()));
         }
+    }
+
+    /// The time limits and quotas use.
+    pub fn now_ms(&self) -> i64 {
+        self.services.clock.now_ms()
+    }
+
+    /// One event against a rate limit (`key` names who is limited, e.g.
+    /// `user:u-42` or `addr:127.0.0.1`).
+    pub async fn check_rate(
+        &self,
+        key: &str,
+        per_minute: u32,
+    ) -> Result<RateDecision, LimitsError> {
+        let now_ms = self.now_ms();
+        ask(read(&self.slots.rate_limiter), |reply| {
+            RateLimiterMsg::Check {
+                key: key.to_owned(),
+                limit: RateLimit { per_minute },
+                now_ms,
+                reply,
+            }
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    /// Takes (or refreshes) one of the user's connection slots.
+    pub async fn acquire_connection(&self, user: &str, holder: &str) -> Result<bool, LimitsError> {
+        let limits = &self.services.limits;
+        let now_ms = self.now_ms();
+        ask(read(&self.slots.rate_limiter), |reply| {
+            RateLimiterMsg::AcquireSlot {
+                key: format!("conn:{user}"),
+                holder: holder.to_owned(),
+                max: limits.max_connections_per_user,
+                lease_ms: limits.connection_lease_ms,
+                now_ms,
+                reply,
+            }
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    pub fn release_connection(&self, user: &str, holder: &str) {
+        if let Some(limiter) = read(&self.slots.rate_limiter) {
+            let _ = limiter.cast(RateLimiterMsg::ReleaseSlot {
+                key: format!("conn:{user}"),
+                holder: holder.to_owned(),
+            });
+        }
+    }
+
+    pub(crate) async fn reserve(
+        &self,
+        reservation: Reservation,
+        limits: QuotaLimits,
+    ) -> Result<ReserveDecision, LimitsError> {
+        let lease_ms = self.services.limits.reservation_lease_ms;
+        let now_ms = self.now_ms();
+        ask(read(&self.slots.quota_keeper), |reply| QuotaMsg::Reserve {
+            reservation,
+            limits,
+            lease_ms,
+            now_ms,
+            reply,
+        })
+        .await
+        .map_err(unavailable)?
+    }
+
+    pub(crate) fn settle(
+        &self,
+        user: &str,
+        month: &str,
+        id: &str,
+        tokens: u64,
+        count_request: bool,
+    ) {
+        self.slots.settle(user, month, id, tokens, count_request);
+    }
+
+    /// The user's usage this month (UTC): the month and its counters.
+    pub async fn usage(&self, user: &str) -> Result<(String, QuotaUsage), LimitsError> {
+        let now_ms = self.now_ms();
+        let month = crate::time::month_of(now_ms);
+        let lease_ms = self.services.limits.reservation_lease_ms;
+        let usage = ask(read(&self.slots.quota_keeper), |reply| QuotaMsg::Usage {
+            user: user.to_owned(),
+            month: month.clone(),
+            lease_ms,
+            now_ms,
+            reply,
+        })
+        .await
+        .map_err(unavailable)??;
+        Ok((month, usage))
     }
 
     /// False once the root supervisor gave up (restart intensity exceeded)
@@ -158,6 +284,10 @@ impl Hub {
     }
 }
 
+fn unavailable(e: ActorsError) -> LimitsError {
+    LimitsError::Unavailable(e.to_string())
+}
+
 fn read<T: Clone>(slot: &RwLock<Option<T>>) -> Option<T> {
     slot.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
@@ -167,6 +297,14 @@ fn write<T>(slot: &RwLock<Option<T>>, value: Option<T>) {
 }
 
 struct Root;
+
+#[derive(Debug, Clone, Copy)]
+enum Child {
+    Registry,
+    Supervisor,
+    RateLimiter,
+    QuotaKeeper,
+}
 
 struct RootArgs {
     services: Arc<Services>,
@@ -184,9 +322,24 @@ impl RootState {
         let args = RegistryArgs {
             services: self.args.services.clone(),
             counters: self.args.counters.streams.clone(),
+            slots: self.args.slots.clone(),
         };
         let (registry, _) = Actor::spawn_linked(None, Registry, args, root).await?;
         write(&self.args.slots.registry, Some(registry));
+        Ok(())
+    }
+
+    async fn spawn_rate_limiter(&self, root: ActorCell) -> Result<(), ActorProcessingErr> {
+        let guard = self.args.services.limits_guard.clone();
+        let (actor, _) = Actor::spawn_linked(None, RateLimiter, guard, root).await?;
+        write(&self.args.slots.rate_limiter, Some(actor));
+        Ok(())
+    }
+
+    async fn spawn_quota_keeper(&self, root: ActorCell) -> Result<(), ActorProcessingErr> {
+        let guard = self.args.services.limits_guard.clone();
+        let (actor, _) = Actor::spawn_linked(None, QuotaKeeper, guard, root).await?;
+        write(&self.args.slots.quota_keeper, Some(actor));
         Ok(())
     }
 
@@ -212,6 +365,8 @@ impl Actor for Root {
             args,
             restarts: VecDeque::new(),
         };
+        state.spawn_rate_limiter(myself.get_cell()).await?;
+        state.spawn_quota_keeper(myself.get_cell()).await?;
         state.spawn_registry(myself.get_cell()).await?;
         state.spawn_supervisor(myself.get_cell()).await?;
         Ok(state)
@@ -224,6 +379,8 @@ impl Actor for Root {
     ) -> Result<(), ActorProcessingErr> {
         write(&state.args.slots.registry, None);
         write(&state.args.slots.supervisor, None);
+        write(&state.args.slots.rate_limiter, None);
+        write(&state.args.slots.quota_keeper, None);
         Ok(())
     }
 
@@ -241,11 +398,18 @@ impl Actor for Root {
             _ => return Ok(()),
         };
         let id = cell.get_id();
-        let is_registry = read(&state.args.slots.registry).is_some_and(|r| r.get_id() == id);
-        let is_supervisor = read(&state.args.slots.supervisor).is_some_and(|r| r.get_id() == id);
-        if !is_registry && !is_supervisor {
+        let slots = &state.args.slots;
+        let which = if read(&slots.registry).is_some_and(|r| r.get_id() == id) {
+            Child::Registry
+        } else if read(&slots.supervisor).is_some_and(|r| r.get_id() == id) {
+            Child::Supervisor
+        } else if read(&slots.rate_limiter).is_some_and(|r| r.get_id() == id) {
+            Child::RateLimiter
+        } else if read(&slots.quota_keeper).is_some_and(|r| r.get_id() == id) {
+            Child::QuotaKeeper
+        } else {
             return Ok(());
-        }
+        };
         let now = Instant::now();
         state
             .restarts
@@ -257,11 +421,13 @@ impl Actor for Root {
         }
         state.restarts.push_back(now);
         state.args.counters.restarts.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(%why, registry = is_registry, "a shared actor ended; restarting it");
-        if is_registry {
-            state.spawn_registry(myself.get_cell()).await?;
-        } else {
-            state.spawn_supervisor(myself.get_cell()).await?;
+        tracing::error!(%why, actor = ?which, "a shared actor ended; restarting it");
+        let root = myself.get_cell();
+        match which {
+            Child::Registry => state.spawn_registry(root).await?,
+            Child::Supervisor => state.spawn_supervisor(root).await?,
+            Child::RateLimiter => state.spawn_rate_limiter(root).await?,
+            Child::QuotaKeeper => state.spawn_quota_keeper(root).await?,
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub mod hub;
+pub mod limits;
 pub mod outbox;
 pub mod ports;
 pub mod prompt;
@@ -21,16 +22,11 @@ pub mod stream_log;
 pub mod supervisor;
 pub mod time;
 
+use limits::guard::LimitsGuard;
 use ports::model::ModelProvider;
 use ports::store::Store;
-use settings::{BotSettings, SessionSettings};
-
-/// The limits announced in `ready.limits` (enforced by the limiter actors).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AnnouncedLimits {
-    pub messages_per_minute: u32,
-    pub monthly_tokens: u64,
-}
+use settings::{BotSettings, LimitSettings, SessionSettings};
+use time::Clock;
 
 /// The adapters and settings every actor shares.
 pub struct Services {
@@ -39,7 +35,11 @@ pub struct Services {
     /// Always holds `"default"` (configuration validation ensures it).
     pub bots: HashMap<String, BotSettings>,
     pub sessions: SessionSettings,
-    pub limits: AnnouncedLimits,
+    pub limits: LimitSettings,
+    /// Where limits and quotas are decided (Redis with its failure policy,
+    /// or in-process).
+    pub limits_guard: Arc<LimitsGuard>,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Services {

@@ -16,6 +16,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::time::Instant;
 
+use crate::hub::Slots;
 use crate::ports::model::ModelRequest;
 use crate::stream::{StreamActor, StreamArgs, StreamMsg};
 use crate::stream_log::StreamLog;
@@ -38,6 +39,9 @@ pub struct StartStream {
     pub log: Arc<StreamLog>,
     pub request: ModelRequest,
     pub prompt_tokens_estimate: u64,
+    /// The month of the stream's quota reservation (its id is the stream
+    /// id), settled with the stream's usage when it ends.
+    pub quota_month: String,
 }
 
 /// A stream as the registry knows it.
@@ -60,11 +64,13 @@ pub struct Registry;
 pub struct RegistryArgs {
     pub services: Arc<Services>,
     pub counters: Arc<RegistryCounters>,
+    pub(crate) slots: Arc<Slots>,
 }
 
 pub struct RegistryState {
     services: Arc<Services>,
     counters: Arc<RegistryCounters>,
+    slots: Arc<Slots>,
     streams: HashMap<Arc<str>, Entry>,
     by_actor: HashMap<ActorId, Arc<str>>,
 }
@@ -73,6 +79,7 @@ struct Entry {
     log: Arc<StreamLog>,
     actor: Option<ActorRef<StreamMsg>>,
     ended_at: Option<Instant>,
+    quota_month: String,
 }
 
 impl Actor for Registry {
@@ -90,6 +97,7 @@ impl Actor for Registry {
         Ok(RegistryState {
             services: args.services,
             counters: args.counters,
+            slots: args.slots,
             streams: HashMap::new(),
             by_actor: HashMap::new(),
         })
@@ -151,6 +159,16 @@ impl Actor for Registry {
         };
         entry.actor = None;
         entry.ended_at = Some(Instant::now());
+        // Every end (finish, cancel, failure, panic) settles the quota with
+        // what was generated: the log has ended by now (see stream.rs).
+        let usage = entry.log.end().map(|e| e.usage).unwrap_or_default();
+        state.slots.settle(
+            &entry.log.ids.user,
+            &entry.quota_month,
+            &stream_id,
+            usage.prompt_tokens + usage.completion_tokens,
+            true,
+        );
         if let Some(err) = failure {
             state.counters.failed.fetch_add(1, Ordering::Relaxed);
             tracing::error!(%stream_id, error = %err, "stream actor failed");
@@ -210,6 +228,7 @@ impl RegistryState {
                 log: start.log,
                 actor: Some(actor),
                 ended_at: None,
+                quota_month: start.quota_month,
             },
         );
         Ok(())

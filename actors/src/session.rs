@@ -19,12 +19,13 @@ use skald_protocol::{
 
 use crate::hub::Hub;
 use crate::outbox::Outbox;
+use crate::ports::limits::{LimitsError, QuotaLimits, RateDecision, Reservation, ReserveDecision};
 use crate::ports::model::ModelRequest;
 use crate::ports::store::{BeginOutcome, Exchange, NewConversation, NewExchange, StoreError};
 use crate::registry::{StartStream, StreamHandle};
 use crate::stream::StreamMsg;
 use crate::stream_log::{StreamIds, StreamLog};
-use crate::time::now_ms;
+use crate::time::{month_of, now_ms};
 use crate::{new_id, prompt};
 
 /// Who is connected, from the verified token.
@@ -65,13 +66,23 @@ pub struct SessionState {
 struct Refusal {
     code: ErrorCode,
     message: String,
+    retry_after_ms: Option<u64>,
 }
 
 fn refuse(code: ErrorCode, message: impl Into<String>) -> Refusal {
     Refusal {
         code,
         message: message.into(),
+        retry_after_ms: None,
     }
+}
+
+fn limits_unavailable(e: LimitsError) -> Refusal {
+    tracing::warn!(error = %e, "limits unavailable");
+    refuse(
+        ErrorCode::Unavailable,
+        "limits are unavailable, try again later",
+    )
 }
 
 impl From<StoreError> for Refusal {
@@ -100,14 +111,23 @@ impl Actor for Session {
         args: SessionArgs,
     ) -> Result<SessionState, ActorProcessingErr> {
         let bot = args.hub.services.default_bot();
+        let limits = args.hub.services.limits.for_user(&args.user.id, &bot);
+        // What is left this month; if the limits backend cannot say, the
+        // month's allowance (the quota is still enforced at each send).
+        let tokens_remaining = match args.hub.usage(&args.user.id).await {
+            Ok((_, usage)) => limits
+                .monthly_tokens
+                .saturating_sub(usage.tokens_used + usage.tokens_reserved),
+            Err(_) => limits.monthly_tokens,
+        };
         args.outbox.push(&ServerFrame::Ready {
             session_id: args.session_id.clone(),
             user: args.user.id.clone(),
             protocol: skald_protocol::PROTOCOL_VERSION,
             limits: Limits {
                 max_message_chars: bot.max_message_chars,
-                messages_per_minute: args.hub.services.limits.messages_per_minute,
-                tokens_remaining: args.hub.services.limits.monthly_tokens,
+                messages_per_minute: limits.messages_per_minute,
+                tokens_remaining,
             },
         });
         Ok(SessionState {
@@ -147,7 +167,7 @@ impl Actor for Session {
                                 code: r.code,
                                 message: r.message,
                                 id: Some(id),
-                                retry_after_ms: None,
+                                retry_after_ms: r.retry_after_ms,
                             });
                         }
                     }
@@ -224,6 +244,25 @@ impl SessionState {
                 ),
             ));
         }
+        let limits = services.limits.for_user(&user, bot);
+        match self
+            .hub
+            .check_rate(&format!("user:{user}"), limits.messages_per_minute)
+            .await
+            .map_err(limits_unavailable)?
+        {
+            RateDecision::Allowed => {}
+            RateDecision::Limited { retry_after_ms } => {
+                return Err(Refusal {
+                    code: ErrorCode::RateLimited,
+                    message: format!(
+                        "more than {} messages a minute; retry in {retry_after_ms} ms",
+                        limits.messages_per_minute
+                    ),
+                    retry_after_ms: Some(retry_after_ms),
+                })
+            }
+        }
         let (conversation_id, new_conversation, history) = match conversation_id {
             Some(cid) => {
                 if services.store.conversation(&user, &cid).await?.is_none() {
@@ -251,6 +290,47 @@ impl SessionState {
             ),
         };
         let messages = prompt::build(bot, &history, &text);
+        let prompt_tokens_estimate = prompt::estimate_tokens(&messages);
+
+        // Reserve the request and the most tokens the stream may use; the
+        // stream's max tokens shrink to what the month has left.
+        let stream_id = new_id();
+        let month = month_of(self.hub.now_ms());
+        let reservation = Reservation {
+            id: stream_id.clone(),
+            user: user.clone(),
+            month: month.clone(),
+            tokens: prompt_tokens_estimate + u64::from(bot.max_tokens),
+            min_tokens: prompt_tokens_estimate + 1,
+        };
+        let quota = QuotaLimits {
+            monthly_tokens: limits.monthly_tokens,
+            monthly_requests: limits.monthly_requests,
+        };
+        let granted = match self
+            .hub
+            .reserve(reservation, quota)
+            .await
+            .map_err(limits_unavailable)?
+        {
+            ReserveDecision::Granted { tokens } => tokens,
+            ReserveDecision::TokensExhausted => {
+                return Err(refuse(
+                    ErrorCode::QuotaExceeded,
+                    "the monthly token quota is used up",
+                ))
+            }
+            ReserveDecision::RequestsExhausted => {
+                return Err(refuse(
+                    ErrorCode::QuotaExceeded,
+                    "the monthly request quota is used up",
+                ))
+            }
+        };
+        let max_tokens = (granted - prompt_tokens_estimate).min(u64::from(bot.max_tokens)) as u32;
+        // From here on, a refusal must give the reservation back.
+        let release = |hub: &Hub| hub.settle(&user, &month, &stream_id, 0, false);
+
         let exchange = NewExchange {
             user: user.clone(),
             client_id: id.to_owned(),
@@ -259,16 +339,21 @@ impl SessionState {
             user_message_id: new_id(),
             text,
             assistant_message_id: new_id(),
-            stream_id: new_id(),
+            stream_id: stream_id.clone(),
             at_ms: now_ms(),
         };
-        let (stream_id, message_id) = (
-            exchange.stream_id.clone(),
-            exchange.assistant_message_id.clone(),
-        );
-        if let BeginOutcome::Existing(existing) = services.store.begin_exchange(exchange).await? {
-            // Another connection of this user won the race for this id.
-            return self.replay(id, existing).await;
+        let message_id = exchange.assistant_message_id.clone();
+        match services.store.begin_exchange(exchange).await {
+            Ok(BeginOutcome::Created) => {}
+            Ok(BeginOutcome::Existing(existing)) => {
+                // Another connection of this user won the race for this id.
+                release(&self.hub);
+                return self.replay(id, existing).await;
+            }
+            Err(e) => {
+                release(&self.hub);
+                return Err(e.into());
+            }
         }
         let log = Arc::new(StreamLog::new(StreamIds {
             stream_id: Arc::from(stream_id.as_str()),
@@ -278,19 +363,21 @@ impl SessionState {
         }));
         let start = StartStream {
             log: log.clone(),
-            prompt_tokens_estimate: prompt::estimate_tokens(&messages),
+            prompt_tokens_estimate,
+            quota_month: month.clone(),
             request: ModelRequest {
                 model: bot.model.clone(),
                 messages,
                 temperature: bot.temperature,
-                max_tokens: bot.max_tokens,
-                user,
+                max_tokens,
+                user: user.clone(),
             },
         };
-        self.hub.start_stream(start).await.map_err(|e| {
+        if let Err(e) = self.hub.start_stream(start).await {
             tracing::error!(error = %e, "could not start a stream");
-            refuse(ErrorCode::Internal, "could not start the answer")
-        })?;
+            release(&self.hub);
+            return Err(refuse(ErrorCode::Internal, "could not start the answer"));
+        }
         tracing::debug!(session_id = %self.session_id, %stream_id, "stream started");
         self.started.push(log.clone());
         let ack = ServerFrame::Ack {

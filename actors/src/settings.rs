@@ -30,6 +30,11 @@ pub struct BotSettings {
     /// Cap on the characters of those earlier messages (the seed caps user
     /// context); the oldest are dropped first.
     pub max_history_chars: usize,
+    /// This bot's own limits over the global ones (a user's own override
+    /// still wins): messages per minute, monthly tokens and requests.
+    pub messages_per_minute: Option<u32>,
+    pub monthly_tokens: Option<u64>,
+    pub monthly_requests: Option<u64>,
 }
 
 impl Default for BotSettings {
@@ -43,6 +48,9 @@ impl Default for BotSettings {
             max_message_chars: 4000,
             history_messages: 20,
             max_history_chars: 8000,
+            messages_per_minute: None,
+            monthly_tokens: None,
+            monthly_requests: None,
         }
     }
 }
@@ -57,6 +65,11 @@ impl BotSettings {
         }
         if self.max_message_chars == 0 {
             return Err(format!("bots.{name}.max_message_chars must be at least 1"));
+        }
+        if self.messages_per_minute == Some(0) {
+            return Err(format!(
+                "bots.{name}.messages_per_minute must be at least 1"
+            ));
         }
         Ok(())
     }
@@ -133,5 +146,115 @@ impl SessionSettings {
 
     pub fn store_timeout(&self) -> Duration {
         Duration::from_millis(self.store_timeout_ms)
+    }
+}
+
+/// Limit values that a bot or a user may override.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitOverride {
+    pub messages_per_minute: Option<u32>,
+    pub monthly_tokens: Option<u64>,
+    pub monthly_requests: Option<u64>,
+}
+
+/// Rate limits and quotas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Messages (`send`) per minute per user.
+    pub messages_per_minute: u32,
+    /// Tokens per user per UTC calendar month.
+    pub monthly_tokens: u64,
+    /// Requests (accepted `send`s) per user per UTC calendar month.
+    pub monthly_requests: u64,
+    /// New connections and HTTP requests per minute per client address.
+    pub address_requests_per_minute: u32,
+    /// Open connections per user; one more is closed 4429.
+    pub max_connections_per_user: u32,
+    /// A connection's slot expires unless refreshed within this time (a
+    /// crashed instance's slots free themselves).
+    pub connection_lease_ms: u64,
+    /// A quota reservation expires after this time if never settled (a
+    /// crashed instance's reservations free themselves); longer than any
+    /// stream can run.
+    pub reservation_lease_ms: u64,
+    /// Per-user overrides, by user id (`sub`).
+    pub users: std::collections::BTreeMap<String, LimitOverride>,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            messages_per_minute: 50,
+            monthly_tokens: 100_000,
+            monthly_requests: 1_000,
+            address_requests_per_minute: 100,
+            max_connections_per_user: 20,
+            connection_lease_ms: 120_000,
+            reservation_lease_ms: 900_000,
+            users: Default::default(),
+        }
+    }
+}
+
+/// The limits that apply to one user talking to one bot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectiveLimits {
+    pub messages_per_minute: u32,
+    pub monthly_tokens: u64,
+    pub monthly_requests: u64,
+}
+
+impl LimitSettings {
+    /// User override, then bot override, then the global value.
+    pub fn for_user(&self, user: &str, bot: &BotSettings) -> EffectiveLimits {
+        let user = self.users.get(user);
+        let pick = |u: Option<u64>, b: Option<u64>, g: u64| u.or(b).unwrap_or(g);
+        EffectiveLimits {
+            messages_per_minute: user
+                .and_then(|o| o.messages_per_minute)
+                .or(bot.messages_per_minute)
+                .unwrap_or(self.messages_per_minute),
+            monthly_tokens: pick(
+                user.and_then(|o| o.monthly_tokens),
+                bot.monthly_tokens,
+                self.monthly_tokens,
+            ),
+            monthly_requests: pick(
+                user.and_then(|o| o.monthly_requests),
+                bot.monthly_requests,
+                self.monthly_requests,
+            ),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("messages_per_minute", self.messages_per_minute as u64),
+            (
+                "address_requests_per_minute",
+                self.address_requests_per_minute as u64,
+            ),
+            (
+                "max_connections_per_user",
+                self.max_connections_per_user as u64,
+            ),
+            ("connection_lease_ms", self.connection_lease_ms),
+            ("reservation_lease_ms", self.reservation_lease_ms),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(format!("limits.{name} must be at least 1"));
+            }
+        }
+        for (user, o) in &self.users {
+            if o.messages_per_minute == Some(0) {
+                return Err(format!(
+                    "limits.users.{user}.messages_per_minute must be at least 1"
+                ));
+            }
+        }
+        Ok(())
     }
 }

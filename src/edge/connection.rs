@@ -71,6 +71,24 @@ pub async fn run(
     };
 
     let session_id = skald_actors::new_id();
+    // One slot per open connection of this user, shared by every instance.
+    // If the limits backend cannot say (fail closed, Redis down), the
+    // connection is let in: refusing sends is what protects the quota.
+    match app.hub.acquire_connection(&user.id, &session_id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            outbox.push(&ServerFrame::error(
+                ErrorCode::RateLimited,
+                "too many open connections for this user",
+            ));
+            outbox.close(CloseCode::TooManyConnections, "too many connections");
+            let _ = writer.await;
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "connection slots unavailable; letting the connection in")
+        }
+    }
     let args = SessionArgs {
         session_id: session_id.clone(),
         user: user.clone(),
@@ -86,16 +104,27 @@ pub async fn run(
                 "the server cannot take sessions now",
             ));
             outbox.close(CloseCode::Internal, "no session");
+            app.hub.release_connection(&user.id, &session_id);
             let _ = writer.await;
             return;
         }
     };
     tracing::debug!(%session_id, user = %user.id, %peer, "session started");
 
+    let lease = std::time::Duration::from_millis(app.config.limits.connection_lease_ms / 3);
+    let refresh_slot = async {
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + lease, lease);
+        loop {
+            every.tick().await;
+            let _ = app.hub.acquire_connection(&user.id, &session_id).await;
+        }
+    };
     tokio::select! {
         _ = read_frames(&mut stream, &session, &outbox, &last_seen) => {}
         _ = &mut writer => {}
+        _ = refresh_slot => {}
     }
+    app.hub.release_connection(&user.id, &session_id);
     session.stop(None);
     outbox.close(CloseCode::Normal, "bye");
     if !writer.is_finished() {

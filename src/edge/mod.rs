@@ -4,6 +4,7 @@
 //! headers, frame sizes) and hand everything else to the actors through the
 //! [`Hub`]. State is explicit in [`AppState`].
 
+pub mod api;
 pub mod connection;
 pub mod writer;
 pub mod ws;
@@ -15,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use skald_actors::hub::Hub;
+use skald_actors::limits::guard::FailurePolicy;
 use skald_protocol::{ErrorBody, ErrorCode, HttpError};
 
 use crate::auth::Verifier;
@@ -30,18 +32,37 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .merge(api::router(state.clone()))
         .route("/v1/ws", get(ws::upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state)
 }
 
+/// Readiness, with what each dependency says. Redis being down makes the
+/// instance unready only under the fail-closed policy: under fail-open it
+/// still serves (deciding limits in-process), and pulling every instance
+/// out of the load balancer during a Redis outage would turn it into a
+/// full outage.
 async fn readyz(axum::extract::State(app): axum::extract::State<AppState>) -> Response {
-    if app.hub.is_alive() {
-        (StatusCode::OK, "ready").into_response()
+    let actors = app.hub.is_alive();
+    let guard = &app.hub.services.limits_guard;
+    let (backend, limits_up) = guard.status();
+    let limits_ok = limits_up || guard.policy() == FailurePolicy::Open;
+    let body = serde_json::json!({
+        "ready": actors && limits_ok,
+        "checks": {
+            "actors": if actors { "ok" } else { "stopped" },
+            "limits": { "backend": backend, "status": if limits_up { "ok" } else { "down" },
+                        "policy": guard.policy() },
+        }
+    });
+    let status = if actors && limits_ok {
+        StatusCode::OK
     } else {
-        http_error(ErrorCode::Unavailable, "the actor system is stopped")
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 /// An HTTP error with PROTOCOL.md's body and the code's status.

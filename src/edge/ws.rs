@@ -29,6 +29,9 @@ pub async fn upgrade(
         };
         return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
     }
+    if let Err(refusal) = super::api::check_address(&app, peer).await {
+        return refusal;
+    }
     let header_auth = bearer(&headers).map(|token| app.verifier.verify(token));
     let sizes = &app.config.websocket;
     ws.read_buffer_size(sizes.read_buffer_bytes)

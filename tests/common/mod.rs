@@ -2,6 +2,8 @@
 //! WebSocket clients, tokens signed with the test secret.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +70,9 @@ pub fn test_config() -> Config {
     config.auth.jwt_secret = Some(SECRET.into());
     config.model.simulated_tokens_per_second = 200.0;
     config.model.simulated_answer_tokens = 20;
+    // Every test client comes from 127.0.0.1: the per-address limit has its
+    // own tests.
+    config.limits.address_requests_per_minute = 1_000_000;
     config
 }
 
@@ -75,6 +80,7 @@ pub struct Builder {
     pub config: Config,
     pub store: Option<Arc<dyn Store>>,
     pub model: Option<Arc<dyn ModelProvider>>,
+    pub clock: Option<Arc<dyn skald_actors::time::Clock>>,
 }
 
 impl TestServer {
@@ -83,6 +89,7 @@ impl TestServer {
             config: test_config(),
             store: None,
             model: None,
+            clock: None,
         }
     }
 
@@ -134,6 +141,11 @@ impl Builder {
         self
     }
 
+    pub fn clock(mut self, clock: Arc<dyn skald_actors::time::Clock>) -> Builder {
+        self.clock = Some(clock);
+        self
+    }
+
     pub async fn start(mut self) -> TestServer {
         let data_dir = TempDir::new("server");
         self.config.data_dir = data_dir.0.clone();
@@ -145,6 +157,9 @@ impl Builder {
         let mut server = Server::new(self.config).with_store(store);
         if let Some(model) = self.model {
             server = server.with_model(model);
+        }
+        if let Some(clock) = self.clock {
+            server = server.with_clock(clock);
         }
         let task = tokio::spawn(async move {
             server

@@ -5,5 +5,6 @@
 //! `src` plugs in the real adapters. Tests plug in the same real adapters, or
 //! wrap them to inject faults.
 
+pub mod limits;
 pub mod model;
 pub mod store;

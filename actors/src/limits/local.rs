@@ -1,0 +1,235 @@
+//! The in-process limits backend: the default when no Redis is configured,
+//! and the fallback of an instance while Redis is down. Same algorithms as
+//! the Redis scripts (GCRA, slots with leases, reservations with leases),
+//! under one mutex, so every operation is atomic.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::ports::limits::{
+    LimitsBackend, LimitsError, QuotaLimits, QuotaUsage, RateDecision, RateLimit, Reservation,
+    ReserveDecision,
+};
+
+/// Past this many rate keys, expired ones are dropped on the next check.
+const PRUNE_ABOVE: usize = 10_000;
+
+#[derive(Default)]
+pub struct LocalLimits {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Theoretical arrival time per key, µs.
+    tats: HashMap<String, i64>,
+    /// Holder -> lease expiry (ms) per key.
+    slots: HashMap<String, HashMap<String, i64>>,
+    months: HashMap<(String, String), Month>,
+}
+
+#[derive(Default)]
+struct Month {
+    tokens_used: u64,
+    requests_used: u64,
+    /// Reservation id -> (tokens, made at ms).
+    reservations: HashMap<String, (u64, i64)>,
+}
+
+impl Month {
+    fn drop_expired(&mut self, lease_ms: u64, now_ms: i64) {
+        self.reservations
+            .retain(|_, (_, at)| now_ms - *at < lease_ms as i64);
+    }
+
+    fn usage(&self) -> QuotaUsage {
+        QuotaUsage {
+            tokens_used: self.tokens_used,
+            requests_used: self.requests_used,
+            tokens_reserved: self.reservations.values().map(|(t, _)| t).sum(),
+            requests_reserved: self.reservations.len() as u64,
+        }
+    }
+}
+
+impl LocalLimits {
+    pub fn new() -> LocalLimits {
+        LocalLimits::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// GCRA on a stored theoretical arrival time. Returns the decision and the
+/// new TAT to store (None: leave it).
+pub fn gcra(tat_us: Option<i64>, limit: RateLimit, now_ms: i64) -> (RateDecision, Option<i64>) {
+    let now = now_ms * 1000;
+    let interval = limit.interval_us() as i64;
+    let tolerance = limit.tolerance_us() as i64;
+    let tat = tat_us.unwrap_or(now).max(now);
+    if tat - now > tolerance {
+        let wait_us = tat - tolerance - now;
+        let retry_after_ms = (wait_us as u64).div_ceil(1000).max(1);
+        return (RateDecision::Limited { retry_after_ms }, None);
+    }
+    (RateDecision::Allowed, Some(tat + interval))
+}
+
+#[async_trait::async_trait]
+impl LimitsBackend for LocalLimits {
+    async fn rate(
+        &self,
+        key: &str,
+        limit: RateLimit,
+        now_ms: i64,
+    ) -> Result<RateDecision, LimitsError> {
+        let mut inner = self.lock();
+        if inner.tats.len() > PRUNE_ABOVE {
+            let now = now_ms * 1000;
+            inner.tats.retain(|_, tat| *tat > now);
+        }
+        let (decision, new_tat) = gcra(inner.tats.get(key).copied(), limit, now_ms);
+        if let Some(tat) = new_tat {
+            inner.tats.insert(key.to_owned(), tat);
+        }
+        Ok(decision)
+    }
+
+    async fn acquire_slot(
+        &self,
+        key: &str,
+        holder: &str,
+        max: u32,
+        lease_ms: u64,
+        now_ms: i64,
+    ) -> Result<bool, LimitsError> {
+        let mut inner = self.lock();
+        let slots = inner.slots.entry(key.to_owned()).or_default();
+        slots.retain(|_, expiry| *expiry > now_ms);
+        if !slots.contains_key(holder) && slots.len() >= max as usize {
+            return Ok(false);
+        }
+        slots.insert(holder.to_owned(), now_ms + lease_ms as i64);
+        Ok(true)
+    }
+
+    async fn release_slot(&self, key: &str, holder: &str) -> Result<(), LimitsError> {
+        let mut inner = self.lock();
+        if let Some(slots) = inner.slots.get_mut(key) {
+            slots.remove(holder);
+            if slots.is_empty() {
+                inner.slots.remove(key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn reserve(
+        &self,
+        r: &Reservation,
+        limits: QuotaLimits,
+        lease_ms: u64,
+        now_ms: i64,
+    ) -> Result<ReserveDecision, LimitsError> {
+        let mut inner = self.lock();
+        let month = inner
+            .months
+            .entry((r.user.clone(), r.month.clone()))
+            .or_default();
+        month.drop_expired(lease_ms, now_ms);
+        if let Some((tokens, _)) = month.reservations.get(&r.id) {
+            return Ok(ReserveDecision::Granted { tokens: *tokens });
+        }
+        let usage = month.usage();
+        if usage.requests_used + usage.requests_reserved + 1 > limits.monthly_requests {
+            return Ok(ReserveDecision::RequestsExhausted);
+        }
+        let left = limits
+            .monthly_tokens
+            .saturating_sub(usage.tokens_used + usage.tokens_reserved);
+        let grant = r.tokens.min(left);
+        if grant < r.min_tokens.max(1) {
+            return Ok(ReserveDecision::TokensExhausted);
+        }
+        month.reservations.insert(r.id.clone(), (grant, now_ms));
+        Ok(ReserveDecision::Granted { tokens: grant })
+    }
+
+    async fn settle(
+        &self,
+        user: &str,
+        month: &str,
+        id: &str,
+        tokens: u64,
+        count_request: bool,
+    ) -> Result<bool, LimitsError> {
+        let mut inner = self.lock();
+        let Some(m) = inner.months.get_mut(&(user.to_owned(), month.to_owned())) else {
+            return Ok(false);
+        };
+        if m.reservations.remove(id).is_none() {
+            return Ok(false);
+        }
+        m.tokens_used += tokens;
+        if count_request {
+            m.requests_used += 1;
+        }
+        Ok(true)
+    }
+
+    async fn add_usage(
+        &self,
+        user: &str,
+        month: &str,
+        tokens: u64,
+        requests: u64,
+    ) -> Result<(), LimitsError> {
+        let mut inner = self.lock();
+        let m = inner
+            .months
+            .entry((user.to_owned(), month.to_owned()))
+            .or_default();
+        m.tokens_used += tokens;
+        m.requests_used += requests;
+        Ok(())
+    }
+
+    async fn usage(
+        &self,
+        user: &str,
+        month: &str,
+        lease_ms: u64,
+        now_ms: i64,
+    ) -> Result<QuotaUsage, LimitsError> {
+        let mut inner = self.lock();
+        Ok(
+            match inner.months.get_mut(&(user.to_owned(), month.to_owned())) {
+                Some(m) => {
+                    m.drop_expired(lease_ms, now_ms);
+                    m.usage()
+                }
+                None => QuotaUsage::default(),
+            },
+        )
+    }
+
+    async fn ping(&self) -> Result<(), LimitsError> {
+        Ok(())
+    }
+
+    fn name(&self) -> &'static str {
+        "in-process"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn passes_the_contract() {
+        crate::limits::contract::run_all(&LocalLimits::new(), "local").await;
+    }
+}

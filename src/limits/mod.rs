@@ -1,0 +1,3 @@
+//! Limits backends implemented with real libraries.
+
+pub mod redis;

@@ -1,0 +1,446 @@
+//! Rate limits and quotas through the real server, on both backends: the
+//! in-process one, and Redis (real `redis-server` processes started here).
+//! Then what only Redis can show: two instances sharing one limit, and
+//! Redis failing and coming back.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::redis_server::RedisServer;
+use common::*;
+use serde_json::{json, Value};
+use skald::config::Config;
+use skald_actors::limits::guard::FailurePolicy;
+use skald_actors::settings::{BotSettings, LimitOverride};
+use skald_actors::time::OffsetClock;
+
+/// Which backend a test runs on. The Redis server lives as long as this.
+enum Backend {
+    Local,
+    Redis(RedisServer),
+}
+
+impl Backend {
+    fn both() -> Vec<Backend> {
+        vec![Backend::Local, Backend::Redis(RedisServer::start())]
+    }
+
+    fn apply(&self, config: &mut Config) {
+        if let Backend::Redis(redis) = self {
+            config.redis.url = Some(redis.url());
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Local => "in-process",
+            Backend::Redis(_) => "redis",
+        }
+    }
+}
+
+async fn server(backend: &Backend, f: impl FnOnce(&mut Config)) -> TestServer {
+    let mut builder = TestServer::builder();
+    backend.apply(&mut builder.config);
+    f(&mut builder.config);
+    builder.start().await
+}
+
+async fn http_get(server: &TestServer, path: &str, user: &str) -> (u16, Value, Option<String>) {
+    let response = reqwest::Client::new()
+        .get(format!("http://{}{path}", server.addr))
+        .bearer_auth(token(user))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, response.json().await.unwrap_or(Value::Null), retry)
+}
+
+/// Sends and returns the first frame answering it (`ack` or `error`).
+async fn try_send(client: &mut Client, id: &str, extra: Value) -> Value {
+    let mut frame = json!({"type":"send","id":id,"text":format!("message {id}")});
+    if let (Some(f), Some(e)) = (frame.as_object_mut(), extra.as_object()) {
+        f.extend(e.clone());
+    }
+    client.send(frame).await;
+    loop {
+        let answer = client.recv().await;
+        if answer["id"] == id && matches!(answer["type"].as_str(), Some("ack" | "error")) {
+            return answer;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_per_minute_are_exact_per_user_and_per_bot() {
+    for backend in Backend::both() {
+        let server = server(&backend, |c| {
+            c.limits.messages_per_minute = 3;
+            c.bots.insert(
+                "strict".into(),
+                BotSettings {
+                    messages_per_minute: Some(1),
+                    ..BotSettings::default()
+                },
+            );
+        })
+        .await;
+        let mut alice = server.client("alice").await;
+        for i in 0..3 {
+            assert_eq!(
+                try_send(&mut alice, &format!("m{i}"), json!({})).await["type"],
+                "ack",
+                "{}",
+                backend.name()
+            );
+        }
+        let refused = try_send(&mut alice, "m3", json!({})).await;
+        assert_eq!(refused["code"], "rate_limited", "{}", backend.name());
+        let retry = refused["retry_after_ms"].as_u64().unwrap();
+        assert!(retry > 0 && retry <= 20_000, "retry_after_ms {retry}");
+        // Users are isolated.
+        let mut bob = server.client("bob").await;
+        assert_eq!(try_send(&mut bob, "b0", json!({})).await["type"], "ack");
+        // A bot's own, stricter limit.
+        let mut carol = server.client("carol").await;
+        assert_eq!(
+            try_send(&mut carol, "c0", json!({"bot":"strict"})).await["type"],
+            "ack"
+        );
+        assert_eq!(
+            try_send(&mut carol, "c1", json!({"bot":"strict"})).await["code"],
+            "rate_limited"
+        );
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_count_every_token_of_every_done() {
+    for backend in Backend::both() {
+        let server = server(&backend, |c| {
+            c.limits.monthly_requests = 3;
+            c.limits.users.insert(
+                "vip".into(),
+                LimitOverride {
+                    monthly_requests: Some(5),
+                    ..LimitOverride::default()
+                },
+            );
+        })
+        .await;
+        let mut dan = server.client("dan").await;
+        let mut total = 0;
+        for i in 0..3 {
+            let ack = try_send(&mut dan, &format!("q{i}"), json!({})).await;
+            assert_eq!(ack["type"], "ack", "{}: {ack}", backend.name());
+            let result = collect_stream(&mut dan, ack["stream_id"].as_str().unwrap(), 0).await;
+            total += result.done["usage"]["prompt_tokens"].as_u64().unwrap()
+                + result.done["usage"]["completion_tokens"].as_u64().unwrap();
+        }
+        let refused = try_send(&mut dan, "q3", json!({})).await;
+        assert_eq!(refused["code"], "quota_exceeded", "{}", backend.name());
+        // Settles are asynchronous: poll the usage API until it has them all.
+        let usage = poll_usage(&server, "dan", |u| u["requests_used"] == 3).await;
+        assert_eq!(
+            usage["tokens_used"].as_u64().unwrap(),
+            total,
+            "{}",
+            backend.name()
+        );
+        assert_eq!(usage["requests_limit"], 3);
+        assert_eq!(usage["tokens_limit"], 100_000);
+        assert_eq!(
+            usage["month"],
+            skald_actors::time::month_of(skald_actors::time::now_ms())
+        );
+        // A new session is told what is left.
+        let mut again = Client::connect(&server.url(), Some(&token("dan"))).await;
+        let ready = again.recv().await;
+        assert_eq!(
+            ready["limits"]["tokens_remaining"].as_u64().unwrap(),
+            100_000 - total
+        );
+        // A user's override wins.
+        let (_, vip, _) = http_get(&server, "/v1/usage", "vip").await;
+        assert_eq!(vip["requests_limit"], 5);
+        server.stop().await;
+    }
+}
+
+async fn poll_usage(server: &TestServer, user: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body, _) = http_get(server, "/v1/usage", user).await;
+        assert_eq!(status, 200, "{body}");
+        if done(&body) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "usage never reached: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_token_quota_shrinks_the_answer_then_refuses() {
+    for backend in Backend::both() {
+        let server = server(&backend, |c| {
+            c.limits.monthly_tokens = 30;
+            c.model.simulated_answer_tokens = 100;
+        })
+        .await;
+        let mut eve = server.client("eve").await;
+        let ack = try_send(&mut eve, "t0", json!({})).await;
+        assert_eq!(ack["type"], "ack", "{}: {ack}", backend.name());
+        let result = collect_stream(&mut eve, ack["stream_id"].as_str().unwrap(), 0).await;
+        assert_eq!(
+            result.done["finish_reason"], "length",
+            "cut to what the month has left"
+        );
+        let usage = result.done["usage"].clone();
+        let spent =
+            usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap();
+        assert!(
+            spent <= 30 + 5,
+            "at most the quota plus the prompt estimate error: {usage}"
+        );
+        poll_usage(&server, "eve", |u| u["requests_used"] == 1).await;
+        assert_eq!(
+            try_send(&mut eve, "t1", json!({})).await["code"],
+            "quota_exceeded"
+        );
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_user_and_requests_per_address_are_limited() {
+    for backend in Backend::both() {
+        let server = server(&backend, |c| c.limits.max_connections_per_user = 2).await;
+        let _one = server.client("fred").await;
+        let two = server.client("fred").await;
+        let mut three = Client::connect(&server.url(), Some(&token("fred"))).await;
+        assert_eq!(
+            three.recv().await["code"],
+            "rate_limited",
+            "{}",
+            backend.name()
+        );
+        assert_eq!(three.closed().await, Closed::Code(4429));
+        // Closing one frees its slot.
+        two.close().await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let mut again = Client::connect(&server.url(), Some(&token("fred"))).await;
+            if again.recv().await["type"] == "ready" {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "slot never freed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server.stop().await;
+
+        let server = self::server(&backend, |c| c.limits.address_requests_per_minute = 3).await;
+        for _ in 0..2 {
+            assert_eq!(http_get(&server, "/v1/usage", "gil").await.0, 200);
+        }
+        let _ws = server.client("gil").await;
+        let (status, body, retry) = http_get(&server, "/v1/usage", "gil").await;
+        assert_eq!(status, 429, "{}", backend.name());
+        assert_eq!(body["error"]["code"], "rate_limited");
+        assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+        match Client::try_connect(&server.url(), Some(&token("gil")), None).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 429)
+            }
+            _ => panic!("upgrade over the address limit must be refused with 429"),
+        }
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_roll_over_with_the_utc_month() {
+    for backend in Backend::both() {
+        let clock = Arc::new(OffsetClock::default());
+        let mut builder = TestServer::builder();
+        backend.apply(&mut builder.config);
+        builder.config.limits.monthly_requests = 1;
+        let server = builder.clock(clock.clone()).start().await;
+        let mut hal = server.client("hal").await;
+        assert_eq!(try_send(&mut hal, "r0", json!({})).await["type"], "ack");
+        let month = poll_usage(&server, "hal", |u| u["requests_used"] == 1).await["month"].clone();
+        assert_eq!(
+            try_send(&mut hal, "r1", json!({})).await["code"],
+            "quota_exceeded"
+        );
+        let now = skald_actors::time::now_ms();
+        clock.advance_ms(skald_actors::time::next_month_start_ms(now) - now + 1_000);
+        assert_eq!(
+            try_send(&mut hal, "r2", json!({})).await["type"],
+            "ack",
+            "{}",
+            backend.name()
+        );
+        let next = poll_usage(&server, "hal", |u| u["requests_used"] == 1).await;
+        assert_ne!(next["month"], month);
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_redis_share_every_limit() {
+    let redis = Backend::Redis(RedisServer::start());
+    let configure = |c: &mut Config| {
+        c.limits.messages_per_minute = 1_000;
+        c.limits.monthly_requests = 10;
+        c.limits.max_connections_per_user = 100;
+        c.model.simulated_tokens_per_second = 0.0;
+    };
+    let a = server(&redis, configure).await;
+    let b = server(&redis, configure).await;
+    // 30 concurrent sends across both instances against 10 requests.
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let url = if i % 2 == 0 { a.url() } else { b.url() };
+        tasks.push(tokio::spawn(async move {
+            let mut client = Client::connect(&url, Some(&token("crowd"))).await;
+            assert_eq!(client.recv().await["type"], "ready");
+            try_send(&mut client, &format!("s{i}"), json!({})).await["type"] == "ack"
+        }));
+    }
+    let mut accepted = 0;
+    for task in tasks {
+        accepted += usize::from(task.await.unwrap());
+    }
+    assert_eq!(accepted, 10, "exactly the quota, across two instances");
+    // A rate limit is one limit across instances too.
+    let limited = |c: &mut Config| {
+        c.limits.messages_per_minute = 4;
+    };
+    let c = server(&redis, limited).await;
+    let d = server(&redis, limited).await;
+    let mut on_c = c.client("rita").await;
+    let mut on_d = d.client("rita").await;
+    let mut acks = 0;
+    for i in 0..6 {
+        let client = if i % 2 == 0 { &mut on_c } else { &mut on_d };
+        acks += usize::from(try_send(client, &format!("x{i}"), json!({})).await["type"] == "ack");
+    }
+    assert_eq!(acks, 4);
+    for s in [a, b, c, d] {
+        s.stop().await;
+    }
+}
+
+async fn readyz(server: &TestServer) -> (u16, Value) {
+    let response = reqwest::get(format!("http://{}/readyz", server.addr))
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fails_open_then_reconciles_every_token() {
+    let mut redis_server = RedisServer::start();
+    let url = redis_server.url();
+    let server = TestServer::builder()
+        .config(|c| {
+            c.redis.url = Some(url.clone());
+            c.model.simulated_tokens_per_second = 0.0;
+        })
+        .start()
+        .await;
+    let mut ida = server.client("ida").await;
+    let ack = try_send(&mut ida, "before", json!({})).await;
+    let before = collect_stream(&mut ida, ack["stream_id"].as_str().unwrap(), 0).await;
+    poll_usage(&server, "ida", |u| u["requests_used"] == 1).await;
+
+    redis_server.stop();
+    // Every send is still answered, within a bounded time, and accepted.
+    let mut during_tokens = 0;
+    for i in 0..3 {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            try_send(&mut ida, &format!("during{i}"), json!({})),
+        )
+        .await
+        .expect("a send is answered in bounded time while Redis is down");
+        assert_eq!(answer["type"], "ack", "fail open: {answer}");
+        let result = collect_stream(&mut ida, answer["stream_id"].as_str().unwrap(), 0).await;
+        during_tokens += result.done["usage"]["prompt_tokens"].as_u64().unwrap()
+            + result.done["usage"]["completion_tokens"].as_u64().unwrap();
+    }
+    let (status, body) = readyz(&server).await;
+    assert_eq!(status, 200, "fail-open keeps serving: {body}");
+    assert_eq!(body["checks"]["limits"]["status"], "down");
+
+    redis_server.restart();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = readyz(&server).await;
+        if body["checks"]["limits"]["status"] == "ok" {
+            assert_eq!(status, 200);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Redis never seen back: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Redis restarted empty (no persistence in this test), so what it holds
+    // now is exactly what was spent while it was down: the ledger.
+    let usage = poll_usage(&server, "ida", |u| u["requests_used"] == 3).await;
+    assert_eq!(usage["tokens_used"].as_u64().unwrap(), during_tokens);
+    assert!(before.done["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_fails_closed_when_configured() {
+    let mut redis_server = RedisServer::start();
+    let url = redis_server.url();
+    let server = TestServer::builder()
+        .config(|c| {
+            c.redis.url = Some(url.clone());
+            c.redis.failure_policy = FailurePolicy::Closed;
+        })
+        .start()
+        .await;
+    let mut jon = server.client("jon").await;
+    assert_eq!(try_send(&mut jon, "ok", json!({})).await["type"], "ack");
+    redis_server.stop();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        try_send(&mut jon, "refused", json!({})),
+    )
+    .await
+    .expect("answered in bounded time");
+    assert_eq!(answer["code"], "unavailable");
+    let (status, body) = readyz(&server).await;
+    assert_eq!(status, 503, "{body}");
+    redis_server.restart();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut i = 0;
+    loop {
+        i += 1;
+        if try_send(&mut jon, &format!("retry{i}"), json!({})).await["type"] == "ack" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(readyz(&server).await.0, 200);
+    server.stop().await;
+}
