@@ -149,6 +149,23 @@ async fn main() -> anyhow::Result<()> {
         })
         .await
     };
+    let direct = {
+        let backend = backend.clone();
+        measure(sessions, seconds, move |i| {
+            let backend = backend.clone();
+            async move {
+                let limit = skald_actors::ports::limits::RateLimit {
+                    per_minute: 1_000_000,
+                };
+                let now = skald_actors::time::now_ms();
+                backend
+                    .rate(&format!("user:direct-{i}"), limit, now)
+                    .await
+                    .unwrap();
+            }
+        })
+        .await
+    };
     let redis_hub = hub(LimitsGuard::shared(
         Arc::new(RedisLimits::connect(settings).await?),
         FailurePolicy::Open,
@@ -181,13 +198,20 @@ async fn main() -> anyhow::Result<()> {
     };
     let baseline = Some(ping.ops as f64 / ping.seconds);
     let mut ping = ping;
-    let (mut rate, mut local) = (rate, local);
+    let (mut rate, mut local, mut direct) = (rate, local, direct);
     println!("{sessions} concurrent sessions, {seconds} s each, 2 cores, client and Redis on this machine\n");
     println!("| operation | per second | ratio to PING | p50 ms | p99 ms | max ms |");
     println!("| --- | --- | --- | --- | --- | --- |");
     println!(
         "{}",
         ping.row("baseline: PING round trip (same fred client)", None)
+    );
+    println!(
+        "{}",
+        direct.row(
+            "rate check, Redis, backend called directly (no actor)",
+            baseline
+        )
     );
     println!(
         "{}",
