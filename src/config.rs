@@ -77,6 +77,11 @@ pub const ENV_VARS: &[(&str, &str, &str)] = &[
         "`text` (default) or `json`",
     ),
     (
+        "SKALD_DEMO",
+        "demo.enabled",
+        "`1` (default) serves the demo page and anonymous demo tokens; `0` turns them off",
+    ),
+    (
         "SKALD_REDIS_URL",
         "redis.url",
         "Redis for limits and quotas shared by every instance (redis:// or rediss://); unset: in-process",
@@ -105,6 +110,7 @@ pub struct Config {
     pub model: ModelConfig,
     pub limits: LimitSettings,
     pub redis: RedisConfig,
+    pub demo: DemoConfig,
     pub log: LogConfig,
     /// Bots by name; `default` always exists.
     pub bots: BTreeMap<String, BotSettings>,
@@ -122,6 +128,7 @@ impl Default for Config {
             model: ModelConfig::default(),
             limits: LimitSettings::default(),
             redis: RedisConfig::default(),
+            demo: DemoConfig::default(),
             log: LogConfig::default(),
             bots: BTreeMap::from([("default".to_owned(), BotSettings::default())]),
         }
@@ -283,6 +290,29 @@ impl std::fmt::Debug for RedisConfig {
     }
 }
 
+/// The demo: a page with the widget at `GET /`, and short-lived anonymous
+/// tokens from `POST /v1/demo/token`. On by default (a fresh machine shows a
+/// working chat); off in production.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    pub enabled: bool,
+    /// Lifetime of a demo token.
+    pub token_ttl_secs: u64,
+    /// Demo tokens per minute per client address.
+    pub tokens_per_minute_per_address: u32,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            enabled: true,
+            token_ttl_secs: 900,
+            tokens_per_minute_per_address: 10,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -418,6 +448,13 @@ fn env_value(key: &str, value: &str) -> figment::value::Value {
     if TEXT_KEYS.contains(&key) {
         return value.into();
     }
+    if key == "demo.enabled" {
+        match value.trim() {
+            "1" | "true" | "yes" | "on" => return true.into(),
+            "0" | "false" | "no" | "off" => return false.into(),
+            _ => {}
+        }
+    }
     value
         .parse()
         .unwrap_or_else(|_| figment::value::Value::from(value))
@@ -461,6 +498,7 @@ mod tests {
             ("SKALD_LOG_FORMAT", "json"),
             ("SKALD_REDIS_URL", "redis://127.0.0.1:6390"),
             ("SKALD_REDIS_FAILURE_POLICY", "closed"),
+            ("SKALD_DEMO", "0"),
         ])
         .unwrap();
         assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
@@ -483,6 +521,7 @@ mod tests {
         assert_eq!(config.log.format, LogFormat::Json);
         assert_eq!(config.redis.url.as_deref(), Some("redis://127.0.0.1:6390"));
         assert_eq!(config.redis.failure_policy, FailurePolicy::Closed);
+        assert!(!config.demo.enabled);
     }
 
     #[test]

@@ -116,6 +116,7 @@ impl Server {
             hub: hub.clone(),
             verifier: Arc::new(verifier),
             config: Arc::new(config),
+            secret: secret.map(|(s, _)| Arc::from(s)),
         };
         let app = edge::router(state).into_make_service_with_connect_info::<SocketAddr>();
         // Deltas are small and latency-bound: never let Nagle hold one back

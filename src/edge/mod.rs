@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod connection;
+pub mod widget;
 pub mod writer;
 pub mod ws;
 
@@ -28,11 +29,15 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     pub verifier: Arc<Verifier>,
     pub config: Arc<Config>,
+    /// The HS256 secret in force, to mint demo tokens (None when only
+    /// public keys are configured: no demo tokens then).
+    pub secret: Option<Arc<str>>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::router(state.clone()))
+        .merge(widget::router(state.clone()))
         .route("/v1/ws", get(ws::upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
