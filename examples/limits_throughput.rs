@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use skald::limits::redis::{RedisLimits, RedisSettings};
 use skald::model::simulated::SimulatedModel;
-use skald::store::memory::MemoryStore;
+use skald::store::sqlite::SqliteStore;
 use skald_actors::hub::Hub;
 use skald_actors::limits::guard::{FailurePolicy, LimitsGuard};
 use skald_actors::ports::limits::LimitsBackend;
@@ -90,8 +90,10 @@ where
 }
 
 async fn hub(guard: LimitsGuard) -> Arc<Hub> {
+    let dir = std::env::temp_dir().join(format!("skald-bench-store-{}", skald_actors::new_id()));
     Hub::start(Services {
-        store: Arc::new(MemoryStore::new()),
+        store: Arc::new(SqliteStore::open_in(&dir).unwrap()),
+        spool_path: dir.join("spool.jsonl"),
         model: Arc::new(SimulatedModel {
             tokens_per_second: 0.0,
             answer_tokens: 1,

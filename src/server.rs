@@ -26,7 +26,7 @@ use crate::edge::{self, AppState};
 use crate::limits::redis::{RedisLimits, RedisSettings, RedisSetupError};
 use crate::model::openai::{OpenAiProvider, OpenAiSettings, OpenAiSetupError};
 use crate::model::simulated::SimulatedModel;
-use crate::store::memory::MemoryStore;
+use crate::store::sqlite::{SqliteError, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -36,6 +36,8 @@ pub enum ServeError {
     Actors(#[from] ActorsError),
     #[error("model provider: {0}")]
     Model(#[from] OpenAiSetupError),
+    #[error(transparent)]
+    Store(#[from] SqliteError),
     #[error("redis: {0}")]
     Redis(#[from] RedisSetupError),
     #[error("server I/O: {0}")]
@@ -96,7 +98,10 @@ impl Server {
             Some(model) => model,
             None => default_model(&config)?,
         };
-        let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        let store: Arc<dyn Store> = match self.store {
+            Some(store) => store,
+            None => Arc::new(SqliteStore::open_in(&config.data_dir)?),
+        };
         tracing::info!(model = model.name(), "model provider ready");
         let limits_guard = match self.limits {
             Some(guard) => guard,
@@ -110,6 +115,7 @@ impl Server {
             limits: config.limits.clone(),
             limits_guard,
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            spool_path: config.data_dir.join("spool").join("answers.jsonl"),
         })
         .await?;
         let state = AppState {
@@ -132,6 +138,9 @@ impl Server {
         // Upgraded connections outlive the HTTP server: close them.
         hub.close_all(CloseCode::GoingAway, "server shutting down");
         tokio::time::sleep(CLOSE_GRACE).await;
+        if let Err(e) = hub.sync_storage().await {
+            tracing::error!(error = %e, "could not flush the persister at shutdown");
+        }
         hub.shutdown().await;
         served.map_err(ServeError::Io)
     }

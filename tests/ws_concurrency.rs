@@ -4,13 +4,10 @@ mod common;
 
 use std::sync::Arc;
 
+use common::faulty_store::FaultyStore;
 use common::*;
 use serde_json::json;
-use skald::store::memory::MemoryStore;
-use skald_actors::ports::store::{
-    BeginOutcome, Conversation, Exchange, FinishedAnswer, NewExchange, Store, StoreError,
-    StoredMessage,
-};
+use skald::store::sqlite::SqliteStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_sessions_stream_at_once() {
@@ -43,45 +40,19 @@ async fn two_hundred_sessions_stream_at_once() {
     server.stop().await;
 }
 
-/// A store that panics inside the session actor when the text says so: the
-/// closest thing to a bug in a session, injected through a real port.
-struct PanickingStore(Arc<MemoryStore>);
-
-#[async_trait::async_trait]
-impl Store for PanickingStore {
-    async fn conversation(&self, user: &str, id: &str) -> Result<Option<Conversation>, StoreError> {
-        self.0.conversation(user, id).await
-    }
-    async fn exchange(&self, user: &str, client_id: &str) -> Result<Option<Exchange>, StoreError> {
-        self.0.exchange(user, client_id).await
-    }
-    async fn begin_exchange(&self, exchange: NewExchange) -> Result<BeginOutcome, StoreError> {
-        if exchange.text.contains("PANIC") {
-            panic!("injected fault for a test");
-        }
-        self.0.begin_exchange(exchange).await
-    }
-    async fn finish_answer(&self, answer: FinishedAnswer) -> Result<(), StoreError> {
-        self.0.finish_answer(answer).await
-    }
-    async fn recent_messages(
-        &self,
-        id: &str,
-        limit: usize,
-    ) -> Result<Vec<StoredMessage>, StoreError> {
-        self.0.recent_messages(id, limit).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_session_closes_1011_and_others_stream_on() {
-    let memory = Arc::new(MemoryStore::new());
+    // The real store, made to panic inside the session actor on a chosen
+    // text: the closest thing to a bug in a session, injected through a port.
+    let dir = TempDir::new("panicking-store");
+    let mut store = FaultyStore::new(SqliteStore::open_in(&dir.0).unwrap());
+    store.panic_on = Some("PANIC".into());
     let server = TestServer::builder()
         .config(|c| {
             c.model.simulated_tokens_per_second = 40.0;
             c.model.simulated_answer_tokens = 40;
         })
-        .store(Arc::new(PanickingStore(memory.clone())))
+        .store(Arc::new(store))
         .start()
         .await;
     let mut others = Vec::new();

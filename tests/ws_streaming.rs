@@ -81,7 +81,7 @@ async fn resending_an_id_never_creates_a_second_message() {
     let result = collect_stream(&mut other, &stream_id, 0).await;
     assert_eq!(result.done["finish_reason"], "stop");
     let messages = skald_actors::ports::store::Store::recent_messages(
-        &*server.store,
+        &server.store,
         ack["conversation_id"].as_str().unwrap(),
         100,
     )

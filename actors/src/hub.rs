@@ -18,9 +18,11 @@ use tokio::time::Instant;
 
 use crate::limits::quota_keeper::{QuotaKeeper, QuotaMsg};
 use crate::limits::rate_limiter::{RateLimiter, RateLimiterMsg};
+use crate::persister::{Persister, PersisterArgs, PersisterCounters, PersisterMsg};
 use crate::ports::limits::{
     LimitsError, QuotaLimits, QuotaUsage, RateDecision, RateLimit, Reservation, ReserveDecision,
 };
+use crate::ports::store::{AuditRecord, FinishedAnswer};
 use crate::registry::{
     Registry, RegistryArgs, RegistryCounters, RegistryMsg, StartStream, StreamHandle,
 };
@@ -41,9 +43,29 @@ pub(crate) struct Slots {
     supervisor: RwLock<Option<ActorRef<SupervisorMsg>>>,
     rate_limiter: RwLock<Option<ActorRef<RateLimiterMsg>>>,
     quota_keeper: RwLock<Option<ActorRef<QuotaMsg>>>,
+    persister: RwLock<Option<ActorRef<PersisterMsg>>>,
 }
 
 impl Slots {
+    /// Hands an answer to the Persister and waits (at most `timeout`) until
+    /// it is durable, in the store or the spool.
+    pub(crate) async fn persist(&self, answer: FinishedAnswer, timeout: Duration) {
+        let id = answer.message_id.clone();
+        let stored = ask(read(&self.persister), |reply| {
+            PersisterMsg::Answer(answer, Some(reply))
+        });
+        match tokio::time::timeout(timeout, stored).await {
+            Ok(Ok(())) => {}
+            _ => tracing::error!(message_id = %id, "the answer was not confirmed durable in time"),
+        }
+    }
+
+    pub(crate) fn audit(&self, record: AuditRecord) {
+        if let Some(persister) = read(&self.persister) {
+            let _ = persister.cast(PersisterMsg::Audit(record));
+        }
+    }
+
     /// Ends a quota reservation (fire and forget: the QuotaKeeper never
     /// loses a settle once it has it).
     pub(crate) fn settle(
@@ -94,6 +116,7 @@ where
 pub struct Counters {
     pub sessions: Arc<SessionCounters>,
     pub streams: Arc<RegistryCounters>,
+    pub persister: Arc<PersisterCounters>,
     /// Restarts of shared actors by the root supervisor.
     pub restarts: AtomicU64,
 }
@@ -164,6 +187,16 @@ impl Hub {
         if let Some(supervisor) = read(&self.slots.supervisor) {
             let _ = supervisor.cast(SupervisorMsg::CloseAll(code, reason.to_owned()));
         }
+    }
+
+    /// Records an audit event (through the Persister: never lost).
+    pub fn audit(&self, record: AuditRecord) {
+        self.slots.audit(record);
+    }
+
+    /// Waits until every answer handed to the Persister so far is durable.
+    pub async fn sync_storage(&self) -> Result<(), ActorsError> {
+        ask(read(&self.slots.persister), PersisterMsg::Sync).await
     }
 
     /// The time limits and quotas use.
@@ -304,6 +337,7 @@ enum Child {
     Supervisor,
     RateLimiter,
     QuotaKeeper,
+    Persister,
 }
 
 struct RootArgs {
@@ -343,6 +377,17 @@ impl RootState {
         Ok(())
     }
 
+    async fn spawn_persister(&self, root: ActorCell) -> Result<(), ActorProcessingErr> {
+        let args = PersisterArgs {
+            store: self.args.services.store.clone(),
+            spool_path: self.args.services.spool_path.clone(),
+            counters: self.args.counters.persister.clone(),
+        };
+        let (actor, _) = Actor::spawn_linked(None, Persister, args, root).await?;
+        write(&self.args.slots.persister, Some(actor));
+        Ok(())
+    }
+
     async fn spawn_supervisor(&self, root: ActorCell) -> Result<(), ActorProcessingErr> {
         let counters = self.args.counters.sessions.clone();
         let (supervisor, _) = Actor::spawn_linked(None, SessionSupervisor, counters, root).await?;
@@ -365,6 +410,7 @@ impl Actor for Root {
             args,
             restarts: VecDeque::new(),
         };
+        state.spawn_persister(myself.get_cell()).await?;
         state.spawn_rate_limiter(myself.get_cell()).await?;
         state.spawn_quota_keeper(myself.get_cell()).await?;
         state.spawn_registry(myself.get_cell()).await?;
@@ -381,6 +427,7 @@ impl Actor for Root {
         write(&state.args.slots.supervisor, None);
         write(&state.args.slots.rate_limiter, None);
         write(&state.args.slots.quota_keeper, None);
+        write(&state.args.slots.persister, None);
         Ok(())
     }
 
@@ -407,6 +454,8 @@ impl Actor for Root {
             Child::RateLimiter
         } else if read(&slots.quota_keeper).is_some_and(|r| r.get_id() == id) {
             Child::QuotaKeeper
+        } else if read(&slots.persister).is_some_and(|r| r.get_id() == id) {
+            Child::Persister
         } else {
             return Ok(());
         };
@@ -428,6 +477,7 @@ impl Actor for Root {
             Child::Supervisor => state.spawn_supervisor(root).await?,
             Child::RateLimiter => state.spawn_rate_limiter(root).await?,
             Child::QuotaKeeper => state.spawn_quota_keeper(root).await?,
+            Child::Persister => state.spawn_persister(root).await?,
         }
         Ok(())
     }

@@ -9,14 +9,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+pub mod addresses;
 pub mod hub;
 pub mod limits;
 pub mod outbox;
+pub mod persister;
 pub mod ports;
 pub mod prompt;
 pub mod registry;
 pub mod session;
 pub mod settings;
+pub mod store_contract;
 pub mod stream;
 pub mod stream_log;
 pub mod supervisor;
@@ -40,6 +43,8 @@ pub struct Services {
     /// or in-process).
     pub limits_guard: Arc<LimitsGuard>,
     pub clock: Arc<dyn Clock>,
+    /// The Persister's spool file (in the data dir).
+    pub spool_path: std::path::PathBuf,
 }
 
 impl Services {

@@ -176,18 +176,10 @@ impl Actor for Registry {
             // keep what was generated.
             if let Some(end) = entry.log.end() {
                 let (text, _) = entry.log.text_and_tokens();
-                let services = state.services.clone();
-                let log = entry.log.clone();
-                tokio::spawn(async move {
-                    crate::stream::store_answer(
-                        &*services.store,
-                        &log,
-                        text,
-                        &end,
-                        services.sessions.store_timeout(),
-                    )
-                    .await;
-                });
+                let answer = crate::stream::finished_answer(&entry.log, text, &end);
+                let slots = state.slots.clone();
+                let timeout = state.services.sessions.store_timeout();
+                tokio::spawn(async move { slots.persist(answer, timeout).await });
             }
         }
         Ok(())
@@ -206,7 +198,7 @@ impl RegistryState {
             request: start.request,
             prompt_tokens_estimate: start.prompt_tokens_estimate,
             model: self.services.model.clone(),
-            store: self.services.store.clone(),
+            slots: self.slots.clone(),
             first_token_timeout: sessions.first_token_timeout(),
             token_idle_timeout: sessions.token_idle_timeout(),
             store_timeout: sessions.store_timeout(),

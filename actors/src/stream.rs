@@ -25,8 +25,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use skald_protocol::{ErrorBody, ErrorCode, FinishReason, Usage};
 use tokio::task::JoinHandle;
 
+use crate::hub::Slots;
 use crate::ports::model::{ModelErrorKind, ModelEvent, ModelFinish, ModelProvider, ModelRequest};
-use crate::ports::store::{FinishedAnswer, Store};
+use crate::ports::store::FinishedAnswer;
 use crate::stream_log::{StreamEnd, StreamLog};
 use crate::time::now_ms;
 
@@ -56,7 +57,7 @@ pub struct StreamArgs {
     pub request: ModelRequest,
     pub prompt_tokens_estimate: u64,
     pub model: Arc<dyn ModelProvider>,
-    pub store: Arc<dyn Store>,
+    pub(crate) slots: Arc<Slots>,
     pub first_token_timeout: Duration,
     pub token_idle_timeout: Duration,
     pub store_timeout: Duration,
@@ -66,7 +67,7 @@ pub struct StreamActor;
 
 pub struct StreamState {
     log: Arc<StreamLog>,
-    store: Arc<dyn Store>,
+    slots: Arc<Slots>,
     store_timeout: Duration,
     prompt_tokens_estimate: u64,
     pump: Option<JoinHandle<()>>,
@@ -92,7 +93,7 @@ impl Actor for StreamActor {
         ));
         Ok(StreamState {
             log: args.log,
-            store: args.store,
+            slots: args.slots,
             store_timeout: args.store_timeout,
             prompt_tokens_estimate: args.prompt_tokens_estimate,
             pump: Some(pump),
@@ -151,7 +152,9 @@ impl StreamState {
                 error: Some(ErrorBody { code, message }),
             },
         };
-        store_answer(&*self.store, &self.log, text, &end, self.store_timeout).await;
+        self.slots
+            .persist(finished_answer(&self.log, text, &end), self.store_timeout)
+            .await;
         self.log.finish(end);
     }
 }
@@ -179,16 +182,9 @@ impl Drop for StreamState {
     }
 }
 
-/// Writes the final answer; on failure or timeout, logs and goes on (the
-/// client still gets its `done`).
-pub async fn store_answer(
-    store: &dyn Store,
-    log: &StreamLog,
-    content: String,
-    end: &StreamEnd,
-    timeout: Duration,
-) {
-    let answer = FinishedAnswer {
+/// The stored form of a stream's answer.
+pub fn finished_answer(log: &StreamLog, content: String, end: &StreamEnd) -> FinishedAnswer {
+    FinishedAnswer {
         user: log.ids.user.clone(),
         conversation_id: log.ids.conversation_id.clone(),
         message_id: log.ids.message_id.clone(),
@@ -196,15 +192,6 @@ pub async fn store_answer(
         finish_reason: end.finish_reason,
         usage: end.usage,
         at_ms: now_ms(),
-    };
-    match tokio::time::timeout(timeout, store.finish_answer(answer)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::error!(stream_id = %log.ids.stream_id, error = %e, "could not store the answer")
-        }
-        Err(_) => {
-            tracing::error!(stream_id = %log.ids.stream_id, "storing the answer timed out")
-        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! WebSocket clients, tokens signed with the test secret.
 #![allow(dead_code)]
 
+pub mod faulty_store;
 pub mod redis_server;
 
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use serde_json::{json, Value};
 use skald::auth::{self, Claims};
 use skald::config::Config;
 use skald::server::Server;
-use skald::store::memory::MemoryStore;
+use skald::store::sqlite::SqliteStore;
 use skald_actors::ports::model::ModelProvider;
 use skald_actors::ports::store::Store;
 use tokio::net::TcpStream;
@@ -29,7 +30,8 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 pub struct TestServer {
     pub addr: SocketAddr,
-    pub store: Arc<MemoryStore>,
+    /// The server's store (SQLite in its data dir), to check what was stored.
+    pub store: SqliteStore,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     _data_dir: TempDir,
@@ -149,8 +151,8 @@ impl Builder {
     pub async fn start(mut self) -> TestServer {
         let data_dir = TempDir::new("server");
         self.config.data_dir = data_dir.0.clone();
-        let memory = Arc::new(MemoryStore::new());
-        let store: Arc<dyn Store> = self.store.unwrap_or_else(|| memory.clone());
+        let sqlite = SqliteStore::open_in(&data_dir.0).unwrap();
+        let store: Arc<dyn Store> = self.store.unwrap_or_else(|| Arc::new(sqlite.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
@@ -171,7 +173,7 @@ impl Builder {
         });
         TestServer {
             addr,
-            store: memory,
+            store: sqlite,
             shutdown: Some(tx),
             task: Some(task),
             _data_dir: data_dir,
@@ -409,7 +411,7 @@ pub fn simulated_answer(text: &str, tokens: u32) -> String {
 
 /// The stored content of a message.
 pub async fn stored(
-    store: &MemoryStore,
+    store: &SqliteStore,
     conversation_id: &str,
     message_id: &str,
 ) -> Option<skald_actors::ports::store::StoredMessage> {

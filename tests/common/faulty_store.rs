@@ -1,0 +1,122 @@
+//! The real embedded store behind fault switches: a test can take it down
+//! (every call fails with `Unavailable`, as a store outage does) or make the
+//! caller panic on a chosen text (a bug inside a session).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use skald::store::sqlite::SqliteStore;
+use skald_actors::ports::store::{
+    AuditRecord, BeginOutcome, Conversation, Exchange, FinishedAnswer, NewExchange, Page, Store,
+    StoreError, StoredMessage, UserExport,
+};
+
+pub struct FaultyStore {
+    pub inner: SqliteStore,
+    pub down: AtomicBool,
+    /// `begin_exchange` panics when the text contains this.
+    pub panic_on: Option<String>,
+}
+
+impl FaultyStore {
+    pub fn new(inner: SqliteStore) -> FaultyStore {
+        FaultyStore {
+            inner,
+            down: AtomicBool::new(false),
+            panic_on: None,
+        }
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::Unavailable("switched off by the test".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for FaultyStore {
+    async fn conversation(&self, user: &str, id: &str) -> Result<Option<Conversation>, StoreError> {
+        self.check()?;
+        self.inner.conversation(user, id).await
+    }
+    async fn exchange(&self, user: &str, client_id: &str) -> Result<Option<Exchange>, StoreError> {
+        self.check()?;
+        self.inner.exchange(user, client_id).await
+    }
+    async fn begin_exchange(&self, exchange: NewExchange) -> Result<BeginOutcome, StoreError> {
+        if let Some(trigger) = &self.panic_on {
+            if exchange.text.contains(trigger.as_str()) {
+                panic!("injected fault for a test");
+            }
+        }
+        self.check()?;
+        self.inner.begin_exchange(exchange).await
+    }
+    async fn finish_answer(&self, answer: FinishedAnswer) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.finish_answer(answer).await
+    }
+    async fn finish_answers(&self, answers: Vec<FinishedAnswer>) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.finish_answers(answers).await
+    }
+    async fn recent_messages(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
+        self.check()?;
+        self.inner.recent_messages(id, limit).await
+    }
+    async fn list_conversations(
+        &self,
+        user: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<Page<Conversation>, StoreError> {
+        self.check()?;
+        self.inner.list_conversations(user, limit, before).await
+    }
+    async fn list_messages(
+        &self,
+        user: &str,
+        conversation_id: &str,
+        limit: usize,
+        after: Option<&str>,
+    ) -> Result<Option<Page<StoredMessage>>, StoreError> {
+        self.check()?;
+        self.inner
+            .list_messages(user, conversation_id, limit, after)
+            .await
+    }
+    async fn delete_conversation(&self, user: &str, id: &str) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.delete_conversation(user, id).await
+    }
+    async fn append_audit(&self, record: AuditRecord) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.append_audit(record).await
+    }
+    async fn export_user(&self, user: &str) -> Result<UserExport, StoreError> {
+        self.check()?;
+        self.inner.export_user(user).await
+    }
+    async fn erase_user(&self, user: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.erase_user(user).await
+    }
+    async fn anonymise_addresses(&self, older_than_ms: i64) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.anonymise_addresses(older_than_ms).await
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.ping().await
+    }
+}
