@@ -206,6 +206,10 @@ pub struct WebSocketConfig {
     pub ping_interval_ms: u64,
     /// A connection that sends nothing (not even a pong) this long is closed.
     pub idle_timeout_ms: u64,
+    /// The kernel's send buffer per socket (SO_SNDBUF); unset: the OS
+    /// default, which autotunes up to megabytes. A small one bounds kernel
+    /// memory per slow client: our writer then coalesces deltas instead.
+    pub socket_send_buffer_bytes: Option<usize>,
 }
 
 impl Default for WebSocketConfig {
@@ -216,6 +220,7 @@ impl Default for WebSocketConfig {
             write_buffer_bytes: 0,
             ping_interval_ms: 20_000,
             idle_timeout_ms: 60_000,
+            socket_send_buffer_bytes: None,
         }
     }
 }

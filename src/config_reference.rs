@@ -27,6 +27,7 @@ pub const MEANINGS: &[(&str, &str)] = &[
     ("websocket.read_buffer_bytes", "socket read buffer per connection (the main cost of an idle session)"),
     ("websocket.write_buffer_bytes", "bytes buffered before a write reaches the socket (0: the writer's flush decides)"),
     ("websocket.ping_interval_ms", "interval of WebSocket pings sent by the server"),
+    ("websocket.socket_send_buffer_bytes", "kernel send buffer per socket (SO_SNDBUF); unset: the OS default; small values bound kernel memory per slow client"),
     ("websocket.idle_timeout_ms", "a connection silent this long (not even a pong), or not reading our writes this long, is closed"),
     ("sessions.max_streams_per_session", "concurrent streams one connection may run; more is `busy`"),
     ("sessions.max_invalid_frames", "`invalid_request` answers in a row before the connection is closed 4400"),
@@ -164,6 +165,7 @@ mod tests {
             "bots.<name>.monthly_requests",
             "limits.users",
             "redis.url",
+            "websocket.socket_send_buffer_bytes",
         ];
         for key in &documented {
             assert!(

@@ -124,12 +124,18 @@ impl Server {
             config: Arc::new(config),
             secret: secret.map(|(s, _)| Arc::from(s)),
         };
+        let send_buffer = state.config.websocket.socket_send_buffer_bytes;
         let app = edge::router(state).into_make_service_with_connect_info::<SocketAddr>();
         // Deltas are small and latency-bound: never let Nagle hold one back
         // (it costs about 40 ms at p99); the writer batches in user space.
-        let listener = listener.tap_io(|tcp| {
+        let listener = listener.tap_io(move |tcp| {
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::warn!(error = %e, "could not set TCP_NODELAY");
+            }
+            if let Some(bytes) = send_buffer {
+                if let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(bytes) {
+                    tracing::warn!(error = %e, "could not set SO_SNDBUF");
+                }
             }
         });
         let served = axum::serve(listener, app)

@@ -89,6 +89,76 @@ async fn runs_with_nothing_configured_and_mints_dev_tokens() {
     assert_eq!(client.closed().await, common::Closed::Code(1001));
 }
 
+/// Starts the binary on a free port; returns the child and its address.
+fn start(data: &std::path::Path, port: u16) -> std::process::Child {
+    skald(data)
+        .env("SKALD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SKALD_JWT_SECRET", common::SECRET)
+        .env("SKALD_SIMULATED_TOKENS_PER_SECOND", "5")
+        .env("SKALD_SIMULATED_ANSWER_TOKENS", "50")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_healthy(port: u16) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server never came up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_acked_message_survives_sigkill() {
+    let data = TempDir::new("sigkill");
+    let port = common::redis_server::free_port();
+    let mut child = start(&data.0, port);
+    wait_healthy(port).await;
+    let url = format!("ws://127.0.0.1:{port}/v1/ws");
+    let mut client = Client::connect(&url, Some(&common::token("kim"))).await;
+    client.recv().await;
+    let ack = send(&mut client, "k-1", None, "do not lose me").await;
+    child.kill().unwrap(); // SIGKILL, right after the ack
+    child.wait().unwrap();
+
+    let mut child = start(&data.0, port);
+    wait_healthy(port).await;
+    let conversation = ack["conversation_id"].as_str().unwrap();
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{port}/v1/conversations/{conversation}/messages"
+        ))
+        .bearer_auth(common::token("kim"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["messages"][0]["content"], "do not lose me", "{body}");
+    // The interrupted answer: resending the id gives its ack and a done
+    // that says it was interrupted, never a second message.
+    let mut client = Client::connect(&url, Some(&common::token("kim"))).await;
+    client.recv().await;
+    client
+        .send(serde_json::json!({"type":"send","id":"k-1","text":"do not lose me"}))
+        .await;
+    assert_eq!(client.recv().await, ack);
+    let done = client.recv().await;
+    assert_eq!(done["finish_reason"], "error");
+    assert_eq!(done["error"]["code"], "internal");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn refuses_bad_configuration_with_a_clear_error() {
     let data = TempDir::new("binary-bad");

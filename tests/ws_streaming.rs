@@ -383,6 +383,9 @@ async fn a_slow_reader_gets_coalesced_deltas_and_slows_nobody() {
             c.model.simulated_tokens_per_second = 0.0;
             c.model.simulated_answer_tokens = 3000;
             c.bots.get_mut("default").unwrap().max_tokens = 3000;
+            // Small kernel buffers on both sides, so that the server's
+            // writes block as soon as this client stops reading.
+            c.websocket.socket_send_buffer_bytes = Some(4096);
         })
         .start()
         .await;

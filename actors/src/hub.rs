@@ -189,6 +189,37 @@ impl Hub {
         }
     }
 
+    /// GDPR erasure of everything the server holds about `user`: live and
+    /// resumable streams, limit and quota state, and every stored record.
+    pub async fn erase_user(&self, user: &str) -> Result<(), String> {
+        let streams = ask(read(&self.slots.registry), |reply| {
+            RegistryMsg::ForgetUser {
+                user: user.to_owned(),
+                reply,
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let months = crate::time::recent_months(self.now_ms(), 3);
+        self.services
+            .limits_guard
+            .forget(
+                &[format!("user:{user}")],
+                &[format!("conn:{user}")],
+                user,
+                &months,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        self.services
+            .store
+            .erase_user(user)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(streams, "a user was erased");
+        Ok(())
+    }
+
     /// Records an audit event (through the Persister: never lost).
     pub fn audit(&self, record: AuditRecord) {
         self.slots.audit(record);

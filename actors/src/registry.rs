@@ -33,6 +33,11 @@ pub enum RegistryMsg {
     },
     /// Forget streams that ended more than `resume_window` ago.
     Sweep,
+    /// GDPR erasure: cancel the user's live streams and forget all of them.
+    ForgetUser {
+        user: String,
+        reply: RpcReplyPort<usize>,
+    },
 }
 
 pub struct StartStream {
@@ -128,6 +133,20 @@ impl Actor for Registry {
                         actor: e.actor.clone(),
                     });
                 let _ = reply.send(found);
+            }
+            RegistryMsg::ForgetUser { user, reply } => {
+                let mut forgotten = 0;
+                state.streams.retain(|_, e| {
+                    if e.log.ids.user != user {
+                        return true;
+                    }
+                    if let Some(actor) = &e.actor {
+                        let _ = actor.cast(StreamMsg::Cancel);
+                    }
+                    forgotten += 1;
+                    false
+                });
+                let _ = reply.send(forgotten);
             }
             RegistryMsg::Sweep => {
                 let window = state.services.sessions.resume_window();

@@ -21,7 +21,9 @@ use crate::hub::Hub;
 use crate::outbox::Outbox;
 use crate::ports::limits::{LimitsError, QuotaLimits, RateDecision, Reservation, ReserveDecision};
 use crate::ports::model::ModelRequest;
-use crate::ports::store::{BeginOutcome, Exchange, NewConversation, NewExchange, StoreError};
+use crate::ports::store::{
+    AuditAction, AuditRecord, BeginOutcome, Exchange, NewConversation, NewExchange, StoreError,
+};
 use crate::registry::{StartStream, StreamHandle};
 use crate::stream::StreamMsg;
 use crate::stream_log::{StreamIds, StreamLog};
@@ -46,6 +48,8 @@ pub enum SessionMsg {
 pub struct SessionArgs {
     pub session_id: String,
     pub user: AuthedUser,
+    /// The client's address, for the audit log.
+    pub address: Option<std::net::IpAddr>,
     pub outbox: Arc<Outbox>,
     pub hub: Arc<Hub>,
 }
@@ -55,6 +59,7 @@ pub struct Session;
 pub struct SessionState {
     session_id: String,
     user: AuthedUser,
+    address: Option<std::net::IpAddr>,
     outbox: Arc<Outbox>,
     hub: Arc<Hub>,
     /// Streams this connection started that may still be live.
@@ -133,6 +138,7 @@ impl Actor for Session {
         Ok(SessionState {
             session_id: args.session_id,
             user: args.user,
+            address: args.address,
             outbox: args.outbox,
             hub: args.hub,
             started: Vec::new(),
@@ -343,6 +349,7 @@ impl SessionState {
             at_ms: now_ms(),
         };
         let message_id = exchange.assistant_message_id.clone();
+        let is_new_conversation = exchange.new_conversation.is_some();
         match services.store.begin_exchange(exchange).await {
             Ok(BeginOutcome::Created) => {}
             Ok(BeginOutcome::Existing(existing)) => {
@@ -354,6 +361,14 @@ impl SessionState {
                 release(&self.hub);
                 return Err(e.into());
             }
+        }
+        if is_new_conversation {
+            self.hub.audit(AuditRecord::now(
+                AuditAction::ConversationCreated,
+                Some(&user),
+                self.address,
+                conversation_id.clone(),
+            ));
         }
         let log = Arc::new(StreamLog::new(StreamIds {
             stream_id: Arc::from(stream_id.as_str()),

@@ -61,6 +61,32 @@ pub fn next_month_start_ms(ms: i64) -> i64 {
     days_from_civil(y, m, 1) * 86_400_000
 }
 
+/// The month of `ms` and the `n - 1` months before it, newest first.
+pub fn recent_months(ms: i64, n: usize) -> Vec<String> {
+    let mut months = Vec::with_capacity(n);
+    let mut at = ms;
+    for _ in 0..n {
+        months.push(month_of(at));
+        let (year, month, _) = civil_from_days(at.div_euclid(86_400_000));
+        at = days_from_civil(year, month, 1) * 86_400_000 - 1;
+    }
+    months
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2026-11-27T12:00:00.000Z`.
+pub fn rfc3339(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let in_day = ms.rem_euclid(86_400_000);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000
+    )
+}
+
 /// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (y, m, d).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -108,6 +134,16 @@ mod tests {
     fn days_from_civil_roundtrip(day: i64) -> i64 {
         let (y, m, d) = civil_from_days(day);
         days_from_civil(y, m, d)
+    }
+
+    #[test]
+    fn recent_months_and_rfc3339() {
+        assert_eq!(
+            recent_months(1_767_225_600_000, 3),
+            ["2026-01", "2025-12", "2025-11"]
+        );
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_767_225_601_234), "2026-01-01T00:00:01.234Z");
     }
 
     #[test]

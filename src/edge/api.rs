@@ -13,6 +13,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use skald_actors::ports::limits::RateDecision;
+use skald_actors::ports::store::{AuditAction, AuditRecord};
 use skald_actors::session::AuthedUser;
 use skald_protocol::ErrorCode;
 
@@ -21,6 +22,7 @@ use super::{http_error, ws::bearer, AppState};
 pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/v1/usage", get(usage))
+        .merge(super::history::router())
         .layer(middleware::from_fn_with_state(state, limit_address))
 }
 
@@ -34,10 +36,19 @@ impl FromRequestParts<AppState> for Caller {
         let Some(token) = bearer(&parts.headers) else {
             return Err(http_error(ErrorCode::Unauthorized, "missing bearer token"));
         };
-        app.verifier
-            .verify(token)
-            .map(Caller)
-            .map_err(|e| http_error(ErrorCode::Unauthorized, e.to_string()))
+        app.verifier.verify(token).map(Caller).map_err(|e| {
+            let address = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip());
+            app.hub.audit(AuditRecord::now(
+                AuditAction::AuthFailed,
+                None,
+                address,
+                e.to_string(),
+            ));
+            http_error(ErrorCode::Unauthorized, e.to_string())
+        })
     }
 }
 

@@ -16,6 +16,7 @@ use futures::stream::SplitStream;
 use futures::StreamExt;
 use ractor::ActorRef;
 use skald_actors::outbox::Outbox;
+use skald_actors::ports::store::{AuditAction, AuditRecord};
 use skald_actors::session::{AuthedUser, SessionArgs, SessionMsg};
 use skald_protocol::{ClientFrame, CloseCode, ErrorCode, ServerFrame};
 
@@ -54,6 +55,12 @@ pub async fn run(
         Err(failure) => {
             if let AuthFailure::Close(code, message) = failure {
                 tracing::info!(%peer, %message, "authentication failed");
+                app.hub.audit(AuditRecord::now(
+                    AuditAction::AuthFailed,
+                    None,
+                    Some(peer.ip()),
+                    message.clone(),
+                ));
                 let error = match code {
                     CloseCode::AuthTimeout => {
                         ServerFrame::error(ErrorCode::Unauthorized, "authentication timeout")
@@ -92,6 +99,7 @@ pub async fn run(
     let args = SessionArgs {
         session_id: session_id.clone(),
         user: user.clone(),
+        address: Some(peer.ip()),
         outbox: outbox.clone(),
         hub: app.hub.clone(),
     };

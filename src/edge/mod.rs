@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod connection;
+pub mod history;
 pub mod widget;
 pub mod writer;
 pub mod ws;

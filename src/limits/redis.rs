@@ -54,7 +54,7 @@ use std::time::Duration;
 
 use fred::clients::Client;
 use fred::error::Error as FredError;
-use fred::interfaces::ClientLike;
+use fred::interfaces::{ClientLike, KeysInterface};
 use fred::types::config::{Config, Options, ReconnectPolicy, TcpConfig, UnresponsiveConfig};
 use fred::types::{Builder, ClusterHash, ConnectHandle, CustomCommand, Value};
 use skald_actors::ports::limits::{
@@ -521,6 +521,31 @@ impl LimitsBackend for RedisLimits {
             tokens_reserved: n(2),
             requests_reserved: n(3),
         })
+    }
+
+    async fn forget(
+        &self,
+        rate_keys: &[String],
+        slot_keys: &[String],
+        user: &str,
+        months: &[String],
+    ) -> Result<(), LimitsError> {
+        // One DEL per key: the keys live in different hash slots.
+        let mut keys: Vec<String> = rate_keys.iter().map(|k| self.rate_key(k)).collect();
+        keys.extend(slot_keys.iter().map(|k| self.slots_key(k)));
+        for month in months {
+            let (counters, reservations) = self.quota_keys(user, month);
+            keys.push(counters);
+            keys.push(reservations);
+        }
+        for key in keys {
+            self.client
+                .with_options(&self.options)
+                .del::<i64, _>(key)
+                .await
+                .map_err(|e| self.unavailable("del", e))?;
+        }
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), LimitsError> {

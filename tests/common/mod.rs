@@ -34,7 +34,7 @@ pub struct TestServer {
     pub store: SqliteStore,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
-    _data_dir: TempDir,
+    _data_dir: Option<TempDir>,
 }
 
 /// A directory removed when dropped.
@@ -83,6 +83,8 @@ pub struct Builder {
     pub store: Option<Arc<dyn Store>>,
     pub model: Option<Arc<dyn ModelProvider>>,
     pub clock: Option<Arc<dyn skald_actors::time::Clock>>,
+    /// A data dir that outlives the server (restart tests); else a temporary one.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl TestServer {
@@ -92,6 +94,7 @@ impl TestServer {
             store: None,
             model: None,
             clock: None,
+            data_dir: None,
         }
     }
 
@@ -101,6 +104,31 @@ impl TestServer {
 
     pub fn url(&self) -> String {
         format!("ws://{}/v1/ws", self.addr)
+    }
+
+    /// An HTTP request to this server as `user` (None: no token).
+    pub fn http(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        user: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let request = reqwest::Client::new().request(method, format!("http://{}{path}", self.addr));
+        match user {
+            Some(user) => request.bearer_auth(token(user)),
+            None => request,
+        }
+    }
+
+    /// GET as `user`: the status and the JSON body (Null if none).
+    pub async fn get_json(&self, path: &str, user: Option<&str>) -> (u16, Value) {
+        let response = self
+            .http(reqwest::Method::GET, path, user)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn stop(mut self) {
@@ -143,15 +171,26 @@ impl Builder {
         self
     }
 
+    pub fn data_dir(mut self, dir: &std::path::Path) -> Builder {
+        self.data_dir = Some(dir.to_owned());
+        self
+    }
+
     pub fn clock(mut self, clock: Arc<dyn skald_actors::time::Clock>) -> Builder {
         self.clock = Some(clock);
         self
     }
 
     pub async fn start(mut self) -> TestServer {
-        let data_dir = TempDir::new("server");
-        self.config.data_dir = data_dir.0.clone();
-        let sqlite = SqliteStore::open_in(&data_dir.0).unwrap();
+        let (dir, data_dir) = match self.data_dir.clone() {
+            Some(dir) => (dir, None),
+            None => {
+                let temp = TempDir::new("server");
+                (temp.0.clone(), Some(temp))
+            }
+        };
+        self.config.data_dir = dir.clone();
+        let sqlite = SqliteStore::open_in(&dir).unwrap();
         let store: Arc<dyn Store> = self.store.unwrap_or_else(|| Arc::new(sqlite.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

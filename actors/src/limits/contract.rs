@@ -16,6 +16,38 @@ pub async fn run_all(backend: &dyn LimitsBackend, ns: &str) {
     reserve_and_settle_never_double_spend(backend, ns).await;
     concurrent_reservations_are_exact(backend, ns).await;
     expired_reservations_release_their_quota(backend, ns).await;
+    forget_erases_a_users_state(backend, ns).await;
+}
+
+pub async fn forget_erases_a_users_state(b: &dyn LimitsBackend, ns: &str) {
+    let user = format!("{ns}:gone");
+    let rate_key = format!("{ns}:rate:gone");
+    let slot_key = format!("{ns}:slots:gone");
+    let limit = RateLimit { per_minute: 1 };
+    assert_eq!(
+        b.rate(&rate_key, limit, T0).await.unwrap(),
+        RateDecision::Allowed
+    );
+    assert!(b.acquire_slot(&slot_key, "s", 1, LEASE, T0).await.unwrap());
+    b.add_usage(&user, "2026-01", 10, 1).await.unwrap();
+    b.forget(
+        std::slice::from_ref(&rate_key),
+        std::slice::from_ref(&slot_key),
+        &user,
+        &["2026-01".into()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        b.rate(&rate_key, limit, T0).await.unwrap(),
+        RateDecision::Allowed
+    );
+    assert!(b
+        .acquire_slot(&slot_key, "other", 1, LEASE, T0)
+        .await
+        .unwrap());
+    let usage = b.usage(&user, "2026-01", LEASE, T0).await.unwrap();
+    assert_eq!((usage.tokens_used, usage.requests_used), (0, 0));
 }
 
 pub async fn gcra_is_exact_and_keys_are_isolated(b: &dyn LimitsBackend, ns: &str) {

@@ -259,6 +259,25 @@ impl LimitsGuard {
             .map(|(v, _)| v)
     }
 
+    /// Erases a user's limit state everywhere it may be, including what the
+    /// ledger and deferred settles hold for the user.
+    pub async fn forget(
+        &self,
+        rate_keys: &[String],
+        slot_keys: &[String],
+        user: &str,
+        months: &[String],
+    ) -> Result<(), LimitsError> {
+        if let Some(fallback) = &self.fallback {
+            fallback.forget(rate_keys, slot_keys, user, months).await?;
+            lock(&self.ledger).retain(|(u, _), _| u != user);
+            lock(&self.pending).retain(|s| s.user != user);
+        }
+        self.primary
+            .forget(rate_keys, slot_keys, user, months)
+            .await
+    }
+
     /// Pings the shared backend; when it answers, replays deferred settles
     /// and adds the ledger, then routes decisions to it again. Returns
     /// whether it is healthy.
@@ -411,6 +430,16 @@ mod tests {
         ) -> Result<QuotaUsage, LimitsError> {
             self.check()?;
             self.inner.usage(user, month, lease_ms, now_ms).await
+        }
+        async fn forget(
+            &self,
+            rate_keys: &[String],
+            slot_keys: &[String],
+            user: &str,
+            months: &[String],
+        ) -> Result<(), LimitsError> {
+            self.check()?;
+            self.inner.forget(rate_keys, slot_keys, user, months).await
         }
         async fn ping(&self) -> Result<(), LimitsError> {
             self.check()

@@ -215,6 +215,26 @@ impl LimitsBackend for LocalLimits {
         )
     }
 
+    async fn forget(
+        &self,
+        rate_keys: &[String],
+        slot_keys: &[String],
+        user: &str,
+        months: &[String],
+    ) -> Result<(), LimitsError> {
+        let mut inner = self.lock();
+        for key in rate_keys {
+            inner.tats.remove(key);
+        }
+        for key in slot_keys {
+            inner.slots.remove(key);
+        }
+        for month in months {
+            inner.months.remove(&(user.to_owned(), month.clone()));
+        }
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), LimitsError> {
         Ok(())
     }

@@ -145,6 +145,16 @@ pub trait LimitsBackend: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<QuotaUsage, LimitsError>;
 
+    /// Deletes a user's limit state (GDPR erasure): these rate keys and slot
+    /// keys, and the user's quota months listed.
+    async fn forget(
+        &self,
+        rate_keys: &[String],
+        slot_keys: &[String],
+        user: &str,
+        months: &[String],
+    ) -> Result<(), LimitsError>;
+
     /// Reachability, for readiness and recovery.
     async fn ping(&self) -> Result<(), LimitsError>;
 

@@ -161,6 +161,26 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+impl AuditRecord {
+    /// A record made now; the address is kept in full and anonymised.
+    pub fn now(
+        action: AuditAction,
+        user: Option<&str>,
+        address: Option<std::net::IpAddr>,
+        detail: impl Into<String>,
+    ) -> AuditRecord {
+        AuditRecord {
+            id: crate::new_id(),
+            at_ms: crate::time::now_ms(),
+            user: user.map(str::to_owned),
+            action,
+            address: address.map(|a| a.to_string()),
+            address_anonymised: address.map(crate::addresses::anonymise),
+            detail: detail.into(),
+        }
+    }
+}
+
 /// Everything the server holds about one user (GDPR export).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserExport {
