@@ -18,6 +18,8 @@ use serde::{Deserialize, Serialize};
 use skald_actors::limits::guard::FailurePolicy;
 use skald_actors::settings::{BotSettings, LimitSettings, SessionSettings};
 
+use crate::store::scylla::ScyllaSettings;
+
 /// Every environment variable the server reads: (name, configuration key, meaning).
 pub const ENV_VARS: &[(&str, &str, &str)] = &[
     ("SKALD_LISTEN", "listen", "address and port to listen on"),
@@ -77,6 +79,16 @@ pub const ENV_VARS: &[(&str, &str, &str)] = &[
         "`text` (default) or `json`",
     ),
     (
+        "SKALD_SCYLLA_NODES",
+        "scylla.nodes",
+        "ScyllaDB contact points, comma-separated host:port; unset: the embedded store",
+    ),
+    (
+        "SKALD_SCYLLA_KEYSPACE",
+        "scylla.keyspace",
+        "ScyllaDB keyspace (created by `skald migrate`)",
+    ),
+    (
         "SKALD_DEMO",
         "demo.enabled",
         "`1` (default) serves the demo page and anonymous demo tokens; `0` turns them off",
@@ -110,6 +122,8 @@ pub struct Config {
     pub model: ModelConfig,
     pub limits: LimitSettings,
     pub redis: RedisConfig,
+    /// ScyllaDB; without nodes, the embedded store is used.
+    pub scylla: ScyllaSettings,
     pub demo: DemoConfig,
     pub log: LogConfig,
     /// Bots by name; `default` always exists.
@@ -128,6 +142,7 @@ impl Default for Config {
             model: ModelConfig::default(),
             limits: LimitSettings::default(),
             redis: RedisConfig::default(),
+            scylla: ScyllaSettings::default(),
             demo: DemoConfig::default(),
             log: LogConfig::default(),
             bots: BTreeMap::from([("default".to_owned(), BotSettings::default())]),
@@ -378,6 +393,7 @@ impl Config {
         }
         self.sessions.validate().map_err(ConfigError::Invalid)?;
         self.limits.validate().map_err(ConfigError::Invalid)?;
+        self.scylla.validate().map_err(ConfigError::Invalid)?;
         if let Some(url) = &self.redis.url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return invalid("redis.url must be a redis:// or rediss:// URL".into());
@@ -439,7 +455,8 @@ impl Config {
 /// booleans typed for the keys that hold them, text as is for the others
 /// (a secret made of digits stays a string).
 fn env_value(key: &str, value: &str) -> figment::value::Value {
-    const TEXT_KEYS: [&str; 9] = [
+    const TEXT_KEYS: [&str; 10] = [
+        "scylla.keyspace",
         "redis.url",
         "redis.failure_policy",
         "listen",
@@ -452,6 +469,15 @@ fn env_value(key: &str, value: &str) -> figment::value::Value {
     ];
     if TEXT_KEYS.contains(&key) {
         return value.into();
+    }
+    if key == "scylla.nodes" {
+        let nodes: Vec<String> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect();
+        return nodes.into();
     }
     if key == "demo.enabled" {
         match value.trim() {
@@ -504,6 +530,8 @@ mod tests {
             ("SKALD_REDIS_URL", "redis://127.0.0.1:6390"),
             ("SKALD_REDIS_FAILURE_POLICY", "closed"),
             ("SKALD_DEMO", "0"),
+            ("SKALD_SCYLLA_NODES", "10.0.0.1:9042, 10.0.0.2:9042"),
+            ("SKALD_SCYLLA_KEYSPACE", "chat"),
         ])
         .unwrap();
         assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
@@ -527,6 +555,8 @@ mod tests {
         assert_eq!(config.redis.url.as_deref(), Some("redis://127.0.0.1:6390"));
         assert_eq!(config.redis.failure_policy, FailurePolicy::Closed);
         assert!(!config.demo.enabled);
+        assert_eq!(config.scylla.nodes, ["10.0.0.1:9042", "10.0.0.2:9042"]);
+        assert_eq!(config.scylla.keyspace, "chat");
     }
 
     #[test]

@@ -50,6 +50,16 @@ pub const MEANINGS: &[(&str, &str)] = &[
     ("limits.connection_lease_ms", "a connection slot expires unless refreshed within this time (slots of a crashed instance free themselves)"),
     ("limits.reservation_lease_ms", "a quota reservation never settled expires after this time (longer than any stream)"),
     ("limits.users", "per-user overrides: `[limits.users.\"<sub>\"]` with `messages_per_minute`, `monthly_tokens`, `monthly_requests`"),
+    ("scylla.nodes", "ScyllaDB contact points (`host:port`); empty: the embedded store (SQLite in the data dir)"),
+    ("scylla.keyspace", "keyspace, created by `skald migrate`"),
+    ("scylla.replication", "keyspace replication, a CQL map literal"),
+    ("scylla.consistency", "consistency of reads and writes (`local_quorum`, `quorum`, `one`, …); lightweight transactions use the matching serial level"),
+    ("scylla.local_datacenter", "datacenter preferred for load balancing"),
+    ("scylla.request_timeout_ms", "bound on one ScyllaDB request"),
+    ("scylla.connect_timeout_ms", "bound on connecting to a node"),
+    ("scylla.username", "ScyllaDB user, if authentication is on"),
+    ("scylla.password", "ScyllaDB password (prefer the config file with restricted permissions)"),
+    ("scylla.migrate_on_start", "apply pending migrations at start (otherwise run `skald migrate` first)"),
     ("redis.url", "Redis shared by every instance for limits and quotas; unset: in-process"),
     ("redis.command_timeout_ms", "bound on every Redis command, also while Redis is unreachable"),
     ("redis.failure_policy", "`open`: decide in-process while Redis is down and add the usage to Redis when it returns; `closed`: refuse with `unavailable`"),
@@ -166,6 +176,9 @@ mod tests {
             "limits.users",
             "redis.url",
             "websocket.socket_send_buffer_bytes",
+            "scylla.local_datacenter",
+            "scylla.username",
+            "scylla.password",
         ];
         for key in &documented {
             assert!(

@@ -23,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run the server (the default).
     Serve,
+    /// Apply the ScyllaDB migrations (migrations/*.cql) that are not applied yet.
+    Migrate,
     /// Print a JWT for a user, signed with the server's HS256 secret.
     Token {
         /// The user id (`sub` claim).
@@ -46,6 +48,23 @@ async fn main() -> anyhow::Result<()> {
     init_tracing(config.log.format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let scylla = &config.scylla;
+            anyhow::ensure!(
+                scylla.enabled(),
+                "no ScyllaDB configured: set SKALD_SCYLLA_NODES (the embedded store migrates itself)"
+            );
+            let session = skald::store::scylla::connect_session(scylla).await?;
+            let applied =
+                skald::store::scylla::migrate(&session, &scylla.keyspace, &scylla.replication)
+                    .await?;
+            if applied.is_empty() {
+                println!("schema up to date");
+            } else {
+                println!("applied migrations {applied:?}");
+            }
+            Ok(())
+        }
         Command::Token {
             sub,
             ttl_secs,

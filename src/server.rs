@@ -26,6 +26,7 @@ use crate::edge::{self, AppState};
 use crate::limits::redis::{RedisLimits, RedisSettings, RedisSetupError};
 use crate::model::openai::{OpenAiProvider, OpenAiSettings, OpenAiSetupError};
 use crate::model::simulated::SimulatedModel;
+use crate::store::scylla::{ScyllaError, ScyllaStore};
 use crate::store::sqlite::{SqliteError, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,8 @@ pub enum ServeError {
     Model(#[from] OpenAiSetupError),
     #[error(transparent)]
     Store(#[from] SqliteError),
+    #[error("scylla: {0}")]
+    Scylla(#[from] ScyllaError),
     #[error("redis: {0}")]
     Redis(#[from] RedisSetupError),
     #[error("server I/O: {0}")]
@@ -100,6 +103,9 @@ impl Server {
         };
         let store: Arc<dyn Store> = match self.store {
             Some(store) => store,
+            None if config.scylla.enabled() => {
+                Arc::new(ScyllaStore::connect(&config.scylla).await?)
+            }
             None => Arc::new(SqliteStore::open_in(&config.data_dir)?),
         };
         tracing::info!(model = model.name(), "model provider ready");

@@ -15,7 +15,7 @@ use std::time::Duration;
 use skald::store::scylla::{
     connect_session, migrate, rows, statements, ScyllaSettings, ScyllaStore, MIGRATIONS,
 };
-use skald_actors::ports::store::{AuditAction, AuditRecord, BeginOutcome, Store, StoreError};
+use skald_actors::ports::store::{AuditAction, AuditRecord, BeginOutcome, Store};
 use skald_actors::store_contract;
 use skald_actors::time::now_ms;
 use skald_protocol::{FinishReason, Usage};
@@ -61,7 +61,7 @@ async fn scylla_store() {
 
     an_interrupted_exchange_is_completed_by_the_next_lookup(&store, &namespace()).await;
     a_retried_begin_exchange_completes_its_own_claim(&store, &namespace()).await;
-    an_answer_after_its_conversation_was_deleted_is_refused(&store, &namespace()).await;
+    an_answer_after_its_conversation_was_deleted_is_dropped(&store, &namespace()).await;
     full_addresses_expire_thirty_days_after_the_record(&store, &namespace()).await;
     failed_authentications_are_recorded_without_a_user(&store).await;
 }
@@ -176,7 +176,7 @@ async fn a_retried_begin_exchange_completes_its_own_claim(store: &ScyllaStore, n
     );
 }
 
-async fn an_answer_after_its_conversation_was_deleted_is_refused(store: &ScyllaStore, ns: &str) {
+async fn an_answer_after_its_conversation_was_deleted_is_dropped(store: &ScyllaStore, ns: &str) {
     let user = format!("{ns}-late");
     let ex = store_contract::exchange(&user, "l-1", None, "deleted while answering");
     store.begin_exchange(ex.clone()).await.unwrap();
@@ -193,16 +193,20 @@ async fn an_answer_after_its_conversation_was_deleted_is_refused(store: &ScyllaS
         usage: Usage::default(),
         at_ms: now_ms(),
     };
-    assert!(matches!(
-        store.finish_answer(late).await,
-        Err(StoreError::NotFound(_))
-    ));
+    // Dropped, like on the other stores, and it leaves nothing behind.
+    store.finish_answer(late).await.unwrap();
     assert!(store
         .list_conversations(&user, 10, None)
         .await
         .unwrap()
         .items
         .is_empty());
+    assert!(store
+        .recent_messages(&ex.conversation_id, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.export_user(&user).await.unwrap(), Default::default());
 }
 
 fn record(user: Option<&str>, at_ms: i64) -> AuditRecord {

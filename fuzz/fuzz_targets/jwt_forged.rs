@@ -7,9 +7,9 @@
 //! secret over other bytes, or the genuine signature re-encoded
 //! non-canonically (padding, standard alphabet, stray trailing bits).
 //!
-//! Property: `verify` returns `Err` every time, on the verifier of the
-//! brief (HS256 secret only) and on one that also has an EdDSA key under
-//! `kid` "ed1". `alg: none`, algorithm confusion and `kid` tricks never pass.
+//! Property: `verify` returns `Err` every time, on the verifier with the
+//! HS256 secret only and on one that also has an EdDSA key under `kid`
+//! "ed1". `alg: none`, algorithm confusion and `kid` tricks never pass.
 #![no_main]
 
 mod common;

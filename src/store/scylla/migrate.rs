@@ -1,0 +1,647 @@
+//! `skald migrate`: applies `migrations/*.cql`, embedded in the binary, in
+//! order, each once.
+//!
+//! Applied versions are recorded in `schema_migrations` with a checksum of
+//! the file (a released migration is never edited: a changed file is an
+//! error, not a silent skip). Several instances may migrate at once: they
+//! take turns through a lease in `schema_migration_lock`, claimed with a
+//! lightweight transaction and held with a TTL, so that schema changes are
+//! never issued concurrently and a crashed holder frees it by itself. The
+//! migrations are also written to be idempotent (`CREATE TABLE IF NOT
+//! EXISTS`), so a holder that died half-way leaves nothing a rerun trips
+//! on.
+
+use std::time::{Duration, Instant};
+
+use ::scylla::client::session::Session;
+use ::scylla::response::query_result::QueryResult;
+use ::scylla::statement::prepared::PreparedStatement;
+use ::scylla::statement::unprepared::Statement;
+use ::scylla::statement::SerialConsistency;
+use ::scylla::value::{CqlTimestamp, CqlValue, Row};
+
+use super::ScyllaError;
+
+/// One embedded migration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migration {
+    pub version: u32,
+    /// The file name, `NNNN_what_it_does.cql`.
+    pub name: &'static str,
+    pub cql: &'static str,
+}
+
+/// Every file of `migrations/`, in order (a test checks this list against
+/// the directory).
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "0001_chat_history_and_audit.cql",
+    cql: include_str!("../../../migrations/0001_chat_history_and_audit.cql"),
+}];
+
+/// The schema version this build needs.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Tables of the migration machinery itself, created before anything else.
+pub const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\
+     version int PRIMARY KEY, name text, checksum text, applied_at timestamp)";
+pub const CREATE_MIGRATION_LOCK: &str =
+    "CREATE TABLE IF NOT EXISTS schema_migration_lock (name text PRIMARY KEY, owner text)";
+pub const ACQUIRE_LOCK: &str = "INSERT INTO schema_migration_lock (name, owner) \
+     VALUES ('migrate', ?) IF NOT EXISTS USING TTL ?";
+pub const RENEW_LOCK: &str = "UPDATE schema_migration_lock USING TTL ? SET owner = ? \
+     WHERE name = 'migrate' IF owner = ?";
+pub const RELEASE_LOCK: &str =
+    "DELETE FROM schema_migration_lock WHERE name = 'migrate' IF owner = ?";
+/// A whole-table read of a table of a few rows (one per migration).
+pub const SELECT_APPLIED: &str = "SELECT version, name, checksum FROM schema_migrations";
+pub const RECORD_APPLIED: &str =
+    "INSERT INTO schema_migrations (version, name, checksum, applied_at) \
+     VALUES (?, ?, ?, ?)";
+
+/// How long the lease lasts without renewal (renewed before each file).
+pub const LOCK_TTL_SECS: i32 = 60;
+/// How long an instance waits for another one's migration before giving up.
+pub const LOCK_WAIT: Duration = Duration::from_secs(300);
+const LOCK_POLL: Duration = Duration::from_secs(1);
+
+fn acquire_values(owner: &str) -> (&str, i32) {
+    (owner, LOCK_TTL_SECS)
+}
+
+fn renew_values(owner: &str) -> (i32, &str, &str) {
+    (LOCK_TTL_SECS, owner, owner)
+}
+
+fn release_values(owner: &str) -> (&str,) {
+    (owner,)
+}
+
+fn record_values(m: &Migration, now_ms: i64) -> (i32, &'static str, String, CqlTimestamp) {
+    (
+        m.version as i32,
+        m.name,
+        checksum(m.cql),
+        CqlTimestamp(now_ms),
+    )
+}
+
+/// The features of the node answering: ScyllaDB lists `TABLETS` there when
+/// it can place a keyspace on tablets (Cassandra has no such column).
+pub const SELECT_FEATURES: &str = "SELECT supported_features FROM system.local WHERE key = 'local'";
+
+/// Whether a `supported_features` list names tablets.
+pub fn supports_tablets(features: &str) -> bool {
+    features.split(',').any(|f| f.trim() == "TABLETS")
+}
+
+/// The `CREATE KEYSPACE` statement; `keyspace` and `replication` must have
+/// passed [`check_keyspace`] and [`check_replication`]. Where ScyllaDB
+/// supports tablets the keyspace asks for vnodes: lightweight transactions
+/// (the idempotency keys, the migration lock) are not available in
+/// keyspaces on tablets.
+pub fn create_keyspace(keyspace: &str, replication: &str, tablets: bool) -> String {
+    let mut cql =
+        format!("CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}");
+    if tablets {
+        cql.push_str(" AND tablets = {'enabled': false}");
+    }
+    cql
+}
+
+async fn node_supports_tablets(session: &Session) -> bool {
+    let features = async {
+        let rows = session
+            .query_unpaged(SELECT_FEATURES, ())
+            .await
+            .ok()?
+            .into_rows_result()
+            .ok()?;
+        let (features,): (Option<String>,) = rows.first_row().ok()?;
+        features
+    };
+    features.await.is_some_and(|f| supports_tablets(&f))
+}
+
+/// A keyspace name as CQL accepts it unquoted (it is spliced into CQL).
+pub fn check_keyspace(keyspace: &str) -> Result<(), String> {
+    let mut chars = keyspace.chars();
+    let ok = keyspace.len() <= 48
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "keyspace {keyspace:?} must be a letter then letters, digits or _ (at most 48)"
+        ))
+    }
+}
+
+/// A replication map literal, `{'class': ..., ...}` (spliced into CQL).
+pub fn check_replication(replication: &str) -> Result<(), String> {
+    let r = replication.trim();
+    let ok = r.starts_with('{')
+        && r.ends_with('}')
+        && r.contains("'class'")
+        && !r.contains(';')
+        && !r.contains("--")
+        && r[1..r.len() - 1].chars().all(|c| !matches!(c, '{' | '}'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "replication {replication:?} must be a CQL map such as \
+             {{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}}"
+        ))
+    }
+}
+
+/// The version of a migration file name `NNNN_what.cql`.
+pub fn version_of(name: &str) -> Option<u32> {
+    let stem = name.strip_suffix(".cql")?;
+    let (digits, rest) = stem.split_once('_')?;
+    if digits.len() != 4 || rest.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The statements of a migration file: split on `;`, with `--` and `//`
+/// comments removed, `;` inside quoted strings kept.
+pub fn statements(cql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut chars = cql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '-' | '/' if chars.peek() == Some(&c) => {
+                // A comment: skip to the end of the line.
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        current.push('\n');
+                        break;
+                    }
+                }
+            }
+            '\'' | '"' => {
+                current.push(c);
+                // A quoted string or identifier: copy it whole; a doubled
+                // quote is an escaped one and continues the string.
+                while let Some(d) = chars.next() {
+                    current.push(d);
+                    if d == c {
+                        if chars.peek() == Some(&c) {
+                            current.push(c);
+                            chars.next();
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            }
+            ';' => {
+                push_statement(&mut out, &current);
+                current.clear();
+            }
+            _ => current.push(c),
+        }
+    }
+    push_statement(&mut out, &current);
+    out
+}
+
+fn push_statement(out: &mut Vec<String>, text: &str) {
+    let text = text.trim();
+    if !text.is_empty() {
+        out.push(text.to_owned());
+    }
+}
+
+/// A checksum of a migration file (FNV-1a, 64 bits, hex): enough to notice
+/// that a released file was edited. Carriage returns are left out, so a
+/// checkout with Windows line endings has the same checksum.
+pub fn checksum(cql: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in cql.bytes().filter(|b| *b != b'\r') {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// The migrations still to apply, given the applied (version, checksum)
+/// pairs; an applied version whose checksum differs from the embedded file
+/// is an error.
+pub fn pending(applied: &[(u32, String)]) -> Result<Vec<Migration>, ScyllaError> {
+    for (version, sum) in applied {
+        if let Some(m) = MIGRATIONS.iter().find(|m| m.version == *version) {
+            if checksum(m.cql) != *sum {
+                return Err(ScyllaError::Migration(format!(
+                    "{} was applied with checksum {sum} but the embedded file has {}: \
+                     a released migration must not change; add a new file instead",
+                    m.name,
+                    checksum(m.cql)
+                )));
+            }
+        }
+    }
+    Ok(MIGRATIONS
+        .iter()
+        .filter(|m| !applied.iter().any(|(v, _)| *v == m.version))
+        .copied()
+        .collect())
+}
+
+/// Creates the keyspace if needed (with `replication`, a CQL map literal),
+/// switches `session` to it, and applies every embedded migration not yet
+/// applied, in order. Returns the versions applied by this call (empty when
+/// the schema was up to date). Safe to run from several instances at once.
+pub async fn migrate(
+    session: &Session,
+    keyspace: &str,
+    replication: &str,
+) -> Result<Vec<u32>, ScyllaError> {
+    check_keyspace(keyspace).map_err(ScyllaError::Settings)?;
+    check_replication(replication).map_err(ScyllaError::Settings)?;
+    // Schema statements are not retried: the driver waits for schema
+    // agreement after each, and each is `IF NOT EXISTS`, so a rerun of the
+    // whole migration is the retry.
+    let tablets = node_supports_tablets(session).await;
+    session
+        .query_unpaged(create_keyspace(keyspace, replication, tablets), ())
+        .await?;
+    session.use_keyspace(keyspace, false).await?;
+    session.query_unpaged(CREATE_SCHEMA_MIGRATIONS, ()).await?;
+    session.query_unpaged(CREATE_MIGRATION_LOCK, ()).await?;
+
+    let owner = uuid::Uuid::now_v7().to_string();
+    // The lease is cluster-wide (SERIAL, not LOCAL_SERIAL): instances in
+    // different datacenters must take turns too.
+    let acquire = prepare_lock(session, "acquire_lock", ACQUIRE_LOCK).await?;
+    let renew = prepare_lock(session, "renew_lock", RENEW_LOCK).await?;
+    let release = prepare_lock(session, "release_lock", RELEASE_LOCK).await?;
+    let started = Instant::now();
+    loop {
+        let result = session
+            .execute_unpaged(&acquire, acquire_values(&owner))
+            .await?;
+        if lwt_applied(result)? {
+            break;
+        }
+        if started.elapsed() > LOCK_WAIT {
+            return Err(ScyllaError::Migration(format!(
+                "another instance has held the migration lock for over {} s \
+                 (it frees itself {LOCK_TTL_SECS} s after its holder stops)",
+                LOCK_WAIT.as_secs()
+            )));
+        }
+        tracing::info!("waiting for another instance's migration");
+        tokio::time::sleep(LOCK_POLL).await;
+    }
+    let outcome = apply_pending(session, &renew, &owner).await;
+    // Release even after a failure; if this fails too, the TTL frees it.
+    if let Err(e) = session
+        .execute_unpaged(&release, release_values(&owner))
+        .await
+    {
+        tracing::warn!(error = %e, "could not release the migration lock; it expires by itself");
+    }
+    outcome
+}
+
+async fn apply_pending(
+    session: &Session,
+    renew: &PreparedStatement,
+    owner: &str,
+) -> Result<Vec<u32>, ScyllaError> {
+    let applied = applied_versions(session).await?;
+    let mut done = Vec::new();
+    for migration in pending(&applied)? {
+        let still_ours = session.execute_unpaged(renew, renew_values(owner)).await?;
+        if !lwt_applied(still_ours)? {
+            return Err(ScyllaError::Migration(
+                "lost the migration lock (it expired): run `skald migrate` again".into(),
+            ));
+        }
+        tracing::info!(migration = migration.name, "applying");
+        for statement in statements(migration.cql) {
+            let mut statement = Statement::new(statement);
+            statement.set_is_idempotent(false);
+            session
+                .query_unpaged(statement, ())
+                .await
+                .map_err(|e| ScyllaError::Migration(format!("{}: {e}", migration.name)))?;
+        }
+        session
+            .query_unpaged(
+                RECORD_APPLIED,
+                record_values(&migration, skald_actors::time::now_ms()),
+            )
+            .await?;
+        done.push(migration.version);
+    }
+    Ok(done)
+}
+
+/// The applied (version, checksum) pairs, oldest first.
+pub async fn applied_versions(session: &Session) -> Result<Vec<(u32, String)>, ScyllaError> {
+    let rows = session
+        .query_unpaged(SELECT_APPLIED, ())
+        .await?
+        .into_rows_result()
+        .map_err(ScyllaError::result)?;
+    let mut applied = Vec::new();
+    for row in rows
+        .rows::<(i32, Option<String>, Option<String>)>()
+        .map_err(ScyllaError::result)?
+    {
+        let (version, _name, sum) = row.map_err(ScyllaError::result)?;
+        applied.push((version as u32, sum.unwrap_or_default()));
+    }
+    applied.sort();
+    Ok(applied)
+}
+
+/// Whether a lightweight transaction applied: its `[applied]` column.
+pub fn lwt_applied(result: QueryResult) -> Result<bool, ScyllaError> {
+    let rows = result.into_rows_result().map_err(ScyllaError::result)?;
+    let (index, _) = rows
+        .column_specs()
+        .get_by_name("[applied]")
+        .ok_or_else(|| ScyllaError::Result("no [applied] column in an LWT result".into()))?;
+    let row: Row = rows.first_row().map_err(ScyllaError::result)?;
+    match row.columns.get(index) {
+        Some(Some(CqlValue::Boolean(applied))) => Ok(*applied),
+        other => Err(ScyllaError::Result(format!(
+            "[applied] is not a boolean: {other:?}"
+        ))),
+    }
+}
+
+async fn prepare_lock(
+    session: &Session,
+    name: &'static str,
+    cql: &'static str,
+) -> Result<PreparedStatement, ScyllaError> {
+    let mut statement = session
+        .prepare(cql)
+        .await
+        .map_err(|source| ScyllaError::prepare(name, source))?;
+    statement.set_is_idempotent(false);
+    statement.set_serial_consistency(Some(SerialConsistency::Serial));
+    Ok(statement)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::schema_check::{analyse, encode, marker_specs, schema};
+    use super::*;
+
+    /// The embedded list is the directory: every `*.cql` file, in order,
+    /// with the same contents (a file added without a line here, or the
+    /// reverse, fails).
+    #[test]
+    fn the_embedded_migrations_are_the_directory() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut on_disk: Vec<(String, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cql"))
+            .map(|p| {
+                let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+                (name, std::fs::read_to_string(&p).unwrap())
+            })
+            .collect();
+        on_disk.sort();
+        let embedded: Vec<(String, String)> = MIGRATIONS
+            .iter()
+            .map(|m| (m.name.to_owned(), m.cql.to_owned()))
+            .collect();
+        assert_eq!(embedded, on_disk);
+    }
+
+    #[test]
+    fn versions_come_from_the_names_and_count_up_from_one() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(version_of(m.name), Some(m.version), "{}", m.name);
+            assert_eq!(
+                m.version as usize,
+                i + 1,
+                "{}: versions have no gaps",
+                m.name
+            );
+        }
+        assert_eq!(latest_version(), 1);
+        assert_eq!(version_of("0002_add_things.cql"), Some(2));
+        assert_eq!(version_of("2_things.cql"), None);
+        assert_eq!(version_of("0002.cql"), None);
+        assert_eq!(version_of("0002_things.sql"), None);
+        assert_eq!(version_of("00a2_things.cql"), None);
+    }
+
+    /// A released migration never changes: its checksum is pinned here.
+    /// (Recorded in `schema_migrations`; a changed file is refused.)
+    #[test]
+    fn released_migrations_keep_their_checksums() {
+        let pinned = [(1, "03f5431acbf04f07")];
+        for (version, sum) in pinned {
+            let m = MIGRATIONS.iter().find(|m| m.version == version).unwrap();
+            assert_eq!(
+                checksum(m.cql),
+                sum,
+                "{} changed: add a new migration instead",
+                m.name
+            );
+        }
+        assert_eq!(checksum(""), "cbf29ce484222325");
+        assert_eq!(checksum("a"), "af63dc4c8601ec8c");
+        assert_eq!(checksum("a\r\nb"), checksum("a\nb"));
+    }
+
+    #[test]
+    fn the_first_migration_creates_the_tables() {
+        let statements = statements(MIGRATIONS[0].cql);
+        let tables: Vec<String> = statements
+            .iter()
+            .map(|s| {
+                let t = super::super::schema_check::parse_create_table(s).unwrap();
+                t.name
+            })
+            .collect();
+        assert_eq!(
+            tables,
+            [
+                "conversations_by_user",
+                "messages_by_conversation",
+                "idempotency_keys",
+                "audit_by_user",
+                "audit_months_by_user",
+                "audit_anonymous"
+            ]
+        );
+        let schema = schema();
+        let keys = |t: &str| {
+            let t = &schema[t];
+            (t.partition_key.clone(), t.clustering_key.clone())
+        };
+        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            keys("conversations_by_user"),
+            (v(&["user_id"]), v(&["conversation_id"]))
+        );
+        assert_eq!(
+            keys("messages_by_conversation"),
+            (v(&["conversation_id"]), v(&["message_id"]))
+        );
+        assert_eq!(
+            keys("idempotency_keys"),
+            (v(&["user_id"]), v(&["client_id"]))
+        );
+        assert_eq!(
+            keys("audit_by_user"),
+            (v(&["user_id", "month"]), v(&["audit_id"]))
+        );
+        assert_eq!(
+            keys("audit_months_by_user"),
+            (v(&["user_id"]), v(&["month"]))
+        );
+        assert_eq!(keys("audit_anonymous"), (v(&["hour"]), v(&["audit_id"])));
+        assert_eq!(keys("schema_migrations"), (v(&["version"]), v(&[])));
+        assert_eq!(keys("schema_migration_lock"), (v(&["name"]), v(&[])));
+        for s in &statements {
+            assert!(s.starts_with("CREATE TABLE IF NOT EXISTS "), "{s}");
+            let upper = s.to_uppercase();
+            assert!(
+                !upper.contains("KEYSPACE") && !upper.contains("USE "),
+                "{s}"
+            );
+        }
+        assert!(MIGRATIONS[0]
+            .cql
+            .contains("CLUSTERING ORDER BY (conversation_id DESC)"));
+        assert!(MIGRATIONS[0]
+            .cql
+            .contains("CLUSTERING ORDER BY (message_id ASC)"));
+    }
+
+    #[test]
+    fn statements_split_on_semicolons_outside_comments_and_strings() {
+        let cql = "-- a comment; with a semicolon and an apostrophe's\n\
+                   CREATE TABLE IF NOT EXISTS a (k text PRIMARY KEY); // another; one\n\
+                   INSERT INTO a (k) VALUES ('x;y''s -- z');\n\
+                   \n  ;  \n\
+                   SELECT k FROM a";
+        assert_eq!(
+            statements(cql),
+            [
+                "CREATE TABLE IF NOT EXISTS a (k text PRIMARY KEY)",
+                "INSERT INTO a (k) VALUES ('x;y''s -- z')",
+                "SELECT k FROM a",
+            ]
+        );
+        assert!(statements("-- nothing\n\n").is_empty());
+        assert_eq!(statements("a - b / c"), ["a - b / c"]);
+    }
+
+    #[test]
+    fn pending_skips_applied_versions_and_refuses_edited_ones() {
+        assert_eq!(pending(&[]).unwrap(), MIGRATIONS.to_vec());
+        let applied: Vec<(u32, String)> = MIGRATIONS
+            .iter()
+            .map(|m| (m.version, checksum(m.cql)))
+            .collect();
+        assert!(pending(&applied).unwrap().is_empty());
+        // A version from a newer build is left alone.
+        let mut newer = applied.clone();
+        newer.push((999, "0".into()));
+        assert!(pending(&newer).unwrap().is_empty());
+        let edited = vec![(1, "0000000000000000".to_owned())];
+        let err = pending(&edited).unwrap_err().to_string();
+        assert!(err.contains("must not change"), "{err}");
+    }
+
+    #[test]
+    fn keyspace_and_replication_are_checked_before_they_are_spliced() {
+        assert!(check_keyspace("skald").is_ok());
+        assert!(check_keyspace("skald_test_2").is_ok());
+        for bad in [
+            "",
+            "2skald",
+            "skald-x",
+            "skald; DROP",
+            "a\"b",
+            &"k".repeat(49),
+        ] {
+            assert!(check_keyspace(bad).is_err(), "{bad}");
+        }
+        let default = "{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}";
+        assert!(check_replication(default).is_ok());
+        assert!(
+            check_replication("{'class': 'NetworkTopologyStrategy', 'dc1': 3, 'dc2': 3}").is_ok()
+        );
+        for bad in [
+            "",
+            "3",
+            "{'replication_factor': 3}",
+            "{'class': 'SimpleStrategy'}; DROP KEYSPACE x",
+            "{'class': 'x'} -- ",
+            "{'class': 'x'} AND durable_writes = false AND x = {",
+        ] {
+            assert!(check_replication(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            create_keyspace("skald", default, false),
+            "CREATE KEYSPACE IF NOT EXISTS skald WITH replication = \
+             {'class': 'NetworkTopologyStrategy', 'replication_factor': 3}"
+        );
+        assert_eq!(
+            create_keyspace("skald", default, true),
+            "CREATE KEYSPACE IF NOT EXISTS skald WITH replication = \
+             {'class': 'NetworkTopologyStrategy', 'replication_factor': 3} \
+             AND tablets = {'enabled': false}"
+        );
+    }
+
+    #[test]
+    fn tablets_are_recognised_in_the_feature_list() {
+        assert!(supports_tablets("CDC,LWT,TABLETS,UDA"));
+        assert!(supports_tablets("TABLETS"));
+        assert!(!supports_tablets("CDC,LWT,TABLETS_V2_IN_THE_FUTURE"));
+        assert!(!supports_tablets(""));
+    }
+
+    /// The machinery's own statements: pinned, and their values type-check.
+    #[test]
+    fn the_lock_and_version_statements_fit_their_tables() {
+        assert_eq!(
+            [ACQUIRE_LOCK, RENEW_LOCK, RELEASE_LOCK, SELECT_APPLIED, RECORD_APPLIED],
+            [
+                "INSERT INTO schema_migration_lock (name, owner) VALUES ('migrate', ?) IF NOT EXISTS USING TTL ?",
+                "UPDATE schema_migration_lock USING TTL ? SET owner = ? WHERE name = 'migrate' IF owner = ?",
+                "DELETE FROM schema_migration_lock WHERE name = 'migrate' IF owner = ?",
+                "SELECT version, name, checksum FROM schema_migrations",
+                "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
+            ]
+        );
+        let schema = schema();
+        let specs = |cql: &str| {
+            let a = analyse(cql).unwrap();
+            marker_specs(&a, &schema[&a.table])
+        };
+        for cql in [ACQUIRE_LOCK, RENEW_LOCK, RELEASE_LOCK] {
+            assert!(analyse(cql).unwrap().lwt, "{cql}");
+        }
+        encode(&specs(ACQUIRE_LOCK), &acquire_values("o"));
+        encode(&specs(RENEW_LOCK), &renew_values("o"));
+        encode(&specs(RELEASE_LOCK), &release_values("o"));
+        encode(&specs(RECORD_APPLIED), &record_values(&MIGRATIONS[0], 1));
+        assert_eq!(
+            analyse(SELECT_APPLIED).unwrap().selected,
+            ["version", "name", "checksum"]
+        );
+        assert!(LOCK_TTL_SECS > 0 && LOCK_WAIT.as_secs() > LOCK_TTL_SECS as u64);
+    }
+}
