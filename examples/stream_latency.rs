@@ -96,6 +96,8 @@ async fn main() -> anyhow::Result<()> {
     };
     config.auth.jwt_secret = Some(SECRET.into());
     config.sessions.max_streams_per_session = 1;
+    // Every client of this example comes from 127.0.0.1.
+    config.limits.address_requests_per_minute = 1_000_000;
     let model = Arc::new(Stamped {
         inner: SimulatedModel {
             tokens_per_second: rate,
