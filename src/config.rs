@@ -20,89 +20,35 @@ use skald_actors::settings::{BotSettings, LimitSettings, SessionSettings};
 
 use crate::store::scylla::ScyllaSettings;
 
-/// Every environment variable the server reads: (name, configuration key, meaning).
-pub const ENV_VARS: &[(&str, &str, &str)] = &[
-    ("SKALD_LISTEN", "listen", "address and port to listen on"),
-    (
-        "SKALD_DATA_DIR",
-        "data_dir",
-        "where embedded parts keep their files (the development JWT secret)",
-    ),
-    (
-        "SKALD_JWT_SECRET",
-        "auth.jwt_secret",
-        "HS256 secret for tokens; unset: a development secret is generated in the data dir",
-    ),
-    (
-        "SKALD_UPSTREAM_URL",
-        "model.upstream_url",
-        "OpenAI-compatible base URL (e.g. https://api.openai.com/v1); unset: the simulated model",
-    ),
-    (
-        "SKALD_UPSTREAM_API_KEY",
-        "model.upstream_api_key",
-        "API key sent upstream as a bearer token",
-    ),
-    (
-        "SKALD_UPSTREAM_MODEL",
-        "model.upstream_model",
-        "model name used when a bot names none",
-    ),
+/// Every environment variable the server reads, and the setting it sets
+/// (its meaning is in `config_reference::MEANINGS`).
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("SKALD_LISTEN", "listen"),
+    ("SKALD_DATA_DIR", "data_dir"),
+    ("SKALD_JWT_SECRET", "auth.jwt_secret"),
+    ("SKALD_UPSTREAM_URL", "model.upstream_url"),
+    ("SKALD_UPSTREAM_API_KEY", "model.upstream_api_key"),
+    ("SKALD_UPSTREAM_MODEL", "model.upstream_model"),
     (
         "SKALD_SIMULATED_TOKENS_PER_SECOND",
         "model.simulated_tokens_per_second",
-        "speed of the simulated model (0: as fast as possible)",
     ),
     (
         "SKALD_SIMULATED_ANSWER_TOKENS",
         "model.simulated_answer_tokens",
-        "length of the simulated model's answers, before the bot's max_tokens",
     ),
     (
         "SKALD_LIMIT_MESSAGES_PER_MINUTE",
         "limits.messages_per_minute",
-        "messages per minute per user",
     ),
-    (
-        "SKALD_QUOTA_MONTHLY_TOKENS",
-        "limits.monthly_tokens",
-        "tokens per user per calendar month (UTC)",
-    ),
-    (
-        "SKALD_QUOTA_MONTHLY_REQUESTS",
-        "limits.monthly_requests",
-        "requests per user per calendar month (UTC)",
-    ),
-    (
-        "SKALD_LOG_FORMAT",
-        "log.format",
-        "`text` (default) or `json`",
-    ),
-    (
-        "SKALD_SCYLLA_NODES",
-        "scylla.nodes",
-        "ScyllaDB contact points, comma-separated host:port; unset: the embedded store",
-    ),
-    (
-        "SKALD_SCYLLA_KEYSPACE",
-        "scylla.keyspace",
-        "ScyllaDB keyspace (created by `skald migrate`)",
-    ),
-    (
-        "SKALD_DEMO",
-        "demo.enabled",
-        "`1` (default) serves the demo page and anonymous demo tokens; `0` turns them off",
-    ),
-    (
-        "SKALD_REDIS_URL",
-        "redis.url",
-        "Redis for limits and quotas shared by every instance (redis:// or rediss://); unset: in-process",
-    ),
-    (
-        "SKALD_REDIS_FAILURE_POLICY",
-        "redis.failure_policy",
-        "`open` (default: decide in-process while Redis is down, reconcile after) or `closed` (refuse with `unavailable`)",
-    ),
+    ("SKALD_QUOTA_MONTHLY_TOKENS", "limits.monthly_tokens"),
+    ("SKALD_QUOTA_MONTHLY_REQUESTS", "limits.monthly_requests"),
+    ("SKALD_LOG_FORMAT", "log.format"),
+    ("SKALD_SCYLLA_NODES", "scylla.nodes"),
+    ("SKALD_SCYLLA_KEYSPACE", "scylla.keyspace"),
+    ("SKALD_DEMO", "demo.enabled"),
+    ("SKALD_REDIS_URL", "redis.url"),
+    ("SKALD_REDIS_FAILURE_POLICY", "redis.failure_policy"),
 ];
 
 /// The variable that names the TOML configuration file.
@@ -373,7 +319,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        for (name, key, _) in ENV_VARS {
+        for (name, key) in ENV_VARS {
             if let Some(value) = env(name) {
                 figment = figment.merge(Serialized::global(key, env_value(key, &value)));
             }

@@ -118,8 +118,8 @@ pub fn markdown() -> String {
     let env_of = |key: &str| {
         ENV_VARS
             .iter()
-            .find(|(_, k, _)| *k == key)
-            .map(|(name, _, _)| format!("`{name}`"))
+            .find(|(_, k)| *k == key)
+            .map(|(name, _)| format!("`{name}`"))
             .unwrap_or_default()
     };
     let mut page = String::from(
@@ -186,7 +186,7 @@ mod tests {
                 "MEANINGS documents {key}, which is not a setting"
             );
         }
-        for (name, key, _) in ENV_VARS {
+        for (name, key) in ENV_VARS {
             assert!(
                 documented.contains(key),
                 "{name} maps to {key}, which is not documented"

@@ -71,24 +71,10 @@ pub fn audit_month(at_ms: i64) -> String {
 /// The partition of audit records without a user: the UTC hour,
 /// `YYYY-MM-DDTHH`.
 pub fn audit_hour(at_ms: i64) -> String {
-    let days = at_ms.div_euclid(86_400_000);
-    let hour = at_ms.rem_euclid(86_400_000) / 3_600_000;
-    let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{hour:02}")
-}
-
-/// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (y, m, d).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    // `YYYY-MM-DDTHH:MM:SS.mmmZ` cut after the hour.
+    let mut stamp = skald_actors::time::rfc3339(at_ms);
+    stamp.truncate(13);
+    stamp
 }
 
 /// The TTL to write a full address with, so that it disappears 30 days
