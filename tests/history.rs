@@ -318,6 +318,11 @@ async fn a_store_outage_spools_answers_and_refuses_new_sends_then_drains() {
     );
     let (status, _) = server.get_json("/v1/conversations", Some("spool")).await;
     assert_eq!(status, 503);
+    let (status, ready) = server.get_json("/readyz", None).await;
+    assert_eq!(
+        (status, ready["checks"]["store"].as_str()),
+        (503, Some("down"))
+    );
     store.set_down(false);
     // Drained within a few seconds: the answer is there, complete.
     let conversation = ack["conversation_id"].as_str().unwrap();

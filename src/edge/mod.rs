@@ -55,15 +55,25 @@ async fn readyz(axum::extract::State(app): axum::extract::State<AppState>) -> Re
     let guard = &app.hub.services.limits_guard;
     let (backend, limits_up) = guard.status();
     let limits_ok = limits_up || guard.policy() == FailurePolicy::Open;
+    // Without its store an instance can take no message (sends are
+    // refused with `unavailable`): not ready.
+    let store_up = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        app.hub.services.store.ping(),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    let ready = actors && limits_ok && store_up;
     let body = serde_json::json!({
-        "ready": actors && limits_ok,
+        "ready": ready,
         "checks": {
             "actors": if actors { "ok" } else { "stopped" },
+            "store": if store_up { "ok" } else { "down" },
             "limits": { "backend": backend, "status": if limits_up { "ok" } else { "down" },
                         "policy": guard.policy() },
         }
     });
-    let status = if actors && limits_ok {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
