@@ -13,6 +13,7 @@ pub const MAX_CLIENT_ID_CHARS: usize = 64;
 
 /// A frame from client to server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
     Hello {
@@ -24,6 +25,7 @@ pub enum ClientFrame {
     Send {
         id: String,
         #[serde(default)]
+        #[cfg_attr(test, ts(optional = nullable))]
         conversation_id: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bot: Option<String>,

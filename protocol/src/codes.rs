@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// The `code` of an `error` frame (and of HTTP error bodies).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     Unauthorized,
@@ -114,6 +115,7 @@ impl CloseCode {
 
 /// Why a stream ended (`done.finish_reason`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
     Stop,

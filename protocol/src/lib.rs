@@ -16,6 +16,8 @@
 mod client;
 mod codes;
 mod server;
+#[cfg(test)]
+mod typescript;
 
 pub use client::{ClientFrame, DecodeError, MAX_CLIENT_ID_CHARS};
 pub use codes::{CloseCode, ErrorCode, FinishReason};

@@ -9,6 +9,7 @@ use crate::codes::{ErrorCode, FinishReason};
 
 /// A frame from server to client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     Ready {
@@ -101,6 +102,7 @@ pub fn encode_delta(stream_id: &str, seq: u64, text: &str) -> String {
 
 /// `ready.limits`: what this user may do, as known when the session starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Limits {
     pub max_message_chars: u32,
     pub messages_per_minute: u32,
@@ -109,6 +111,7 @@ pub struct Limits {
 
 /// Token counts of one generation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
@@ -116,6 +119,7 @@ pub struct Usage {
 
 /// `{"code":…,"message":…}`, as in `done.error` and HTTP error bodies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
@@ -123,6 +127,7 @@ pub struct ErrorBody {
 
 /// The body of every HTTP error: `{"error":{"code":…,"message":…}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct HttpError {
     pub error: ErrorBody,
 }
