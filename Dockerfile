@@ -36,4 +36,8 @@ ENV SKALD_LISTEN=0.0.0.0:8080 \
     SKALD_LOG_FORMAT=json
 VOLUME /var/lib/skald
 EXPOSE 8080
+HEALTHCHECK --interval=15s --timeout=5s --start-period=10s \
+  CMD ["/usr/local/bin/skald", "healthcheck"]
+# SIGTERM drains: live streams get drain_timeout_ms (30 s) to finish.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/skald"]

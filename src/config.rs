@@ -59,6 +59,9 @@ pub const CONFIG_FILE_VAR: &str = "SKALD_CONFIG";
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// At shutdown, how long live streams may run on before they are ended
+    /// with `unavailable`.
+    pub drain_timeout_ms: u64,
     /// Browser origins allowed to open a WebSocket; empty allows all. A
     /// request without an `Origin` header (not a browser) is always allowed.
     pub allowed_origins: Vec<String>,
@@ -81,6 +84,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./data"),
+            drain_timeout_ms: 30_000,
             allowed_origins: Vec::new(),
             auth: AuthConfig::default(),
             websocket: WebSocketConfig::default(),

@@ -15,6 +15,7 @@ use crate::config::{Config, CONFIG_FILE_VAR, ENV_VARS};
 pub const MEANINGS: &[(&str, &str)] = &[
     ("listen", "address and port to listen on"),
     ("data_dir", "directory for the files of embedded parts (the development JWT secret)"),
+    ("drain_timeout_ms", "at shutdown (SIGTERM, SIGINT), how long live streams may finish before they end with `unavailable`; new messages are refused meanwhile"),
     ("allowed_origins", "browser origins allowed to open a WebSocket; empty allows all; requests without an Origin header are always allowed"),
     ("auth.jwt_secret", "HS256 secret (at least 32 bytes); unset and no public keys: a development secret is generated in the data dir"),
     ("auth.audience", "required `aud` claim, when set"),

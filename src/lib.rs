@@ -8,6 +8,7 @@ pub mod config;
 pub mod config_reference;
 pub mod edge;
 pub mod limits;
+pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod store;

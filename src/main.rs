@@ -23,6 +23,9 @@ struct Cli {
 enum Command {
     /// Run the server (the default).
     Serve,
+    /// Exit 0 if the server on SKALD_LISTEN answers /healthz (the container's
+    /// health check; no curl in the image).
+    Healthcheck,
     /// Apply the ScyllaDB migrations (migrations/*.cql) that are not applied yet.
     Migrate,
     /// Print a JWT for a user, signed with the server's HS256 secret.
@@ -48,6 +51,24 @@ async fn main() -> anyhow::Result<()> {
     init_tracing(config.log.format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
+        Command::Healthcheck => {
+            let mut address = config.listen;
+            if address.ip().is_unspecified() {
+                address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            let response = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(3))
+                .build()?
+                .get(format!("http://{address}/healthz"))
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "healthz answered {}",
+                response.status()
+            );
+            Ok(())
+        }
         Command::Migrate => {
             let scylla = &config.scylla;
             anyhow::ensure!(
@@ -127,6 +148,30 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = terminate => {}
     }
+    tracing::info!("shutting down: draining live streams (a second signal stops at once)");
+    tokio::spawn(async {
+        second_signal().await;
+        tracing::warn!("second signal: stopping now");
+        std::process::exit(130);
+    });
+}
+
+async fn second_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn init_tracing(format: LogFormat) {

@@ -95,6 +95,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let config = self.config;
+        crate::metrics::install();
         let secret = auth::resolve_secret(&config.auth, &config.data_dir)?;
         let verifier = Verifier::new(&config.auth, secret.as_ref().map(|(s, _)| s.as_str()))?;
         let model = match self.model {
@@ -131,6 +132,7 @@ impl Server {
             secret: secret.map(|(s, _)| Arc::from(s)),
         };
         let send_buffer = state.config.websocket.socket_send_buffer_bytes;
+        let drain_timeout = Duration::from_millis(state.config.drain_timeout_ms);
         let app = edge::router(state).into_make_service_with_connect_info::<SocketAddr>();
         // Deltas are small and latency-bound: never let Nagle hold one back
         // (it costs about 40 ms at p99); the writer batches in user space.
@@ -144,9 +146,17 @@ impl Server {
                 }
             }
         });
+        // The listener stays open while draining, so that `/readyz` can say
+        // 503 and the history API keeps working; it closes once the
+        // streams are done.
+        let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let drain = tokio::spawn(drain(hub.clone(), drain_timeout, shutdown, stop_http));
         let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async {
+                let _ = http_stopped.await;
+            })
             .await;
+        drain.abort();
         // Upgraded connections outlive the HTTP server: close them.
         hub.close_all(CloseCode::GoingAway, "server shutting down");
         tokio::time::sleep(CLOSE_GRACE).await;
@@ -156,6 +166,42 @@ impl Server {
         hub.shutdown().await;
         served.map_err(ServeError::Io)
     }
+}
+
+/// Waits for the shutdown signal, then drains: new messages are refused and
+/// `/readyz` answers 503, live streams get `drain_timeout` to finish, the
+/// rest are ended with `unavailable`; then the HTTP server is stopped.
+async fn drain(
+    hub: Arc<Hub>,
+    drain_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+    stop_http: tokio::sync::oneshot::Sender<()>,
+) {
+    shutdown.await;
+    hub.start_draining();
+    let live = hub.live_streams().await;
+    tracing::info!(
+        live_streams = live,
+        timeout_ms = drain_timeout.as_millis() as u64,
+        "draining"
+    );
+    let deadline = tokio::time::Instant::now() + drain_timeout;
+    while hub.live_streams().await > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = hub.live_streams().await;
+    if left > 0 {
+        tracing::warn!(
+            streams = left,
+            "drain timeout: ending the remaining streams"
+        );
+        hub.abort_streams("the server is shutting down");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while hub.live_streams().await > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let _ = stop_http.send(());
 }
 
 /// Redis with the configured failure policy, or in-process limits.

@@ -70,6 +70,18 @@ async fn runs_with_nothing_configured_and_mints_dev_tokens() {
     let result = collect_stream(&mut client, ack["stream_id"].as_str().unwrap(), 0).await;
     assert_eq!(result.text, common::simulated_answer("hello", 7));
 
+    // The container's health check command.
+    let health = skald(&data.0)
+        .env("SKALD_LISTEN", &address)
+        .arg("healthcheck")
+        .output()
+        .unwrap();
+    assert!(
+        health.status.success(),
+        "{}",
+        String::from_utf8_lossy(&health.stderr)
+    );
+
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])

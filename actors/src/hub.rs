@@ -124,6 +124,7 @@ pub struct Counters {
 pub struct Hub {
     pub services: Arc<Services>,
     pub counters: Arc<Counters>,
+    draining: std::sync::atomic::AtomicBool,
     slots: Arc<Slots>,
     root: ActorRef<()>,
 }
@@ -145,6 +146,7 @@ impl Hub {
         Ok(Arc::new(Hub {
             services,
             counters,
+            draining: std::sync::atomic::AtomicBool::new(false),
             slots,
             root,
         }))
@@ -218,6 +220,33 @@ impl Hub {
             .map_err(|e| e.to_string())?;
         tracing::info!(streams, "a user was erased");
         Ok(())
+    }
+
+    /// From now on, new messages are refused (`unavailable`): the server
+    /// is draining before it stops.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// How many streams are still generating.
+    pub async fn live_streams(&self) -> usize {
+        ask(read(&self.slots.registry), RegistryMsg::LiveCount)
+            .await
+            .unwrap_or(0)
+    }
+
+    /// Ends every live stream with `unavailable` (the drain timed out).
+    pub fn abort_streams(&self, message: &str) {
+        if let Some(registry) = read(&self.slots.registry) {
+            let _ = registry.cast(RegistryMsg::AbortAll(skald_protocol::ErrorBody {
+                code: skald_protocol::ErrorCode::Unavailable,
+                message: message.to_owned(),
+            }));
+        }
     }
 
     /// Records an audit event (through the Persister: never lost).

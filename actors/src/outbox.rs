@@ -75,6 +75,7 @@ impl Outbox {
     /// the answers fills the queue; then the connection is closed with 4400
     /// instead of growing memory.
     pub fn push(&self, frame: &ServerFrame) {
+        metrics::counter!("skald_frames_sent_total", "type" => frame.kind()).increment(1);
         let encoded = frame.encode();
         let mut inner = self.lock();
         if inner.close.is_some() {

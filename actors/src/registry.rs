@@ -33,6 +33,10 @@ pub enum RegistryMsg {
     },
     /// Forget streams that ended more than `resume_window` ago.
     Sweep,
+    /// How many streams are still generating.
+    LiveCount(RpcReplyPort<usize>),
+    /// Server shutdown: end every live stream with this error.
+    AbortAll(skald_protocol::ErrorBody),
     /// GDPR erasure: cancel the user's live streams and forget all of them.
     ForgetUser {
         user: String,
@@ -133,6 +137,15 @@ impl Actor for Registry {
                         actor: e.actor.clone(),
                     });
                 let _ = reply.send(found);
+            }
+            RegistryMsg::LiveCount(reply) => {
+                let live = state.streams.values().filter(|e| e.actor.is_some()).count();
+                let _ = reply.send(live);
+            }
+            RegistryMsg::AbortAll(error) => {
+                for actor in state.streams.values().filter_map(|e| e.actor.as_ref()) {
+                    let _ = actor.cast(StreamMsg::Abort(error.clone()));
+                }
             }
             RegistryMsg::ForgetUser { user, reply } => {
                 let mut forgotten = 0;

@@ -169,6 +169,8 @@ impl Actor for Session {
                         text,
                     } => {
                         if let Err(r) = state.send(&id, conversation_id, bot, text).await {
+                            metrics::counter!("skald_refusals_total", "code" => r.code.as_str())
+                                .increment(1);
                             state.outbox.push(&ServerFrame::Error {
                                 code: r.code,
                                 message: r.message,
@@ -216,6 +218,12 @@ impl SessionState {
         // A `send.id` seen before answers with the first ack, whatever the rest says.
         if let Some(existing) = services.store.exchange(&user, id).await? {
             return self.replay(id, existing).await;
+        }
+        if self.hub.is_draining() {
+            return Err(refuse(
+                ErrorCode::Unavailable,
+                "the server is shutting down; reconnect and send again",
+            ));
         }
         let bot_name = bot_name.unwrap_or_else(|| "default".to_owned());
         let Some(bot) = services.bots.get(&bot_name) else {

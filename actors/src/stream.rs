@@ -34,6 +34,9 @@ use crate::time::now_ms;
 pub enum StreamMsg {
     /// Stop generating; the stream ends with `cancelled`.
     Cancel,
+    /// Stop generating because the server stops; the stream ends with
+    /// `error` and this error (`unavailable`).
+    Abort(ErrorBody),
     /// The pump finished by itself.
     PumpEnded(PumpOutcome),
 }
@@ -116,6 +119,16 @@ impl Actor for StreamActor {
                     usage: None,
                 }
             }
+            StreamMsg::Abort(error) => {
+                if let Some(pump) = state.pump.take() {
+                    pump.abort();
+                }
+                PumpOutcome::Failed {
+                    code: error.code,
+                    message: error.message,
+                    usage: None,
+                }
+            }
             StreamMsg::PumpEnded(outcome) => outcome,
         };
         if !state.log.is_finished() {
@@ -152,6 +165,7 @@ impl StreamState {
                 error: Some(ErrorBody { code, message }),
             },
         };
+        count_finish(&end);
         self.slots
             .persist(finished_answer(&self.log, text, &end), self.store_timeout)
             .await;
@@ -177,8 +191,20 @@ impl Drop for StreamState {
             }),
         });
         if ended {
+            metrics::counter!("skald_streams_finished_total", "finish_reason" => "error")
+                .increment(1);
             tracing::error!(stream_id = %self.log.ids.stream_id, "stream ended without finishing; sent done with internal error");
         }
+    }
+}
+
+fn count_finish(end: &StreamEnd) {
+    metrics::counter!("skald_streams_finished_total", "finish_reason" => end.finish_reason.as_str())
+        .increment(1);
+    metrics::counter!("skald_tokens_total").increment(end.usage.completion_tokens);
+    if let Some(error) = &end.error {
+        metrics::counter!("skald_upstream_errors_total", "code" => error.code.as_str())
+            .increment(1);
     }
 }
 
@@ -231,6 +257,7 @@ pub async fn pump(
         message,
         usage,
     };
+    let started = std::time::Instant::now();
     let mut tokens = match tokio::time::timeout_at(deadline, model.start(request)).await {
         Err(_) => {
             return failed(
@@ -240,7 +267,11 @@ pub async fn pump(
             )
         }
         Ok(Err(e)) => return failed(code_of(e.kind), e.message, None),
-        Ok(Ok(tokens)) => tokens,
+        Ok(Ok(tokens)) => {
+            metrics::histogram!("skald_upstream_request_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            tokens
+        }
     };
     let mut usage = None;
     let mut finish = None;
@@ -289,6 +320,10 @@ pub async fn pump(
                     };
                 }
                 received = log.push_token(&token);
+                if received == 1 {
+                    metrics::histogram!("skald_time_to_first_token_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                }
             }
             Ok(Some(Ok(ModelEvent::Usage(u)))) => usage = Some(u),
             Ok(Some(Ok(ModelEvent::Finish(f)))) => finish = Some(f),

@@ -174,6 +174,14 @@ impl StreamLog {
             }
             _ => false,
         };
+        let deltas = frames.len() - usize::from(done);
+        if deltas > 0 {
+            metrics::counter!("skald_frames_sent_total", "type" => "delta")
+                .increment(deltas as u64);
+        }
+        if done {
+            metrics::counter!("skald_frames_sent_total", "type" => "done").increment(1);
+        }
         LogRead {
             frames,
             next_seq: seq,

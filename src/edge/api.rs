@@ -62,6 +62,7 @@ pub async fn check_address(app: &AppState, peer: SocketAddr) -> Result<(), Respo
     {
         Ok(RateDecision::Allowed) => Ok(()),
         Ok(RateDecision::Limited { retry_after_ms }) => {
+            metrics::counter!("skald_refusals_total", "code" => "rate_limited").increment(1);
             let mut response = http_error(
                 ErrorCode::RateLimited,
                 format!("more than {per_minute} requests a minute from this address"),

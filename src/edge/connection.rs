@@ -55,6 +55,7 @@ pub async fn run(
         Err(failure) => {
             if let AuthFailure::Close(code, message) = failure {
                 tracing::info!(%peer, %message, "authentication failed");
+                metrics::counter!("skald_auth_failures_total").increment(1);
                 app.hub.audit(AuditRecord::now(
                     AuditAction::AuthFailed,
                     None,
@@ -207,8 +208,16 @@ async fn read_frames(
         };
         let cast = match message {
             Message::Text(text) => match ClientFrame::decode(&text) {
-                Ok(frame) => session.cast(SessionMsg::Frame(frame)),
-                Err(e) => session.cast(SessionMsg::Invalid(e.to_string())),
+                Ok(frame) => {
+                    metrics::counter!("skald_frames_received_total", "type" => frame.kind())
+                        .increment(1);
+                    session.cast(SessionMsg::Frame(frame))
+                }
+                Err(e) => {
+                    metrics::counter!("skald_frames_received_total", "type" => "invalid")
+                        .increment(1);
+                    session.cast(SessionMsg::Invalid(e.to_string()))
+                }
             },
             Message::Binary(_) => {
                 outbox.push(&ServerFrame::error(

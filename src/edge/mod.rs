@@ -42,6 +42,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ws", get(ws::upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(app): axum::extract::State<AppState>| async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4",
+                        )],
+                        crate::metrics::render(&app.hub),
+                    )
+                },
+            ),
+        )
         .with_state(state)
 }
 
@@ -63,11 +77,13 @@ async fn readyz(axum::extract::State(app): axum::extract::State<AppState>) -> Re
     )
     .await
     .is_ok_and(|r| r.is_ok());
-    let ready = actors && limits_ok && store_up;
+    let draining = app.hub.is_draining();
+    let ready = actors && limits_ok && store_up && !draining;
     let body = serde_json::json!({
         "ready": ready,
         "checks": {
             "actors": if actors { "ok" } else { "stopped" },
+            "draining": draining,
             "store": if store_up { "ok" } else { "down" },
             "limits": { "backend": backend, "status": if limits_up { "ok" } else { "down" },
                         "policy": guard.policy() },

@@ -81,6 +81,8 @@ pub async fn run(
             return;
         }
         if let Some(close) = drained.close {
+            let code = close.code.as_u16().to_string();
+            metrics::counter!("skald_disconnects_total", "close_code" => code).increment(1);
             let frame = CloseFrame {
                 code: close.code.as_u16(),
                 reason: close.reason.into(),

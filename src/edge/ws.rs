@@ -29,6 +29,9 @@ pub async fn upgrade(
         };
         return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
     }
+    if app.hub.is_draining() {
+        return super::http_error(ErrorCode::Unavailable, "the server is shutting down");
+    }
     if let Err(refusal) = super::api::check_address(&app, peer).await {
         return refusal;
     }

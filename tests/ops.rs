@@ -1,0 +1,387 @@
+//! Operations: Prometheus metrics, readiness while draining, a clean drain
+//! on SIGTERM with nothing lost, and logs that hold no message text.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+/// Parses Prometheus text format: every sample line is `name{labels} value`.
+fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample line: {line}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "bad labels in {line}");
+        }
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line}"));
+        samples.insert(series.to_owned(), value);
+    }
+    samples
+}
+
+async fn scrape(server: &TestServer) -> HashMap<String, f64> {
+    let response = reqwest::get(format!("http://{}/metrics", server.addr))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    parse_metrics(&response.text().await.unwrap())
+}
+
+fn get(samples: &HashMap<String, f64>, series: &str) -> f64 {
+    samples.get(series).copied().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_parse_and_move_as_a_session_runs() {
+    let server = TestServer::start().await;
+    let before = scrape(&server).await;
+    let mut client = server.client("metered").await;
+    let ack = send(&mut client, "1", None, "count me").await;
+    let result = collect_stream(&mut client, ack["stream_id"].as_str().unwrap(), 0).await;
+    client.send(json!({"type":"send","id":"2","text":""})).await;
+    assert_eq!(client.recv().await["code"], "invalid_request");
+    client.close().await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let after = scrape(&server).await;
+        let moved = |series: &str| get(&after, series) - get(&before, series);
+        if moved(r#"skald_streams_finished_total{finish_reason="stop"}"#) >= 1.0
+            && moved("skald_answers_stored_total") >= 1.0
+        {
+            assert!(moved("skald_sessions_started_total") >= 1.0);
+            assert!(moved("skald_streams_started_total") >= 1.0);
+            assert!(moved(r#"skald_frames_sent_total{type="delta"}"#) >= result.deltas as f64);
+            assert!(moved(r#"skald_frames_sent_total{type="ack"}"#) >= 1.0);
+            assert!(moved(r#"skald_frames_received_total{type="send"}"#) >= 2.0);
+            assert!(moved(r#"skald_refusals_total{code="invalid_request"}"#) >= 1.0);
+            assert!(moved("skald_tokens_total") >= 20.0);
+            assert!(get(&after, "skald_time_to_first_token_seconds_count") >= 1.0);
+            assert_eq!(
+                get(&after, r#"skald_limits_backend_up{backend="in-process"}"#),
+                1.0
+            );
+            // Label values are bounded: no user id anywhere.
+            assert!(!after.keys().any(|k| k.contains("metered")));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics never moved"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn draining_turns_readyz_to_503_refuses_new_work_and_lets_streams_finish() {
+    let mut server = TestServer::builder()
+        .config(|c| {
+            c.model.simulated_tokens_per_second = 20.0;
+            c.model.simulated_answer_tokens = 30;
+            c.drain_timeout_ms = 20_000;
+        })
+        .start()
+        .await;
+    let mut client = server.client("drainee").await;
+    let ack = send(&mut client, "1", None, "finish me").await;
+    client.recv_type("delta").await;
+    assert_eq!(server.get_json("/readyz", None).await.0, 200);
+    server.begin_stop();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let body = loop {
+        let (status, body) = server.get_json("/readyz", None).await;
+        if status == 503 {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readyz never turned 503"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(body["checks"]["draining"], true);
+    // New messages are refused; the live stream goes on to its end.
+    client
+        .send(json!({"type":"send","id":"2","text":"too late"}))
+        .await;
+    let mut refused = false;
+    let done = loop {
+        let frame = client.recv().await;
+        match frame["type"].as_str().unwrap() {
+            "error" => {
+                assert_eq!(frame["code"], "unavailable");
+                refused = true;
+            }
+            "done" => break frame,
+            _ => {}
+        }
+    };
+    assert!(refused);
+    assert_eq!(done["finish_reason"], "stop");
+    assert_eq!(done["stream_id"], ack["stream_id"]);
+    assert_eq!(client.closed().await, Closed::Code(1001));
+}
+
+/// The binary on `port`, with the simulated model and `extra` settings in
+/// a configuration file; its stdout (the log) goes to a channel.
+fn start_binary(
+    data: &std::path::Path,
+    port: u16,
+    toml: &str,
+    env: &[(&str, &str)],
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let config = data.join("skald.toml");
+    std::fs::write(
+        &config,
+        // Top-level keys first: TOML puts everything after `[limits]` in it.
+        format!("{toml}[limits]\naddress_requests_per_minute = 100000\nmax_connections_per_user = 1000\n"),
+    )
+    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_skald"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SKALD_CONFIG", &config)
+        .env("SKALD_DATA_DIR", data)
+        .env("SKALD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SKALD_JWT_SECRET", SECRET)
+        .env("SKALD_DEMO", "0");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+async fn wait_healthy(port: u16) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sigterm(child: &std::process::Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never exited"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_fifty_streams_loses_nothing_and_exits_0() {
+    let data = TempDir::new("drain");
+    let port = common::redis_server::free_port();
+    let (mut child, _log) = start_binary(
+        &data.0,
+        port,
+        "drain_timeout_ms = 30000\n",
+        &[
+            ("SKALD_SIMULATED_TOKENS_PER_SECOND", "20"),
+            ("SKALD_SIMULATED_ANSWER_TOKENS", "30"),
+        ],
+    );
+    wait_healthy(port).await;
+    let url = format!("ws://127.0.0.1:{port}/v1/ws");
+    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::channel(64);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (url, acked_tx) = (url.clone(), acked_tx.clone());
+        tasks.push(tokio::spawn(async move {
+            let user = format!("drain-{i}");
+            let mut client = Client::connect(&url, Some(&token(&user))).await;
+            client.recv().await;
+            let text = format!("stream {i}");
+            let ack = send(&mut client, "1", None, &text).await;
+            acked_tx.send(()).await.unwrap();
+            let result = collect_stream(&mut client, ack["stream_id"].as_str().unwrap(), 0).await;
+            assert_eq!(
+                result.done["finish_reason"], "stop",
+                "stream {i} finished within the drain window"
+            );
+            assert_eq!(client.closed().await, Closed::Code(1001));
+            (
+                user,
+                ack["conversation_id"].as_str().unwrap().to_owned(),
+                result.text,
+            )
+        }));
+    }
+    for _ in 0..50 {
+        acked_rx.recv().await.unwrap();
+    }
+    sigterm(&child);
+    let mut finished = Vec::new();
+    for task in tasks {
+        finished.push(task.await.expect("every client got its done"));
+    }
+    let status = wait_exit(&mut child);
+    assert!(status.success(), "exit status {status}");
+
+    // Every accepted message and its answer were stored.
+    let port = common::redis_server::free_port();
+    let (mut child, _log) = start_binary(&data.0, port, "", &[]);
+    wait_healthy(port).await;
+    for (user, conversation, text) in finished {
+        let body: serde_json::Value = reqwest::Client::new()
+            .get(format!(
+                "http://127.0.0.1:{port}/v1/conversations/{conversation}/messages"
+            ))
+            .bearer_auth(token(&user))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["messages"][1]["content"].as_str().unwrap(), text);
+        assert_eq!(body["messages"][1]["finish_reason"], "stop");
+    }
+    sigterm(&child);
+    assert!(wait_exit(&mut child).success());
+}
+
+#[tokio::test]
+async fn a_drain_timeout_ends_streams_with_unavailable_and_keeps_their_text() {
+    let data = TempDir::new("drain-timeout");
+    let port = common::redis_server::free_port();
+    let (mut child, _log) = start_binary(
+        &data.0,
+        port,
+        "drain_timeout_ms = 300\n",
+        &[
+            ("SKALD_SIMULATED_TOKENS_PER_SECOND", "20"),
+            ("SKALD_SIMULATED_ANSWER_TOKENS", "400"),
+        ],
+    );
+    wait_healthy(port).await;
+    let url = format!("ws://127.0.0.1:{port}/v1/ws");
+    let mut client = Client::connect(&url, Some(&token("slowpoke"))).await;
+    client.recv().await;
+    let ack = send(&mut client, "1", None, "a very long answer").await;
+    client.recv_type("delta").await;
+    sigterm(&child);
+    let result = collect_stream(&mut client, ack["stream_id"].as_str().unwrap(), 1).await;
+    assert_eq!(result.done["finish_reason"], "error");
+    assert_eq!(result.done["error"]["code"], "unavailable");
+    assert!(wait_exit(&mut child).success());
+    let port = common::redis_server::free_port();
+    let (mut child, _log) = start_binary(&data.0, port, "", &[]);
+    wait_healthy(port).await;
+    let conversation = ack["conversation_id"].as_str().unwrap();
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{port}/v1/conversations/{conversation}/messages"
+        ))
+        .bearer_auth(token("slowpoke"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["messages"][1]["finish_reason"], "error");
+    assert!(
+        !body["messages"][1]["content"].as_str().unwrap().is_empty(),
+        "the partial answer is kept"
+    );
+    sigterm(&child);
+    assert!(wait_exit(&mut child).success());
+}
+
+#[tokio::test]
+async fn json_logs_of_a_session_hold_no_message_text() {
+    let data = TempDir::new("logs");
+    let port = common::redis_server::free_port();
+    let (mut child, log) = start_binary(
+        &data.0,
+        port,
+        "",
+        &[
+            ("SKALD_LOG_FORMAT", "json"),
+            ("SKALD_LOG", "debug"),
+            ("SKALD_SIMULATED_TOKENS_PER_SECOND", "0"),
+        ],
+    );
+    wait_healthy(port).await;
+    let url = format!("ws://127.0.0.1:{port}/v1/ws");
+    let mut client = Client::connect(&url, Some(&token("private"))).await;
+    client.recv().await;
+    let secret = "my card number is 4970-1234-5678";
+    let ack = send(&mut client, "1", None, secret).await;
+    let answer = collect_stream(&mut client, ack["stream_id"].as_str().unwrap(), 0).await;
+    client.close().await;
+    sigterm(&child);
+    assert!(wait_exit(&mut child).success());
+    let lines: Vec<String> = log.try_iter().collect();
+    assert!(lines.len() > 3, "the server logged: {lines:?}");
+    for line in &lines {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(parsed.get("level").is_some(), "{line}");
+        assert!(
+            !line.contains("4970-1234"),
+            "message text in the log: {line}"
+        );
+        assert!(
+            !line.contains(answer.text.trim()),
+            "answer text in the log: {line}"
+        );
+    }
+}
