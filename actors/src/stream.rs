@@ -86,13 +86,22 @@ impl Actor for StreamActor {
         myself: ActorRef<StreamMsg>,
         args: StreamArgs,
     ) -> Result<StreamState, ActorProcessingErr> {
-        let pump = tokio::spawn(run_pump(
-            args.model,
-            args.request,
-            args.log.clone(),
-            args.first_token_timeout,
-            args.token_idle_timeout,
-            myself,
+        let span = tracing::info_span!(
+            "stream",
+            stream_id = %args.log.ids.stream_id,
+            user = %args.log.ids.user,
+            conversation_id = %args.log.ids.conversation_id
+        );
+        let pump = tokio::spawn(tracing::Instrument::instrument(
+            run_pump(
+                args.model,
+                args.request,
+                args.log.clone(),
+                args.first_token_timeout,
+                args.token_idle_timeout,
+                myself,
+            ),
+            span,
         ));
         Ok(StreamState {
             log: args.log,

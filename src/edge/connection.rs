@@ -19,6 +19,7 @@ use skald_actors::outbox::Outbox;
 use skald_actors::ports::store::{AuditAction, AuditRecord};
 use skald_actors::session::{AuthedUser, SessionArgs, SessionMsg};
 use skald_protocol::{ClientFrame, CloseCode, ErrorCode, ServerFrame};
+use tracing::Instrument;
 
 use super::writer::{self, LastSeen};
 use super::AppState;
@@ -33,6 +34,25 @@ enum AuthFailure {
 }
 
 pub async fn run(
+    socket: WebSocket,
+    app: AppState,
+    header_auth: Option<Result<AuthedUser, AuthError>>,
+    peer: SocketAddr,
+) {
+    // One span per connection; the session id and user are recorded once
+    // known. Message text is never logged (it is personal data).
+    let span = tracing::info_span!(
+        "connection",
+        %peer,
+        session_id = tracing::field::Empty,
+        user = tracing::field::Empty
+    );
+    run_in_span(socket, app, header_auth, peer)
+        .instrument(span)
+        .await
+}
+
+async fn run_in_span(
     socket: WebSocket,
     app: AppState,
     header_auth: Option<Result<AuthedUser, AuthError>>,
@@ -79,6 +99,9 @@ pub async fn run(
     };
 
     let session_id = skald_actors::new_id();
+    let span = tracing::Span::current();
+    span.record("session_id", session_id.as_str());
+    span.record("user", user.id.as_str());
     // One slot per open connection of this user, shared by every instance.
     // If the limits backend cannot say (fail closed, Redis down), the
     // connection is let in: refusing sends is what protects the quota.
