@@ -182,3 +182,70 @@ fn refuses_bad_configuration_with_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("listen"), "{stderr}");
 }
+
+/// What the container does: an unprivileged user whose only writable place
+/// is the data dir (here: `nobody`, working directory `/`).
+#[tokio::test]
+async fn runs_as_an_unprivileged_user_writing_only_its_data_dir() {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if !is_root || Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("SKIPPED runs_as_an_unprivileged_user_writing_only_its_data_dir: needs root and setpriv to switch to nobody");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("nobody");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let binary = dir.0.join("skald");
+    std::fs::copy(env!("CARGO_BIN_EXE_skald"), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = dir.0.join("data");
+    std::fs::create_dir(&data).unwrap();
+    assert!(Command::new("chown")
+        .args(["65534:65534"])
+        .arg(&data)
+        .status()
+        .unwrap()
+        .success());
+    let port = common::redis_server::free_port();
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&binary)
+        .current_dir("/")
+        .env_clear()
+        .env("SKALD_DATA_DIR", &data)
+        .env("SKALD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SKALD_SIMULATED_TOKENS_PER_SECOND", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_healthy(port).await;
+    // It generated its development secret and its database in the data dir.
+    let token = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&binary)
+        .args(["token", "--sub", "nobody-user"])
+        .current_dir("/")
+        .env_clear()
+        .env("SKALD_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let mut client = Client::connect(&format!("ws://127.0.0.1:{port}/v1/ws"), Some(&token)).await;
+    client.recv().await;
+    let ack = send(&mut client, "1", None, "hello").await;
+    let result = collect_stream(&mut client, ack["stream_id"].as_str().unwrap(), 0).await;
+    assert_eq!(result.done["finish_reason"], "stop");
+    assert!(data.join("skald.db").is_file());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
