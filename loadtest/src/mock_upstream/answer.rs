@@ -67,6 +67,19 @@ pub(super) fn token(seed: u64, index: u32) -> String {
     format!("{word} ")
 }
 
+/// A stamped token (model `mock-stamped`): `@` and the microseconds since the
+/// Unix epoch at which the mock sent it, then a space. Clients on the same
+/// machine subtract it from their receipt time; see [`parse_stamps`].
+pub fn stamped_token(micros_since_epoch: u64) -> String {
+    format!("@{micros_since_epoch} ")
+}
+
+/// Every stamp in a (possibly batched) delta text of `mock-stamped` tokens.
+pub fn parse_stamps(text: &str) -> impl Iterator<Item = u64> + '_ {
+    text.split_whitespace()
+        .filter_map(|word| word.strip_prefix('@')?.parse().ok())
+}
+
 /// The full text the mock answers to `last_user_message` with `tokens` tokens
 /// (what a test should expect to see streamed).
 pub fn answer_text(last_user_message: &str, tokens: u32) -> String {
@@ -85,6 +98,20 @@ mod tests {
         assert_eq!(answer_text("hello", 4).split_whitespace().count(), 4);
         assert!(answer_text("hello", 3).ends_with(' '));
         assert_eq!(answer_text("x", 0), "");
+    }
+
+    #[test]
+    fn stamps_round_trip_through_batched_text() {
+        let text = format!(
+            "{}{}",
+            stamped_token(12),
+            stamped_token(1_732_500_000_123_456)
+        );
+        assert_eq!(
+            parse_stamps(&text).collect::<Vec<_>>(),
+            [12, 1_732_500_000_123_456]
+        );
+        assert_eq!(parse_stamps("lorem @x ipsum").count(), 0);
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub(super) enum Fault {
     Error500,
     /// `mock-slow-first-MS`: wait MS milliseconds before the first token.
     SlowFirst(u64),
+    /// `mock-stamped`: normal pacing, but each token is `@<µs since the Unix
+    /// epoch when the mock sent it> ` (the measurement mode; not a fault).
+    Stamped,
 }
 
 impl Fault {
@@ -30,6 +33,9 @@ impl Fault {
         }
         if model == "mock-error-500" {
             return Fault::Error500;
+        }
+        if model == "mock-stamped" {
+            return Fault::Stamped;
         }
         if let Some(n) = model.strip_prefix("mock-drop-after-") {
             return n.parse().map_or(Fault::None, Fault::DropAfter);
@@ -59,6 +65,7 @@ mod tests {
             Fault::from_model("mock-slow-first-250"),
             Fault::SlowFirst(250)
         );
+        assert_eq!(Fault::from_model("mock-stamped"), Fault::Stamped);
         assert_eq!(Fault::from_model("mock-drop-after-x"), Fault::None);
         assert_eq!(Fault::from_model("mock-hang-after-"), Fault::None);
     }

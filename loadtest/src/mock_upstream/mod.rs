@@ -6,6 +6,8 @@
 //! without a model provider: answers are reproducible, the token rate is a
 //! parameter, and faults (dropped connections, hangs, 500s, slow first
 //! tokens) are chosen per request through the `model` field (see [`faults`]).
+//! The model `mock-stamped` is the measurement mode: each token carries the
+//! time the mock sent it (see [`stamped_token`]).
 //! [`MockStats`] lets tests prove what happened on the upstream side, in
 //! particular that a cancelled Skald stream really closed its upstream request.
 
@@ -27,7 +29,20 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use answer::answer_text;
+pub use answer::{answer_text, parse_stamps, stamped_token};
+
+/// The model name that turns on the measurement mode: every token's text is
+/// `@<µs since the Unix epoch when the mock sent it> `.
+pub const STAMPED_MODEL: &str = "mock-stamped";
+
+/// Microseconds since the Unix epoch (the clock stamps are read against).
+pub fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+        })
+}
 
 /// How the mock answers a normal (fault-free) request.
 #[derive(Clone, Debug)]

@@ -252,7 +252,11 @@ impl StreamState {
             .counters
             .tokens_sent
             .fetch_add(1, Ordering::SeqCst);
-        let content = answer::token(self.plan.seed, index);
+        let content = if self.plan.fault == Fault::Stamped {
+            answer::stamped_token(super::now_micros())
+        } else {
+            answer::token(self.plan.seed, index)
+        };
         Some(Ok(self.plan.chunk(json!({ "content": content }), None)))
     }
 

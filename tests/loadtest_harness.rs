@@ -2,9 +2,6 @@
 //! through Skald with the mock upstream in measurement mode. It proves the
 //! harness and the server agree on the protocol; it asserts on counts only,
 //! never on time (the figures themselves are benchmarks: docs/benchmarks.md).
-//!
-//! Paste into tests/loadtest_harness.rs (the server crate already has
-//! skald-loadtest as a dev-dependency).
 
 mod common;
 
@@ -39,16 +36,19 @@ async fn a_short_bounded_load_through_skald_measures_every_token() {
     load.messages_per_session = 2;
     load.ramp_per_second = 50.0;
     load.max_duration_s = 60;
-    let report = run(load).await.unwrap();
-
-    assert!(report.errors.is_empty(), "{}", report.table());
-    assert_eq!(report.sessions_connected, 8);
-    assert_eq!(report.messages_done, 16);
-    // Every token the mock sent reached a client with its stamp, once.
-    assert_eq!(mock.stats().tokens_sent, 16 * 10);
-    assert_eq!(report.stamped_tokens, 16 * 10);
-    assert_eq!(report.latency["send_to_ack"].count, 16);
-    assert_eq!(report.latency["send_to_first_delta"].count, 16);
-    assert_eq!(report.latency["added_per_token"].count, 160);
+    // Twice, with the same users: the second run must get fresh answers,
+    // not the first run's replayed (`send.id` is an idempotency key per user).
+    for round in 1..=2u64 {
+        let report = run(load.clone()).await.unwrap();
+        assert!(report.errors.is_empty(), "{}", report.table());
+        assert_eq!(report.sessions_connected, 8);
+        assert_eq!(report.messages_done, 16);
+        // Every token the mock sent reached a client with its stamp, once.
+        assert_eq!(mock.stats().tokens_sent, round * 16 * 10);
+        assert_eq!(report.stamped_tokens, 16 * 10);
+        assert_eq!(report.latency["send_to_ack"].count, 16);
+        assert_eq!(report.latency["send_to_first_delta"].count, 16);
+        assert_eq!(report.latency["added_per_token"].count, 160);
+    }
     server.stop().await;
 }
