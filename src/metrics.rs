@@ -49,7 +49,7 @@ pub fn render(hub: &Hub) -> String {
     let p = &c.persister;
     metrics::counter!("skald_answers_stored_total").absolute(load(&p.answers_stored));
     metrics::counter!("skald_store_batches_total").absolute(load(&p.batches));
-    metrics::counter!("skald_store_errors_total").absolute(load(&p.store_errors));
+    metrics::counter!("skald_persister_errors_total").absolute(load(&p.store_errors));
     metrics::gauge!("skald_spool_records").set(load(&p.spooled) as f64);
     let guard = &hub.services.limits_guard;
     let (backend, up) = guard.status();

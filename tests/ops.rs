@@ -78,6 +78,12 @@ async fn metrics_parse_and_move_as_a_session_runs() {
             assert!(moved(r#"skald_refusals_total{code="invalid_request"}"#) >= 1.0);
             assert!(moved("skald_tokens_total") >= 20.0);
             assert!(get(&after, "skald_time_to_first_token_seconds_count") >= 1.0);
+            assert!(
+                get(
+                    &after,
+                    r#"skald_store_write_duration_seconds_count{op="begin_exchange"}"#
+                ) >= 1.0
+            );
             assert_eq!(
                 get(&after, r#"skald_limits_backend_up{backend="in-process"}"#),
                 1.0

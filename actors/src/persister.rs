@@ -179,7 +179,11 @@ impl PersisterState {
         // Answers never jump ahead of older spooled ones: while the spool
         // holds records, new ones queue behind them.
         let stored = if self.counters.spooled.load(Ordering::Relaxed) == 0 {
-            self.store.finish_answers(batch.clone()).await
+            let started = std::time::Instant::now();
+            let result = self.store.finish_answers(batch.clone()).await;
+            metrics::histogram!("skald_store_write_duration_seconds", "op" => "finish_answers")
+                .record(started.elapsed().as_secs_f64());
+            result
         } else {
             Err(crate::ports::store::StoreError::Unavailable(
                 "spool not drained yet".into(),

@@ -358,7 +358,14 @@ impl SessionState {
         };
         let message_id = exchange.assistant_message_id.clone();
         let is_new_conversation = exchange.new_conversation.is_some();
-        match services.store.begin_exchange(exchange).await {
+        let started = std::time::Instant::now();
+        let begun = services.store.begin_exchange(exchange).await;
+        metrics::histogram!("skald_store_write_duration_seconds", "op" => "begin_exchange")
+            .record(started.elapsed().as_secs_f64());
+        if begun.is_err() {
+            metrics::counter!("skald_store_errors_total").increment(1);
+        }
+        match begun {
             Ok(BeginOutcome::Created) => {}
             Ok(BeginOutcome::Existing(existing)) => {
                 // Another connection of this user won the race for this id.

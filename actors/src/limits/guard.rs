@@ -130,9 +130,16 @@ impl LimitsGuard {
             return op(&*self.primary).await.map(|v| (v, false));
         };
         if self.is_healthy() {
-            match op(&*self.primary).await {
+            let started = std::time::Instant::now();
+            let result = op(&*self.primary).await;
+            metrics::histogram!("skald_limits_backend_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            match result {
                 Ok(v) => return Ok((v, false)),
-                Err(e) => self.mark_down(&e),
+                Err(e) => {
+                    metrics::counter!("skald_limits_backend_errors_total").increment(1);
+                    self.mark_down(&e)
+                }
             }
         }
         match self.policy {
