@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{collect_stream, send, Client, TempDir, WAIT};
+use common::{collect_stream, send, wait_healthy, Client, TempDir, WAIT};
 
 fn skald(data_dir: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_skald"));
@@ -112,20 +112,6 @@ fn start(data: &std::path::Path, port: u16) -> std::process::Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-async fn wait_healthy(port: u16) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "server never came up"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

@@ -193,20 +193,6 @@ fn start_binary(
     (child, rx)
 }
 
-async fn wait_healthy(port: u16) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "server never came up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn sigterm(child: &std::process::Child) {
     let pid = child.id().to_string();
     assert!(Command::new("kill")

@@ -55,9 +55,22 @@ impl FromRequestParts<AppState> for Caller {
 /// Counts a request against its client address's rate limit.
 pub async fn check_address(app: &AppState, peer: SocketAddr) -> Result<(), Response> {
     let per_minute = app.config.limits.address_requests_per_minute;
+    check_address_rate(app, "addr", peer, per_minute, "requests").await
+}
+
+/// One event against the rate limit `kind:<client address>`: a 429 with
+/// `Retry-After` when over it (`what` names what is counted), a 503 when
+/// the limits cannot be decided.
+pub async fn check_address_rate(
+    app: &AppState,
+    kind: &str,
+    peer: SocketAddr,
+    per_minute: u32,
+    what: &str,
+) -> Result<(), Response> {
     match app
         .hub
-        .check_rate(&format!("addr:{}", peer.ip()), per_minute)
+        .check_rate(&format!("{kind}:{}", peer.ip()), per_minute)
         .await
     {
         Ok(RateDecision::Allowed) => Ok(()),
@@ -65,7 +78,7 @@ pub async fn check_address(app: &AppState, peer: SocketAddr) -> Result<(), Respo
             metrics::counter!("skald_refusals_total", "code" => "rate_limited").increment(1);
             let mut response = http_error(
                 ErrorCode::RateLimited,
-                format!("more than {per_minute} requests a minute from this address"),
+                format!("more than {per_minute} {what} a minute from this address"),
             );
             let seconds = retry_after_ms.div_ceil(1000).max(1);
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {

@@ -18,7 +18,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
-use skald_actors::ports::limits::RateDecision;
 use skald_protocol::ErrorCode;
 
 use super::{http_error, ws::bearer, AppState};
@@ -189,29 +188,10 @@ async fn demo_token(
     headers: HeaderMap,
 ) -> Response {
     let per_minute = app.config.demo.tokens_per_minute_per_address;
-    match app
-        .hub
-        .check_rate(&format!("demo:{}", peer.ip()), per_minute)
-        .await
+    if let Err(refusal) =
+        super::api::check_address_rate(&app, "demo", peer, per_minute, "demo tokens").await
     {
-        Ok(RateDecision::Allowed) => {}
-        Ok(RateDecision::Limited { retry_after_ms }) => {
-            let mut response = http_error(
-                ErrorCode::RateLimited,
-                format!("more than {per_minute} demo tokens a minute from this address"),
-            );
-            let seconds = retry_after_ms.div_ceil(1000).max(1);
-            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            return response;
-        }
-        Err(_) => {
-            return http_error(
-                ErrorCode::Unavailable,
-                "limits are unavailable, try again later",
-            )
-        }
+        return refusal;
     }
     let Some(secret) = app.secret.as_deref() else {
         return http_error(

@@ -468,3 +468,18 @@ pub async fn stored(
         .into_iter()
         .find(|m| m.id == message_id)
 }
+
+/// Waits until a server on `port` (a spawned binary) answers `/healthz`.
+pub async fn wait_healthy(port: u16) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .is_err()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
