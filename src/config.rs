@@ -163,7 +163,8 @@ pub struct WebSocketConfig {
     /// Largest inbound frame or message; bigger closes with 1009.
     pub max_frame_bytes: usize,
     /// Read buffer per connection (tungstenite's default is 128 KiB, which
-    /// dominates the memory of an idle session).
+    /// would dominate the memory of an idle session). Client frames are
+    /// small; a bigger one grows the buffer, which keeps that size.
     pub read_buffer_bytes: usize,
     /// Bytes buffered before a write is pushed to the socket (0: every
     /// frame goes out as soon as it is written; the writer flushes batches).
@@ -181,7 +182,7 @@ impl Default for WebSocketConfig {
     fn default() -> Self {
         WebSocketConfig {
             max_frame_bytes: 64 * 1024,
-            read_buffer_bytes: 4096,
+            read_buffer_bytes: 512,
             write_buffer_bytes: 0,
             ping_interval_ms: 20_000,
             idle_timeout_ms: 60_000,

@@ -25,7 +25,7 @@ pub const MEANINGS: &[(&str, &str)] = &[
     ("auth.token_ttl_secs", "lifetime of tokens minted by `skald token`"),
     ("auth.keys", "public keys for RS256, ES256 and EdDSA tokens: `[[auth.keys]]` with `kid`, `algorithm`, `public_key_pem`"),
     ("websocket.max_frame_bytes", "largest inbound frame or message; larger closes the connection with 1009"),
-    ("websocket.read_buffer_bytes", "socket read buffer per connection (the main cost of an idle session)"),
+    ("websocket.read_buffer_bytes", "initial socket read buffer per connection (grows for a bigger frame and keeps that size; 3.5 KiB more per idle session at 4096)"),
     ("websocket.write_buffer_bytes", "bytes buffered before a write reaches the socket (0: the writer's flush decides)"),
     ("websocket.ping_interval_ms", "interval of WebSocket pings sent by the server"),
     ("websocket.socket_send_buffer_bytes", "kernel send buffer per socket (SO_SNDBUF); unset: the OS default; small values bound kernel memory per slow client"),

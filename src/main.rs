@@ -174,9 +174,15 @@ async fn second_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// The log filter when `SKALD_LOG` is unset.
+const DEFAULT_LOG_FILTER: &str = "info,ractor=warn";
+
 fn init_tracing(format: LogFormat) {
+    // ractor opens an INFO span for every actor it runs (one per session
+    // and per stream): about 300 bytes each, held for the actor's life, that
+    // say nothing the connection's span does not. Its warnings still show.
     let filter = tracing_subscriber::EnvFilter::try_from_env("SKALD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));

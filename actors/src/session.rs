@@ -115,26 +115,6 @@ impl Actor for Session {
         _myself: ActorRef<SessionMsg>,
         args: SessionArgs,
     ) -> Result<SessionState, ActorProcessingErr> {
-        let bot = args.hub.services.default_bot();
-        let limits = args.hub.services.limits.for_user(&args.user.id, &bot);
-        // What is left this month; if the limits backend cannot say, the
-        // month's allowance (the quota is still enforced at each send).
-        let tokens_remaining = match args.hub.usage(&args.user.id).await {
-            Ok((_, usage)) => limits
-                .monthly_tokens
-                .saturating_sub(usage.tokens_used + usage.tokens_reserved),
-            Err(_) => limits.monthly_tokens,
-        };
-        args.outbox.push(&ServerFrame::Ready {
-            session_id: args.session_id.clone(),
-            user: args.user.id.clone(),
-            protocol: skald_protocol::PROTOCOL_VERSION,
-            limits: Limits {
-                max_message_chars: bot.max_message_chars,
-                messages_per_minute: limits.messages_per_minute,
-                tokens_remaining,
-            },
-        });
         Ok(SessionState {
             session_id: args.session_id,
             user: args.user,
@@ -144,6 +124,39 @@ impl Actor for Session {
             started: Vec::new(),
             invalid_in_a_row: 0,
         })
+    }
+
+    /// `ready` is sent from here, in the session's own task: `pre_start`
+    /// runs inside the supervisor's `spawn_linked`, and a usage lookup there
+    /// (a Redis round trip) would make every connection wait for the ones
+    /// before it. Frames the client sends meanwhile wait in the mailbox, so
+    /// `ready` still comes first.
+    async fn post_start(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        let bot = state.hub.services.default_bot();
+        let limits = state.hub.services.limits.for_user(&state.user.id, &bot);
+        // What is left this month; if the limits backend cannot say, the
+        // month's allowance (the quota is still enforced at each send).
+        let tokens_remaining = match state.hub.usage(&state.user.id).await {
+            Ok((_, usage)) => limits
+                .monthly_tokens
+                .saturating_sub(usage.tokens_used + usage.tokens_reserved),
+            Err(_) => limits.monthly_tokens,
+        };
+        state.outbox.push(&ServerFrame::Ready {
+            session_id: state.session_id.clone(),
+            user: state.user.id.clone(),
+            protocol: skald_protocol::PROTOCOL_VERSION,
+            limits: Limits {
+                max_message_chars: bot.max_message_chars,
+                messages_per_minute: limits.messages_per_minute,
+                tokens_remaining,
+            },
+        });
+        Ok(())
     }
 
     async fn handle(
@@ -168,7 +181,13 @@ impl Actor for Session {
                         bot,
                         text,
                     } => {
-                        if let Err(r) = state.send(&id, conversation_id, bot, text).await {
+                        // Boxed, here and below: ractor keeps this handler's
+                        // future inside every actor's processing loop, so an
+                        // inline `send` (the largest future of the crate) would
+                        // cost each idle session its size. Boxed, it costs a
+                        // `send` one allocation.
+                        let sending = Box::pin(state.send(&id, conversation_id, bot, text));
+                        if let Err(r) = sending.await {
                             metrics::counter!("skald_refusals_total", "code" => r.code.as_str())
                                 .increment(1);
                             state.outbox.push(&ServerFrame::Error {
@@ -179,11 +198,11 @@ impl Actor for Session {
                             });
                         }
                     }
-                    ClientFrame::Cancel { stream_id } => state.cancel(stream_id).await,
+                    ClientFrame::Cancel { stream_id } => Box::pin(state.cancel(stream_id)).await,
                     ClientFrame::Resume {
                         stream_id,
                         after_seq,
-                    } => state.resume(stream_id, after_seq).await,
+                    } => Box::pin(state.resume(stream_id, after_seq)).await,
                 }
             }
         }

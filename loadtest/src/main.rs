@@ -63,6 +63,10 @@ struct RunArgs {
     /// Pause between an answer's `done` and the next `send`, ms.
     #[arg(long, default_value_t = 0)]
     think_ms: u64,
+    /// Keep every session open until this many seconds after the run
+    /// started (with `--messages 0` and `--ramp`: a connection storm).
+    #[arg(long, default_value_t = 0)]
+    hold: u64,
     /// Characters per message.
     #[arg(long, default_value_t = 32)]
     message_chars: usize,
@@ -180,6 +184,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<()> {
         ramp_per_second: args.ramp,
         messages_per_session: args.messages,
         think_time_ms: args.think_ms,
+        hold_s: args.hold,
         message_chars: args.message_chars,
         bot: args.bot.clone(),
         message_timeout_s: args.message_timeout,

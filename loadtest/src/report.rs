@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use crate::stats::Summary;
 
 /// The figures in every report, in table order: (key, description).
-pub const FIGURES: [(&str, &str); 5] = [
+pub const FIGURES: [(&str, &str); 6] = [
     ("connect", "connect (TCP + upgrade + ready)"),
     ("send_to_ack", "send to ack"),
+    ("send_to_upstream", "send to upstream request"),
     ("send_to_first_delta", "send to first delta"),
     ("inter_delta_gap", "gap between deltas"),
     ("added_per_token", "server-added latency per token"),
@@ -51,8 +52,18 @@ pub struct Report {
 impl Report {
     /// Deltas received per second of the run.
     pub fn deltas_per_second(&self) -> f64 {
+        self.per_second(self.deltas)
+    }
+
+    /// Stamped tokens delivered per second of the run (several tokens may
+    /// share one delta).
+    pub fn tokens_per_second(&self) -> f64 {
+        self.per_second(self.stamped_tokens)
+    }
+
+    fn per_second(&self, count: u64) -> f64 {
         if self.elapsed_s > 0.0 {
-            self.deltas as f64 / self.elapsed_s
+            count as f64 / self.elapsed_s
         } else {
             0.0
         }
@@ -68,7 +79,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{}: {} of {} sessions connected, {} messages sent, {} done, {} deltas ({:.0}/s), {:.1} s",
+            "{}: {} of {} sessions connected, {} messages sent, {} done, {} deltas ({:.0}/s), {} stamped tokens ({:.0}/s), {:.1} s",
             self.target,
             self.sessions_connected,
             self.sessions,
@@ -76,6 +87,8 @@ impl Report {
             self.messages_done,
             self.deltas,
             self.deltas_per_second(),
+            self.stamped_tokens,
+            self.tokens_per_second(),
             self.elapsed_s
         );
         let _ = writeln!(
@@ -95,6 +108,9 @@ impl Report {
         );
         for (key, label) in FIGURES {
             let s = self.figure(key);
+            if s.count == 0 {
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "| {:<32} | {:>8} | {:>9} | {:>9} | {:>9} | {:>9} |",
@@ -145,6 +161,9 @@ pub fn comparison_table(target: &Report, baseline: &Report) -> String {
     let _ = writeln!(out, "|{:-<46}|{:->12}|{:->12}|{:->8}|", "", "", "", "");
     for (key, label) in FIGURES {
         let (t, b) = (target.figure(key), baseline.figure(key));
+        if t.count == 0 && b.count == 0 {
+            continue;
+        }
         for (name, tv, bv) in [("p50", t.p50_us, b.p50_us), ("p99", t.p99_us, b.p99_us)] {
             let _ = writeln!(
                 out,
@@ -156,15 +175,27 @@ pub fn comparison_table(target: &Report, baseline: &Report) -> String {
             );
         }
     }
-    let (td, bd) = (target.deltas_per_second(), baseline.deltas_per_second());
-    let _ = writeln!(
-        out,
-        "| {:<44} | {:>10.0} | {:>10.0} | {:>6} |",
-        "deltas delivered per second",
-        td,
-        bd,
-        ratio(td, bd)
-    );
+    for (name, t, b) in [
+        (
+            "deltas delivered per second",
+            target.deltas_per_second(),
+            baseline.deltas_per_second(),
+        ),
+        (
+            "stamped tokens delivered per second",
+            target.tokens_per_second(),
+            baseline.tokens_per_second(),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "| {:<44} | {:>10.0} | {:>10.0} | {:>6} |",
+            name,
+            t,
+            b,
+            ratio(t, b)
+        );
+    }
     let errors = |r: &Report| r.errors.values().sum::<u64>();
     let _ = writeln!(
         out,
@@ -235,6 +266,10 @@ mod tests {
         assert!(table.contains("1.500"), "{table}");
         assert!(table.contains("rate_limited=3"), "{table}");
         assert!(table.contains("(5/s)"), "{table}");
+        assert!(
+            !table.contains("send to ack"),
+            "unmeasured rows are left out: {table}"
+        );
     }
 
     #[test]
@@ -246,6 +281,7 @@ mod tests {
             Summary::of(&mut [150, 300, 450, 3_000]),
         );
         target.deltas = 5;
+        target.stamped_tokens = 30;
         let table = comparison_table(&target, &baseline);
         let row = table
             .lines()
@@ -260,5 +296,11 @@ mod tests {
             .find(|l| l.contains("deltas delivered"))
             .unwrap();
         assert!(rate.contains("0.50"), "{rate}");
+        let tokens = table
+            .lines()
+            .find(|l| l.contains("tokens delivered"))
+            .unwrap();
+        assert!(tokens.contains("15") && tokens.contains("-"), "{tokens}");
+        assert!(!table.contains("send to ack"), "{table}");
     }
 }

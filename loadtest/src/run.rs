@@ -42,6 +42,10 @@ pub struct RunConfig {
     pub messages_per_session: u64,
     /// Pause after each answer before the next `send`.
     pub think_time_ms: u64,
+    /// Keep every session open until this many seconds after the run
+    /// started (0: close after the last answer). With `--messages 0` and a
+    /// ramp, this is a connection storm whose sessions all stay connected.
+    pub hold_s: u64,
     /// Characters in each message.
     pub message_chars: usize,
     /// Bot named in `send.bot` (None: the server's default).
@@ -70,6 +74,7 @@ impl RunConfig {
             ramp_per_second: 0.0,
             messages_per_session: 1,
             think_time_ms: 0,
+            hold_s: 0,
             message_chars: 32,
             bot: None,
             message_timeout_s: 60,
@@ -109,6 +114,10 @@ impl Live {
 struct Samples {
     connect: Vec<u64>,
     ack: Vec<u64>,
+    /// `send` to the model receiving the request: the first stamped
+    /// token's stamp minus the send time (the mock stamps its first token
+    /// as soon as the request arrives).
+    upstream: Vec<u64>,
     first_delta: Vec<u64>,
     gap: Vec<u64>,
     added: Vec<u64>,
@@ -120,6 +129,7 @@ impl Samples {
     fn merge(&mut self, other: Samples) {
         self.connect.extend(other.connect);
         self.ack.extend(other.ack);
+        self.upstream.extend(other.upstream);
         self.first_delta.extend(other.first_delta);
         self.gap.extend(other.gap);
         self.added.extend(other.added);
@@ -143,6 +153,9 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     if config.max_duration_s == 0 || config.max_duration_s > MAX_DURATION_S {
         bail!("--max-duration must be 1 to {MAX_DURATION_S} s");
     }
+    if config.hold_s > config.max_duration_s {
+        bail!("--hold must be at most --max-duration");
+    }
     if !config.ramp_per_second.is_finite() || config.ramp_per_second < 0.0 {
         bail!("--ramp must be a non-negative number");
     }
@@ -151,6 +164,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let started = Instant::now();
     let started_unix_ms = now_micros() / 1000;
     let deadline = started + Duration::from_secs(config.max_duration_s);
+    let hold_until = started + Duration::from_secs(config.hold_s);
     // Distinct in every run, even two started in the same millisecond.
     let run_id: Arc<str> =
         format!("{started_unix_ms}.{}", RUNS.fetch_add(1, Ordering::Relaxed)).into();
@@ -178,7 +192,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
                 &live,
                 (run_id, index, started_unix_ms * 1000),
                 &mut samples,
-                deadline,
+                (hold_until, deadline),
             );
             if timeout_at(deadline, session).await.is_err() {
                 live.error("deadline");
@@ -204,6 +218,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     for (key, values) in [
         ("connect", &mut samples.connect),
         ("send_to_ack", &mut samples.ack),
+        ("send_to_upstream", &mut samples.upstream),
         ("send_to_first_delta", &mut samples.first_delta),
         ("inter_delta_gap", &mut samples.gap),
         ("added_per_token", &mut samples.added),
@@ -340,7 +355,7 @@ async fn session(
     live: &Live,
     (run_id, index, run_start_us): (Arc<str>, u64, u64),
     samples: &mut Samples,
-    deadline: Instant,
+    (hold_until, deadline): (Instant, Instant),
 ) {
     let per_wait = Duration::from_secs(config.message_timeout_s.max(1));
     let user = format!("{}-{index}", config.user_prefix);
@@ -387,17 +402,37 @@ async fn session(
         if let Some(bot) = &config.bot {
             frame["bot"] = bot.as_str().into();
         }
-        let sent = Instant::now();
+        let sent = (Instant::now(), now_micros());
         if !send_text(&mut ws, live, frame.to_string()).await {
             return;
         }
         live.messages_sent.fetch_add(1, Ordering::Relaxed);
-        let until = (sent + per_wait).min(deadline);
+        let until = (sent.0 + per_wait).min(deadline);
         if !answer(&mut ws, live, (&id, run_start_us), sent, until, samples).await {
             return;
         }
     }
+    hold(&mut ws, live, hold_until.min(deadline)).await;
     let _ = timeout_at(deadline, ws.close(None)).await;
+}
+
+/// Keeps the session open (reading, so pings are answered) until `until`.
+async fn hold(ws: &mut Ws, live: &Live, until: Instant) {
+    while let Ok(message) = timeout_at(until, ws.next()).await {
+        match message {
+            Some(Ok(Message::Text(text))) => {
+                live.frames_in.fetch_add(1, Ordering::Relaxed);
+                live.bytes_in
+                    .fetch_add(text.len() as u64, Ordering::Relaxed);
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let code = frame.map_or(1005, |f| u16::from(f.code));
+                return live.error(format!("close_{code}"));
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return live.error("connection_lost"),
+        }
+    }
 }
 
 /// Reads one answer to `send` `id` up to its `done`; false when the session
@@ -406,7 +441,7 @@ async fn answer(
     ws: &mut Ws,
     live: &Live,
     (id, run_start_us): (&str, u64),
-    sent: Instant,
+    (sent, sent_unix_us): (Instant, u64),
     until: Instant,
     samples: &mut Samples,
 ) -> bool {
@@ -431,6 +466,11 @@ async fn answer(
                 stream_id, text, ..
             } if stream.as_deref() == Some(stream_id.as_str()) => {
                 let received = now_micros();
+                if last_delta.is_none() {
+                    if let Some(first) = parse_stamps(&text).next() {
+                        samples.upstream.push(first.saturating_sub(sent_unix_us));
+                    }
+                }
                 match last_delta {
                     None => samples.first_delta.push(micros(now - sent)),
                     Some(previous) => samples.gap.push(micros(now - previous)),

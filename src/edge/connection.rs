@@ -8,11 +8,12 @@
 //! closes, when the writer has closed the connection, or on a protocol
 //! violation that the reader itself detects (binary frame, oversized frame).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket};
-use futures::stream::SplitStream;
+use futures::stream::{SplitSink, SplitStream};
 use futures::StreamExt;
 use ractor::ActorRef;
 use skald_actors::outbox::Outbox;
@@ -33,32 +34,45 @@ enum AuthFailure {
     Gone,
 }
 
-pub async fn run(
-    socket: WebSocket,
-    app: AppState,
-    header_auth: Option<Result<AuthedUser, AuthError>>,
-    peer: SocketAddr,
-) {
-    // One span per connection; the session id and user are recorded once
-    // known. Message text is never logged (it is personal data).
+/// The connection's two halves: what the writer task owns and what this
+/// task reads from.
+pub type Halves = (SplitSink<WebSocket, Message>, SplitStream<WebSocket>);
+
+/// What a connection starts from: the socket already split (see
+/// `ws::upgrade`), the verified `Authorization` header if there was one,
+/// and the peer's address.
+pub struct Accepted {
+    pub halves: Halves,
+    pub app: AppState,
+    pub header_auth: Option<Result<AuthedUser, AuthError>>,
+    pub peer: SocketAddr,
+}
+
+/// Serves one upgraded connection, in a span of its own (the session id and
+/// user are recorded once known; message text is never logged, it is
+/// personal data).
+///
+/// `accepted` comes boxed and is unpacked inside: a future keeps the space
+/// of its arguments for its whole life, and this one lives as long as the
+/// connection, so what is only needed to start (the header's result, the
+/// socket before its split) must not stay in it.
+pub fn run(accepted: Box<Accepted>) -> impl Future<Output = ()> {
     let span = tracing::info_span!(
         "connection",
-        %peer,
+        peer = %accepted.peer,
         session_id = tracing::field::Empty,
         user = tracing::field::Empty
     );
-    run_in_span(socket, app, header_auth, peer)
-        .instrument(span)
-        .await
+    serve(accepted).instrument(span)
 }
 
-async fn run_in_span(
-    socket: WebSocket,
-    app: AppState,
-    header_auth: Option<Result<AuthedUser, AuthError>>,
-    peer: SocketAddr,
-) {
-    let (sink, mut stream) = socket.split();
+async fn serve(accepted: Box<Accepted>) {
+    let Accepted {
+        halves: (sink, mut stream),
+        app,
+        header_auth,
+        peer,
+    } = *accepted;
     let ws = &app.config.websocket;
     let outbox = Outbox::new(app.config.sessions.max_queued_frames);
     let last_seen = Arc::new(LastSeen::new());
@@ -70,7 +84,49 @@ async fn run_in_span(
         last_seen.clone(),
     ));
 
-    let user = match authenticate(&mut stream, &app, header_auth).await {
+    // Boxed: everything before the session exists (authentication, the
+    // connection slot, the spawn) would otherwise keep its future's size in
+    // this task for the connection's whole life; idle sessions are most of
+    // a server's memory.
+    let started = Box::pin(start_session(&mut stream, &app, header_auth, peer, &outbox)).await;
+    let Some((user, session_id, session)) = started else {
+        let _ = writer.await;
+        return;
+    };
+
+    let lease = std::time::Duration::from_millis(app.config.limits.connection_lease_ms / 3);
+    let refresh_slot = async {
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + lease, lease);
+        loop {
+            every.tick().await;
+            let _ = Box::pin(app.hub.acquire_connection(&user.id, &session_id)).await;
+        }
+    };
+    tokio::select! {
+        _ = read_frames(&mut stream, &session, &outbox, &last_seen) => {}
+        _ = &mut writer => {}
+        _ = refresh_slot => {}
+    }
+    app.hub.release_connection(&user.id, &session_id);
+    session.stop(None);
+    outbox.close(CloseCode::Normal, "bye");
+    if !writer.is_finished() {
+        let _ = writer.await;
+    }
+    tracing::debug!(%session_id, "session ended");
+}
+
+/// Authenticates the connection, takes its connection slot and starts its
+/// Session actor; `None` when the connection was refused (the refusal is
+/// queued in `outbox`, which is then closed).
+async fn start_session(
+    stream: &mut SplitStream<WebSocket>,
+    app: &AppState,
+    header_auth: Option<Result<AuthedUser, AuthError>>,
+    peer: SocketAddr,
+    outbox: &Arc<Outbox>,
+) -> Option<(AuthedUser, String, ActorRef<SessionMsg>)> {
+    let user = match authenticate(stream, app, header_auth).await {
         Ok(user) => user,
         Err(failure) => {
             if let AuthFailure::Close(code, message) = failure {
@@ -93,8 +149,7 @@ async fn run_in_span(
             } else {
                 outbox.close(CloseCode::Normal, "gone");
             }
-            let _ = writer.await;
-            return;
+            return None;
         }
     };
 
@@ -113,8 +168,7 @@ async fn run_in_span(
                 "too many open connections for this user",
             ));
             outbox.close(CloseCode::TooManyConnections, "too many connections");
-            let _ = writer.await;
-            return;
+            return None;
         }
         Err(e) => {
             tracing::warn!(error = %e, "connection slots unavailable; letting the connection in")
@@ -137,32 +191,11 @@ async fn run_in_span(
             ));
             outbox.close(CloseCode::Internal, "no session");
             app.hub.release_connection(&user.id, &session_id);
-            let _ = writer.await;
-            return;
+            return None;
         }
     };
     tracing::debug!(%session_id, user = %user.id, %peer, "session started");
-
-    let lease = std::time::Duration::from_millis(app.config.limits.connection_lease_ms / 3);
-    let refresh_slot = async {
-        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + lease, lease);
-        loop {
-            every.tick().await;
-            let _ = app.hub.acquire_connection(&user.id, &session_id).await;
-        }
-    };
-    tokio::select! {
-        _ = read_frames(&mut stream, &session, &outbox, &last_seen) => {}
-        _ = &mut writer => {}
-        _ = refresh_slot => {}
-    }
-    app.hub.release_connection(&user.id, &session_id);
-    session.stop(None);
-    outbox.close(CloseCode::Normal, "bye");
-    if !writer.is_finished() {
-        let _ = writer.await;
-    }
-    tracing::debug!(%session_id, "session ended");
+    Some((user, session_id, session))
 }
 
 /// Header auth if the upgrade carried a token, else the first frame must be

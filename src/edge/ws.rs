@@ -10,8 +10,10 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use skald_protocol::{ErrorBody, ErrorCode, HttpError};
 
+use super::connection::Accepted;
 use super::AppState;
 
 pub async fn upgrade(
@@ -41,7 +43,14 @@ pub async fn upgrade(
         .write_buffer_size(sizes.write_buffer_bytes)
         .max_message_size(sizes.max_frame_bytes)
         .max_frame_size(sizes.max_frame_bytes)
-        .on_upgrade(move |socket| super::connection::run(socket, app, header_auth, peer))
+        .on_upgrade(move |socket| {
+            super::connection::run(Box::new(Accepted {
+                halves: socket.split(),
+                app,
+                header_auth,
+                peer,
+            }))
+        })
 }
 
 /// The token of an `Authorization: Bearer` header.

@@ -242,9 +242,16 @@ impl StreamState {
             return Some(Ok(self.plan.chunk(json!({}), Some(finish))));
         }
         if let Some(offset) = token_offset(self.shared.config.tokens_per_second, index) {
-            let due = tokio::time::sleep_until(self.started + offset);
-            if !unless_shutdown(&mut self.shutdown, due).await {
-                return self.abort("shutting down");
+            // A token already due goes out now: tokio's timer would hold
+            // even a zero-length sleep until its next millisecond tick, and
+            // measurements (the first token's stamp is when the request
+            // arrived) would carry that.
+            let due_at = self.started + offset;
+            if due_at > Instant::now() {
+                let due = tokio::time::sleep_until(due_at);
+                if !unless_shutdown(&mut self.shutdown, due).await {
+                    return self.abort("shutting down");
+                }
             }
         }
         self.step = Step::Token(index + 1);
