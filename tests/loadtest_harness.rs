@@ -48,7 +48,47 @@ async fn a_short_bounded_load_through_skald_measures_every_token() {
         assert_eq!(report.stamped_tokens, 16 * 10);
         assert_eq!(report.latency["send_to_ack"].count, 16);
         assert_eq!(report.latency["send_to_first_delta"].count, 16);
+        // The first stamp of each answer dates the upstream request.
+        assert_eq!(report.latency["send_to_upstream"].count, 16);
         assert_eq!(report.latency["added_per_token"].count, 160);
     }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_held_connection_storm_keeps_every_session_open() {
+    let server = TestServer::builder().start().await;
+    let mut load = RunConfig::new(server.url(), SECRET);
+    load.sessions = 30;
+    load.messages_per_session = 0;
+    load.ramp_per_second = 100.0;
+    load.hold_s = 1;
+    load.max_duration_s = 30;
+    let holding = tokio::spawn(run(load));
+    // While the storm holds its sessions, the server has them all open
+    // (this binary's other test never renders /metrics, which sets the gauge).
+    let mut open = String::new();
+    for _ in 0..250 {
+        let metrics = server
+            .http(reqwest::Method::GET, "/metrics", None)
+            .send()
+            .await;
+        let text = metrics.unwrap().text().await.unwrap();
+        open = text
+            .lines()
+            .find_map(|l| l.strip_prefix("skald_sessions_open "))
+            .unwrap_or_default()
+            .to_owned();
+        if open == "30" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(open, "30", "sessions open while the storm holds them");
+    let report = holding.await.unwrap().unwrap();
+    assert!(report.errors.is_empty(), "{}", report.table());
+    assert_eq!(report.sessions_connected, 30);
+    assert_eq!(report.latency["connect"].count, 30);
+    assert_eq!(report.messages_sent, 0);
     server.stop().await;
 }

@@ -6,7 +6,11 @@
 //! makes every commit durable before it returns (an `ack` promises the user
 //! message survives a crash); the Persister batches answers so that a busy
 //! server pays one fsync per batch, not per answer. One connection behind a
-//! mutex, used from blocking tasks: SQLite serialises writers anyway.
+//! mutex for writes, used from blocking tasks (SQLite serialises writers
+//! anyway), and a second one for the reads on a `send`'s path (the
+//! idempotency lookup, the conversation and its recent messages): in WAL
+//! mode readers do not wait for a writer, so a `send` never queues behind
+//! another one's fsync or a Persister batch.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -82,6 +86,7 @@ pub enum SqliteError {
 #[derive(Clone)]
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
     path: PathBuf,
 }
 
@@ -114,8 +119,16 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
         migrate(&mut conn).map_err(err)?;
+        let reader = Connection::open(path).map_err(err)?;
+        reader
+            .pragma_update(None, "query_only", "ON")
+            .map_err(err)?;
+        reader
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            reader: Arc::new(Mutex::new(reader)),
             path: path.to_owned(),
         })
     }
@@ -124,20 +137,37 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Runs `f` on the connection in a blocking task.
+    /// Runs `f` on the writing connection in a blocking task.
     async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+        on(self.conn.clone(), f).await
     }
+
+    /// Runs `f`, which only reads, on the reading connection.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        on(self.reader.clone(), f).await
+    }
+}
+
+/// Runs `f` on `conn` in a blocking task (SQLite calls block).
+async fn on<T, F>(conn: Arc<Mutex<Connection>>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn)
+    })
+    .await
+    .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
 }
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -298,7 +328,7 @@ fn clamp(limit: usize) -> usize {
 impl Store for SqliteStore {
     async fn conversation(&self, user: &str, id: &str) -> Result<Option<Conversation>, StoreError> {
         let (user, id) = (user.to_owned(), id.to_owned());
-        self.run(move |conn| {
+        self.read(move |conn| {
             conn.query_row(
                 &format!(
                     "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?1 AND user = ?2"
@@ -314,7 +344,7 @@ impl Store for SqliteStore {
 
     async fn exchange(&self, user: &str, client_id: &str) -> Result<Option<Exchange>, StoreError> {
         let (user, client_id) = (user.to_owned(), client_id.to_owned());
-        self.run(move |conn| find_exchange(conn, &user, &client_id).map_err(unavailable))
+        self.read(move |conn| find_exchange(conn, &user, &client_id).map_err(unavailable))
             .await
     }
 
@@ -401,7 +431,7 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         let conversation_id = conversation_id.to_owned();
-        self.run(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn
                 .prepare(&format!(
                     "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 \
@@ -425,7 +455,7 @@ impl Store for SqliteStore {
         before: Option<&str>,
     ) -> Result<Page<Conversation>, StoreError> {
         let (user, before, limit) = (user.to_owned(), before.map(str::to_owned), clamp(limit));
-        self.run(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn
                 .prepare(&format!(
                     "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE user = ?1 \
@@ -450,7 +480,7 @@ impl Store for SqliteStore {
     ) -> Result<Option<Page<StoredMessage>>, StoreError> {
         let (user, conversation_id) = (user.to_owned(), conversation_id.to_owned());
         let (after, limit) = (after.map(str::to_owned), clamp(limit));
-        self.run(move |conn| {
+        self.read(move |conn| {
             if !owns(conn, &user, &conversation_id).map_err(unavailable)? {
                 return Ok(None);
             }
