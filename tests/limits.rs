@@ -105,6 +105,24 @@ async fn messages_per_minute_are_exact_per_user_and_per_bot() {
         assert_eq!(refused["code"], "rate_limited", "{}", backend.name());
         let retry = refused["retry_after_ms"].as_u64().unwrap();
         assert!(retry > 0 && retry <= 20_000, "retry_after_ms {retry}");
+        // The refused message took nothing from the quota: the reservation
+        // made alongside its rate check was given back.
+        let usage = poll_usage(&server, "alice", |u| u["requests_used"] == 3).await;
+        let left = usage["tokens_limit"].as_u64().unwrap() - usage["tokens_used"].as_u64().unwrap();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let mut again = Client::connect(&server.url(), Some(&token("alice"))).await;
+            let ready = again.recv().await;
+            if ready["limits"]["tokens_remaining"].as_u64() == Some(left) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "a reservation was kept: {ready} ({})",
+                backend.name()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         // Users are isolated.
         let mut bob = server.client("bob").await;
         assert_eq!(try_send(&mut bob, "b0", json!({})).await["type"], "ack");
