@@ -58,6 +58,11 @@ pub const CONFIG_FILE_VAR: &str = "SKALD_CONFIG";
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Connections the kernel queues before they are accepted (capped by
+    /// `net.core.somaxconn`). tokio's default, 128, overflows in a burst of
+    /// reconnects, and each overflowed client waits a one-second SYN
+    /// retransmit.
+    pub listen_backlog: u32,
     pub data_dir: PathBuf,
     /// At shutdown, how long live streams may run on before they are ended
     /// with `unavailable`.
@@ -83,6 +88,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen_backlog: 4096,
             data_dir: PathBuf::from("./data"),
             drain_timeout_ms: 30_000,
             allowed_origins: Vec::new(),
@@ -336,6 +342,9 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.listen_backlog == 0 {
+            return invalid("listen_backlog must be at least 1".into());
+        }
         if !self.bots.contains_key("default") {
             return invalid("bots.default must exist".into());
         }

@@ -14,6 +14,7 @@ use crate::config::{Config, CONFIG_FILE_VAR, ENV_VARS};
 /// What each setting means. Bot settings are documented once, as `bots.<name>.*`.
 pub const MEANINGS: &[(&str, &str)] = &[
     ("listen", "address and port to listen on"),
+    ("listen_backlog", "connections the kernel queues before they are accepted (capped by `net.core.somaxconn`); a burst above it waits a one-second SYN retransmit"),
     ("data_dir", "directory for the files of embedded parts (the development JWT secret)"),
     ("drain_timeout_ms", "at shutdown (SIGTERM, SIGINT), how long live streams may finish before they end with `unavailable`; new messages are refused meanwhile"),
     ("allowed_origins", "browser origins allowed to open a WebSocket; empty allows all; requests without an Origin header are always allowed"),

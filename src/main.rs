@@ -119,8 +119,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "no SKALD_JWT_SECRET: using a development secret; get a token with `skald token --sub alice`"
         );
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = skald::server::listen(config.listen, config.listen_backlog)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
     tracing::info!(%address, "Skald listening: WebSocket at ws://{address}/v1/ws");

@@ -50,6 +50,18 @@ pub enum ServeError {
 /// Time given to writers to send their close frames at shutdown.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
+/// Binds the server's listening socket with room for `backlog` connections
+/// waiting to be accepted (`tokio::net::TcpListener::bind` uses 128).
+pub fn listen(address: SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(backlog)
+}
+
 pub struct Server {
     config: Config,
     store: Option<Arc<dyn Store>>,
@@ -236,4 +248,34 @@ fn default_model(config: &Config) -> Result<Arc<dyn ModelProvider>, ServeError> 
             answer_tokens: m.simulated_answer_tokens,
         }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    /// The kernel reports a listening socket's backlog as its send queue
+    /// (`ss -lnt`); it must be what was asked, up to `net.core.somaxconn`.
+    #[tokio::test]
+    async fn listen_asks_the_kernel_for_the_whole_backlog() {
+        let listener = super::listen("127.0.0.1:0".parse().unwrap(), 1000).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let filter = format!("sport = :{port}");
+        let Ok(out) = std::process::Command::new("ss")
+            .args(["-ltnH", &filter])
+            .output()
+        else {
+            eprintln!("SKIPPED listen_asks_the_kernel_for_the_whole_backlog: no `ss` (iproute2) on this machine");
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let backlog: u32 = text
+            .split_whitespace()
+            .nth(2)
+            .and_then(|q| q.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected ss output: {text:?}"));
+        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(u32::MAX);
+        assert_eq!(backlog, 1000.min(somaxconn));
+    }
 }

@@ -253,10 +253,24 @@ async fn idle_command(args: IdleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A listener with Skald's default backlog (4 096): tokio's `bind` queues
+/// only 128 connections, and a burst above that waits a one-second SYN
+/// retransmit, which would make the baseline look worse than it is.
+fn bind(address: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    let listen = || {
+        let socket = match address {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        socket.listen(4096)
+    };
+    listen().with_context(|| format!("cannot listen on {address}"))
+}
+
 async fn relay_command(args: RelayArgs) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = bind(args.listen)?;
     tracing::info!(
         upstream = %args.upstream_url,
         model = %args.model,
@@ -274,9 +288,7 @@ async fn relay_command(args: RelayArgs) -> anyhow::Result<()> {
 }
 
 async fn mock_upstream(args: MockUpstreamArgs) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = bind(args.listen)?;
     let addr = listener.local_addr()?;
     let config = MockConfig {
         tokens_per_second: args.tokens_per_second,

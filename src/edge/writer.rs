@@ -1,9 +1,10 @@
 //! The socket writer task of one connection.
 //!
 //! It waits for the outbox to have something (or for the ping timer),
-//! drains everything queued, writes it with `feed` and flushes once: one
-//! syscall for a whole batch when a client falls behind, which MEASURED.md
-//! found 3-5x faster than a write per frame. It also sends the WebSocket
+//! drains everything queued, writes it and flushes. Each stream is cut into
+//! one delta per drain, so the fewer drains a busy connection makes, the
+//! fewer frames and writes its tokens cost: a connection written to within
+//! the last millisecond lets the ready tasks run once before it drains. It also sends the WebSocket
 //! pings that keep proxies from cutting quiet connections, and closes a
 //! connection that has been silent for `idle_timeout` or that does not take
 //! our writes for that long.
@@ -50,6 +51,9 @@ impl Default for LastSeen {
     }
 }
 
+/// Writes closer together than this mark a connection as busy (see `run`).
+const BUSY: Duration = Duration::from_millis(1);
+
 pub async fn run(
     mut sink: SplitSink<WebSocket, Message>,
     outbox: Arc<Outbox>,
@@ -58,10 +62,21 @@ pub async fn run(
     last_seen: Arc<LastSeen>,
 ) {
     let mut ticker = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+    let mut last_write = Instant::now() - BUSY;
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = outbox.notified() => {}
+            _ = outbox.notified() => {
+                // A connection written to less than `BUSY` ago is being fed
+                // faster than any model writes for one reader: let the
+                // tasks that are ready run first, so that its streams add
+                // their next tokens and one delta (one write) carries them
+                // all. At saturation this halves the writes; at a model's
+                // pace (tokens tens of milliseconds apart) it never waits.
+                if last_write.elapsed() < BUSY {
+                    tokio::task::yield_now().await;
+                }
+            }
             _ = ticker.tick() => {
                 if last_seen.silent_for() >= idle_timeout {
                     outbox.close(CloseCode::Normal, "idle timeout");
@@ -80,6 +95,7 @@ pub async fn run(
         if !matches!(timeout(idle_timeout, sink.flush()).await, Ok(Ok(()))) {
             return;
         }
+        last_write = Instant::now();
         if let Some(close) = drained.close {
             let code = close.code.as_u16().to_string();
             metrics::counter!("skald_disconnects_total", "close_code" => code).increment(1);
