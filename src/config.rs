@@ -172,8 +172,10 @@ pub struct WebSocketConfig {
     /// would dominate the memory of an idle session). Client frames are
     /// small; a bigger one grows the buffer, which keeps that size.
     pub read_buffer_bytes: usize,
-    /// Bytes buffered before a write is pushed to the socket (0: every
-    /// frame goes out as soon as it is written; the writer flushes batches).
+    /// Bytes buffered before a write is pushed to the socket (0: each frame
+    /// is written as it is queued; a delta already carries every token that
+    /// arrived since the connection's last write). The buffer keeps its
+    /// largest size for the connection's life.
     pub write_buffer_bytes: usize,
     pub ping_interval_ms: u64,
     /// A connection that sends nothing (not even a pong) this long is closed.

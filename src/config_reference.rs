@@ -27,7 +27,7 @@ pub const MEANINGS: &[(&str, &str)] = &[
     ("auth.keys", "public keys for RS256, ES256 and EdDSA tokens: `[[auth.keys]]` with `kid`, `algorithm`, `public_key_pem`"),
     ("websocket.max_frame_bytes", "largest inbound frame or message; larger closes the connection with 1009"),
     ("websocket.read_buffer_bytes", "initial socket read buffer per connection (grows for a bigger frame and keeps that size; 3.5 KiB more per idle session at 4096)"),
-    ("websocket.write_buffer_bytes", "bytes buffered before a write reaches the socket (0: the writer's flush decides)"),
+    ("websocket.write_buffer_bytes", "bytes buffered before a write reaches the socket (0: each frame is written as it is queued; the buffer keeps its largest size for the connection's life)"),
     ("websocket.ping_interval_ms", "interval of WebSocket pings sent by the server"),
     ("websocket.socket_send_buffer_bytes", "kernel send buffer per socket (SO_SNDBUF); unset: the OS default; small values bound kernel memory per slow client"),
     ("websocket.idle_timeout_ms", "a connection silent this long (not even a pong), or not reading our writes this long, is closed"),

@@ -4,10 +4,10 @@
 //! drains everything queued, writes it and flushes. Each stream is cut into
 //! one delta per drain, so the fewer drains a busy connection makes, the
 //! fewer frames and writes its tokens cost: a connection written to within
-//! the last millisecond lets the ready tasks run once before it drains. It also sends the WebSocket
-//! pings that keep proxies from cutting quiet connections, and closes a
-//! connection that has been silent for `idle_timeout` or that does not take
-//! our writes for that long.
+//! the last millisecond lets the ready tasks run once before it drains. It
+//! also sends the WebSocket pings that keep proxies from cutting quiet
+//! connections, and closes a connection that has been silent for
+//! `idle_timeout` or that does not take our writes for that long.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
