@@ -6,7 +6,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{collect_stream, send, wait_healthy, Client, TempDir, WAIT};
+use common::{collect_stream, messages_via_http, send, wait_healthy, Client, TempDir, WAIT};
 
 fn skald(data_dir: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_skald"));
@@ -130,17 +130,7 @@ async fn an_acked_message_survives_sigkill() {
     let mut child = start(&data.0, port);
     wait_healthy(port).await;
     let conversation = ack["conversation_id"].as_str().unwrap();
-    let body: serde_json::Value = reqwest::Client::new()
-        .get(format!(
-            "http://127.0.0.1:{port}/v1/conversations/{conversation}/messages"
-        ))
-        .bearer_auth(common::token("kim"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = messages_via_http(port, "kim", conversation).await;
     assert_eq!(body["messages"][0]["content"], "do not lose me", "{body}");
     // The interrupted answer: resending the id gives its ack and a done
     // that says it was interrupted, never a second message.

@@ -271,17 +271,7 @@ async fn sigterm_during_fifty_streams_loses_nothing_and_exits_0() {
     let (mut child, _log) = start_binary(&data.0, port, "", &[]);
     wait_healthy(port).await;
     for (user, conversation, text) in finished {
-        let body: serde_json::Value = reqwest::Client::new()
-            .get(format!(
-                "http://127.0.0.1:{port}/v1/conversations/{conversation}/messages"
-            ))
-            .bearer_auth(token(&user))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = messages_via_http(port, &user, &conversation).await;
         assert_eq!(body["messages"][1]["content"].as_str().unwrap(), text);
         assert_eq!(body["messages"][1]["finish_reason"], "stop");
     }
@@ -317,17 +307,7 @@ async fn a_drain_timeout_ends_streams_with_unavailable_and_keeps_their_text() {
     let (mut child, _log) = start_binary(&data.0, port, "", &[]);
     wait_healthy(port).await;
     let conversation = ack["conversation_id"].as_str().unwrap();
-    let body: serde_json::Value = reqwest::Client::new()
-        .get(format!(
-            "http://127.0.0.1:{port}/v1/conversations/{conversation}/messages"
-        ))
-        .bearer_auth(token("slowpoke"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = messages_via_http(port, "slowpoke", conversation).await;
     assert_eq!(body["messages"][1]["finish_reason"], "error");
     assert!(
         !body["messages"][1]["content"].as_str().unwrap().is_empty(),

@@ -469,6 +469,22 @@ pub async fn stored(
         .find(|m| m.id == message_id)
 }
 
+/// A conversation's messages, as `user`, from the server on `port` (a
+/// spawned binary): `GET /v1/conversations/{id}/messages`.
+pub async fn messages_via_http(port: u16, user: &str, conversation: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{port}/v1/conversations/{conversation}/messages"
+        ))
+        .bearer_auth(token(user))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Waits until a server on `port` (a spawned binary) answers `/healthz`.
 pub async fn wait_healthy(port: u16) {
     let deadline = tokio::time::Instant::now() + WAIT;
