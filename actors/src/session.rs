@@ -331,27 +331,23 @@ impl SessionState {
             self.hub.reserve(reservation, quota)
         );
         let release = |hub: &Hub| hub.settle(&user, &month, &stream_id, 0, false);
-        let rate = match rate {
-            Ok(rate) => rate,
-            Err(e) => {
-                if matches!(reserved, Ok(ReserveDecision::Granted { .. })) {
-                    release(&self.hub);
-                }
-                return Err(limits_unavailable(e));
-            }
-        };
-        if let RateDecision::Limited { retry_after_ms } = rate {
-            if matches!(reserved, Ok(ReserveDecision::Granted { .. })) {
-                release(&self.hub);
-            }
-            return Err(Refusal {
+        let rate_refusal = match rate {
+            Ok(RateDecision::Allowed) => None,
+            Ok(RateDecision::Limited { retry_after_ms }) => Some(Refusal {
                 code: ErrorCode::RateLimited,
                 message: format!(
                     "more than {} messages a minute; retry in {retry_after_ms} ms",
                     limits.messages_per_minute
                 ),
                 retry_after_ms: Some(retry_after_ms),
-            });
+            }),
+            Err(e) => Some(limits_unavailable(e)),
+        };
+        if let Some(refusal) = rate_refusal {
+            if matches!(reserved, Ok(ReserveDecision::Granted { .. })) {
+                release(&self.hub);
+            }
+            return Err(refusal);
         }
         let granted = match reserved.map_err(limits_unavailable)? {
             ReserveDecision::Granted { tokens } => tokens,
