@@ -25,6 +25,7 @@ use skald::store::sqlite::SqliteStore;
 use skald_actors::hub::Hub;
 use skald_actors::limits::guard::{FailurePolicy, LimitsGuard};
 use skald_actors::ports::limits::LimitsBackend;
+use skald_actors::ports::limits::RateKey;
 use skald_actors::settings::{LimitSettings, SessionSettings};
 use skald_actors::time::SystemClock;
 use skald_actors::Services;
@@ -90,7 +91,7 @@ where
 }
 
 async fn hub(guard: LimitsGuard) -> Arc<Hub> {
-    let dir = std::env::temp_dir().join(format!("skald-bench-store-{}", skald_actors::new_id()));
+    let dir = std::env::temp_dir().join(format!("skald-bench-store-{}", uuid::Uuid::now_v7()));
     Hub::start(Services {
         store: Arc::new(SqliteStore::open_in(&dir).unwrap()),
         spool_path: dir.join("spool.jsonl"),
@@ -161,7 +162,7 @@ async fn main() -> anyhow::Result<()> {
                 };
                 let now = skald_actors::time::now_ms();
                 backend
-                    .rate(&format!("user:direct-{i}"), limit, now)
+                    .rate(&RateKey::User(format!("direct-{i}").into()), limit, now)
                     .await
                     .unwrap();
             }
@@ -178,20 +179,20 @@ async fn main() -> anyhow::Result<()> {
         measure(sessions, seconds, move |i| {
             let hub = hub.clone();
             async move {
-                hub.check_rate(&format!("user:bench-{i}"), 1_000_000)
+                hub.check_rate(RateKey::User(format!("bench-{i}").into()), 1_000_000)
                     .await
                     .unwrap();
             }
         })
         .await
     };
-    let local_hub = hub(LimitsGuard::local()).await;
+    let local_hub = hub(LimitsGuard::in_memory()).await;
     let local = {
         let hub = local_hub.clone();
         measure(sessions, seconds, move |i| {
             let hub = hub.clone();
             async move {
-                hub.check_rate(&format!("user:bench-{i}"), 1_000_000)
+                hub.check_rate(RateKey::User(format!("bench-{i}").into()), 1_000_000)
                     .await
                     .unwrap();
             }

@@ -1,6 +1,6 @@
 //! Answers stored per second by the Persister on the embedded store, next
 //! to a baseline measured in the same run: the same answers written one
-//! `finish_answer` (one durable transaction) at a time.
+//! `finish_answers` call (one durable transaction) at a time.
 //!
 //! `cargo run --release --example persister_throughput -- [answers] [concurrency]`
 //! (defaults 20000 and 1000). The SQLite file is in a temporary directory on
@@ -12,8 +12,8 @@ use std::time::Instant;
 use ractor::Actor;
 use skald::store::sqlite::SqliteStore;
 use skald_actors::persister::{Persister, PersisterArgs, PersisterCounters, PersisterMsg};
-use skald_actors::ports::store::{FinishedAnswer, Store};
-use skald_actors::store_contract::exchange;
+use skald_actors::ports::store::{AnswerEnd, FinishedAnswer, Store};
+use skald_actors::testkit::store::exchange;
 use skald_protocol::{FinishReason, Usage};
 
 fn answer(ex: &skald_actors::ports::store::NewExchange) -> FinishedAnswer {
@@ -22,10 +22,14 @@ fn answer(ex: &skald_actors::ports::store::NewExchange) -> FinishedAnswer {
         conversation_id: ex.conversation_id.clone(),
         message_id: ex.assistant_message_id.clone(),
         content: "an answer of about a hundred bytes, which is what a short chat reply weighs once it is stored".into(),
-        finish_reason: FinishReason::Stop,
-        usage: Usage {
-            prompt_tokens: 20,
-            completion_tokens: 25,
+        end: AnswerEnd {
+            finish_reason: FinishReason::Stop,
+            usage: Usage {
+                prompt_tokens: 20,
+                completion_tokens: 25,
+                reasoning_tokens: None,
+            },
+            error: None,
         },
         at_ms: skald_actors::time::now_ms(),
     }
@@ -35,7 +39,7 @@ async fn prepare(store: &SqliteStore, n: usize, tag: &str) -> Vec<FinishedAnswer
     let mut answers = Vec::with_capacity(n);
     for i in 0..n {
         let ex = exchange(
-            &format!("{tag}-{}", i % 100),
+            &format!("{tag}-{}", i % 100).into(),
             &format!("{tag}-{i}"),
             None,
             "q",
@@ -63,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
     let answers = prepare(&store, baseline_n, "direct").await;
     let start = Instant::now();
     for a in answers {
-        store.finish_answer(a).await?;
+        store.finish_answers(vec![a]).await?;
     }
     let direct = baseline_n as f64 / start.elapsed().as_secs_f64();
 

@@ -94,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         ..Config::default()
     };
-    config.auth.jwt_secret = Some(SECRET.into());
+    config.auth.jwt_secret = Some(skald::config::Secret::new(SECRET));
     config.sessions.max_streams_per_session = 1;
     // Every client of this example comes from 127.0.0.1.
     config.limits.address_requests_per_minute = 1_000_000;

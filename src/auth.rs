@@ -15,7 +15,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use skald_actors::session::AuthedUser;
 
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, PublicKeyAlgorithm, Secret};
 
 /// Why a token was refused. The message is safe to send to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,15 +73,15 @@ impl Verifier {
         let mut keys = HashMap::new();
         for key in &config.keys {
             let pem = key.public_key_pem.as_bytes();
-            let parsed = match key.algorithm.as_str() {
-                "RS256" => DecodingKey::from_rsa_pem(pem).map(|k| (Algorithm::RS256, k)),
-                "ES256" => DecodingKey::from_ec_pem(pem).map(|k| (Algorithm::ES256, k)),
-                "EdDSA" => DecodingKey::from_ed_pem(pem).map(|k| (Algorithm::EdDSA, k)),
-                other => {
-                    return Err(KeyError::BadKey {
-                        kid: key.kid.clone(),
-                        message: format!("unsupported algorithm {other}"),
-                    })
+            let parsed = match key.algorithm {
+                PublicKeyAlgorithm::RS256 => {
+                    DecodingKey::from_rsa_pem(pem).map(|k| (Algorithm::RS256, k))
+                }
+                PublicKeyAlgorithm::ES256 => {
+                    DecodingKey::from_ec_pem(pem).map(|k| (Algorithm::ES256, k))
+                }
+                PublicKeyAlgorithm::EdDSA => {
+                    DecodingKey::from_ed_pem(pem).map(|k| (Algorithm::EdDSA, k))
                 }
             };
             let parsed = parsed.map_err(|e| KeyError::BadKey {
@@ -160,7 +160,7 @@ impl Verifier {
             return Err(refused("sub must be 1 to 256 characters"));
         }
         Ok(AuthedUser {
-            id: claims.sub,
+            id: claims.sub.into(),
             tenant: claims.tenant,
             roles: claims.roles,
         })
@@ -201,7 +201,7 @@ pub const DEV_SECRET_FILE: &str = "dev-jwt-secret";
 pub fn resolve_secret(
     config: &AuthConfig,
     data_dir: &Path,
-) -> Result<Option<(String, bool)>, KeyError> {
+) -> Result<Option<(Secret, bool)>, KeyError> {
     if let Some(secret) = &config.jwt_secret {
         return Ok(Some((secret.clone(), false)));
     }
@@ -215,7 +215,7 @@ pub fn resolve_secret(
     };
     match std::fs::read_to_string(&path) {
         Ok(secret) if secret.trim().len() >= 32 => {
-            return Ok(Some((secret.trim().to_owned(), true)))
+            return Ok(Some((Secret::new(secret.trim()), true)))
         }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -225,7 +225,7 @@ pub fn resolve_secret(
     let bytes: [u8; 32] = rand::random();
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
     write_private(&path, &secret).map_err(io)?;
-    Ok(Some((secret, true)))
+    Ok(Some((Secret::new(secret), true)))
 }
 
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
@@ -383,7 +383,7 @@ mod tests {
         let config = AuthConfig {
             keys: vec![PublicKeyConfig {
                 kid: "ed1".into(),
-                algorithm: "EdDSA".into(),
+                algorithm: PublicKeyAlgorithm::EdDSA,
                 public_key_pem: ED_PUBLIC.into(),
             }],
             ..AuthConfig::default()
@@ -424,7 +424,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(dev);
-        assert!(first.len() >= 32);
+        assert!(first.expose().len() >= 32);
         let (again, _) = resolve_secret(&AuthConfig::default(), &dir)
             .unwrap()
             .unwrap();
@@ -444,7 +444,7 @@ mod tests {
         };
         assert_eq!(
             resolve_secret(&configured, &dir).unwrap(),
-            Some((SECRET.to_owned(), false))
+            Some((Secret::new(SECRET), false))
         );
         std::fs::remove_dir_all(dir).unwrap();
     }

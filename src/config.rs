@@ -1,11 +1,15 @@
 //! The one configuration struct, loaded from defaults, an optional TOML file
 //! (`SKALD_CONFIG`) and environment variables, in that order of precedence.
 //!
-//! Environment variables are an explicit table ([`ENV_VARS`]): their names
-//! are fixed because code outside the repository starts the server with
-//! them, and the table is also the source of the configuration reference.
-//! Unknown keys in the file are errors, and [`Config::validate`] rejects
-//! values that make no sense before anything starts.
+//! Environment variables and what every setting means are one table,
+//! [`crate::config_reference::SETTINGS`]: the variables' names are fixed
+//! because code outside the repository starts the server with them, and the
+//! same table generates the configuration reference. A variable's value is
+//! typed by its setting's default (a number, a boolean, a list, else text),
+//! so no second table says which is which. Unknown keys in the file are
+//! errors, and [`Config::validate`] rejects values that make no sense before
+//! anything starts. Secrets are [`Secret`]s: never printed, not even by
+//! `Debug`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,45 +18,57 @@ use std::time::Duration;
 
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use skald_actors::limits::guard::FailurePolicy;
 use skald_actors::settings::{BotSettings, LimitSettings, SessionSettings};
+use url::Url;
 
+use crate::config_reference::SETTINGS;
 use crate::store::scylla::ScyllaSettings;
-
-/// Every environment variable the server reads, and the setting it sets
-/// (its meaning is in `config_reference::MEANINGS`).
-pub const ENV_VARS: &[(&str, &str)] = &[
-    ("SKALD_LISTEN", "listen"),
-    ("SKALD_DATA_DIR", "data_dir"),
-    ("SKALD_JWT_SECRET", "auth.jwt_secret"),
-    ("SKALD_UPSTREAM_URL", "model.upstream_url"),
-    ("SKALD_UPSTREAM_API_KEY", "model.upstream_api_key"),
-    ("SKALD_UPSTREAM_MODEL", "model.upstream_model"),
-    (
-        "SKALD_SIMULATED_TOKENS_PER_SECOND",
-        "model.simulated_tokens_per_second",
-    ),
-    (
-        "SKALD_SIMULATED_ANSWER_TOKENS",
-        "model.simulated_answer_tokens",
-    ),
-    (
-        "SKALD_LIMIT_MESSAGES_PER_MINUTE",
-        "limits.messages_per_minute",
-    ),
-    ("SKALD_QUOTA_MONTHLY_TOKENS", "limits.monthly_tokens"),
-    ("SKALD_QUOTA_MONTHLY_REQUESTS", "limits.monthly_requests"),
-    ("SKALD_LOG_FORMAT", "log.format"),
-    ("SKALD_SCYLLA_NODES", "scylla.nodes"),
-    ("SKALD_SCYLLA_KEYSPACE", "scylla.keyspace"),
-    ("SKALD_DEMO", "demo.enabled"),
-    ("SKALD_REDIS_URL", "redis.url"),
-    ("SKALD_REDIS_FAILURE_POLICY", "redis.failure_policy"),
-];
 
 /// The variable that names the TOML configuration file.
 pub const CONFIG_FILE_VAR: &str = "SKALD_CONFIG";
+
+/// A secret setting (a key, a password): redacted in `Debug` and when
+/// serialized, readable only through [`Secret::expose`].
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(SecretString);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(SecretString::from(value.into()))
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Secret {
+        Secret::new(value)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Secret) -> bool {
+        self.expose() == other.expose()
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -106,11 +122,11 @@ impl Default for Config {
     }
 }
 
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// HS256 shared secret.
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
     /// Required `aud` when set.
     pub audience: Option<String>,
     /// Required `iss` when set.
@@ -123,20 +139,6 @@ pub struct AuthConfig {
     pub token_ttl_secs: u64,
     /// Public keys for RS256, ES256 and EdDSA tokens, chosen by `kid`.
     pub keys: Vec<PublicKeyConfig>,
-}
-
-impl std::fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthConfig")
-            .field(
-                "jwt_secret",
-                &self.jwt_secret.as_ref().map(|_| "<redacted>"),
-            )
-            .field("audience", &self.audience)
-            .field("issuer", &self.issuer)
-            .field("keys", &self.keys.len())
-            .finish_non_exhaustive()
-    }
 }
 
 impl Default for AuthConfig {
@@ -153,12 +155,19 @@ impl Default for AuthConfig {
     }
 }
 
+/// The algorithms a public key may verify (HS256 is the shared secret's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PublicKeyAlgorithm {
+    RS256,
+    ES256,
+    EdDSA,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublicKeyConfig {
     pub kid: String,
-    /// `RS256`, `ES256` or `EdDSA`.
-    pub algorithm: String,
+    pub algorithm: PublicKeyAlgorithm,
     /// The public key, PEM-encoded.
     pub public_key_pem: String,
 }
@@ -199,28 +208,15 @@ impl Default for WebSocketConfig {
     }
 }
 
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
-    pub upstream_url: Option<String>,
-    pub upstream_api_key: Option<String>,
+    pub upstream_url: Option<Url>,
+    pub upstream_api_key: Option<Secret>,
     pub upstream_model: String,
     pub connect_timeout_ms: u64,
     pub simulated_tokens_per_second: f64,
     pub simulated_answer_tokens: u32,
-}
-
-impl std::fmt::Debug for ModelConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ModelConfig")
-            .field("upstream_url", &self.upstream_url)
-            .field(
-                "upstream_api_key",
-                &self.upstream_api_key.as_ref().map(|_| "<redacted>"),
-            )
-            .field("upstream_model", &self.upstream_model)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Default for ModelConfig {
@@ -236,11 +232,12 @@ impl Default for ModelConfig {
     }
 }
 
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://` or `rediss://` URL; unset: limits and quotas in-process.
-    pub url: Option<String>,
+    /// `redis://` or `rediss://` URL (it may hold a password: it is a
+    /// secret); unset: limits and quotas in-process.
+    pub url: Option<Secret>,
     /// Bound on every Redis command, also while Redis is unreachable.
     pub command_timeout_ms: u64,
     pub failure_policy: FailurePolicy,
@@ -256,16 +253,6 @@ impl Default for RedisConfig {
             failure_policy: FailurePolicy::Open,
             key_prefix: "skald".into(),
         }
-    }
-}
-
-impl std::fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("url", &self.url.as_ref().map(|_| "<set>"))
-            .field("command_timeout_ms", &self.command_timeout_ms)
-            .field("failure_policy", &self.failure_policy)
-            .finish_non_exhaustive()
     }
 }
 
@@ -316,7 +303,7 @@ pub enum ConfigError {
 
 impl Config {
     /// Loads defaults, then the file named by `SKALD_CONFIG` (if set), then
-    /// the environment variables of [`ENV_VARS`], and validates the result.
+    /// the environment variables of [`SETTINGS`], and validates the result.
     pub fn load() -> Result<Config, ConfigError> {
         Config::load_from(|name| std::env::var(name).ok())
     }
@@ -332,9 +319,12 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        for (name, key) in ENV_VARS {
+        let defaults = crate::config_reference::defaults();
+        for setting in SETTINGS {
+            let Some(name) = setting.env else { continue };
             if let Some(value) = env(name) {
-                figment = figment.merge(Serialized::global(key, env_value(key, &value)));
+                let typed = env_value(defaults.get(setting.key), &value);
+                figment = figment.merge(Serialized::global(setting.key, typed));
             }
         }
         let config: Config = figment.extract().map_err(Box::new)?;
@@ -357,7 +347,8 @@ impl Config {
         self.limits.validate().map_err(ConfigError::Invalid)?;
         self.scylla.validate().map_err(ConfigError::Invalid)?;
         if let Some(url) = &self.redis.url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            let scheme = Url::parse(url.expose()).map(|u| u.scheme().to_owned());
+            if !matches!(scheme.as_deref(), Ok("redis" | "rediss")) {
                 return invalid("redis.url must be a redis:// or rediss:// URL".into());
             }
         }
@@ -377,16 +368,8 @@ impl Config {
         if self.auth.auth_timeout_ms == 0 {
             return invalid("auth.auth_timeout_ms must be at least 1".into());
         }
-        if matches!(&self.auth.jwt_secret, Some(s) if s.len() < 32) {
+        if matches!(&self.auth.jwt_secret, Some(s) if s.expose().len() < 32) {
             return invalid("auth.jwt_secret (SKALD_JWT_SECRET) must be at least 32 bytes".into());
-        }
-        for key in &self.auth.keys {
-            if !["RS256", "ES256", "EdDSA"].contains(&key.algorithm.as_str()) {
-                return invalid(format!(
-                    "auth.keys[kid={}].algorithm must be RS256, ES256 or EdDSA",
-                    key.kid
-                ));
-            }
         }
         let m = &self.model;
         if !(m.simulated_tokens_per_second >= 0.0 && m.simulated_tokens_per_second.is_finite()) {
@@ -399,9 +382,9 @@ impl Config {
             return invalid("model.simulated_answer_tokens must be at least 1".into());
         }
         if let Some(url) = &m.upstream_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
+            if !matches!(url.scheme(), "http" | "https") {
                 return invalid(format!(
-                    "model.upstream_url must be an http(s) URL, got {url:?}"
+                    "model.upstream_url must be an http(s) URL, got {url}"
                 ));
             }
         }
@@ -413,40 +396,33 @@ impl Config {
     }
 }
 
-/// An environment value as the configuration expects it: numbers and
-/// booleans typed for the keys that hold them, text as is for the others
+/// An environment value typed like its setting's default (`default` is
+/// the default as TOML text, absent for settings unset by default, which
+/// are text): a number stays a number, `1`/`true`/`on` a boolean, a list is
+/// comma-separated; anything else, and any value of a text setting, is text
 /// (a secret made of digits stays a string).
-fn env_value(key: &str, value: &str) -> figment::value::Value {
-    const TEXT_KEYS: [&str; 10] = [
-        "scylla.keyspace",
-        "redis.url",
-        "redis.failure_policy",
-        "listen",
-        "data_dir",
-        "auth.jwt_secret",
-        "model.upstream_url",
-        "model.upstream_api_key",
-        "model.upstream_model",
-        "log.format",
-    ];
-    if TEXT_KEYS.contains(&key) {
+fn env_value(default: Option<&String>, value: &str) -> figment::value::Value {
+    let Some(default) = default else {
         return value.into();
-    }
-    if key == "scylla.nodes" {
-        let nodes: Vec<String> = value
+    };
+    if default.starts_with('[') {
+        let items: Vec<String> = value
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect();
-        return nodes.into();
+        return items.into();
     }
-    if key == "demo.enabled" {
-        match value.trim() {
-            "1" | "true" | "yes" | "on" => return true.into(),
-            "0" | "false" | "no" | "off" => return false.into(),
-            _ => {}
-        }
+    if default == "true" || default == "false" {
+        return match value.trim() {
+            "1" | "true" | "yes" | "on" => true.into(),
+            "0" | "false" | "no" | "off" => false.into(),
+            other => other.into(),
+        };
+    }
+    if default.starts_with('"') {
+        return value.into();
     }
     value
         .parse()
@@ -499,14 +475,17 @@ mod tests {
         assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(config.data_dir, PathBuf::from("/tmp/skald-x"));
         assert_eq!(
-            config.auth.jwt_secret.as_deref(),
+            config.auth.jwt_secret.as_ref().map(Secret::expose),
             Some("0123456789abcdef0123456789abcdef")
         );
         assert_eq!(
-            config.model.upstream_url.as_deref(),
+            config.model.upstream_url.as_ref().map(Url::as_str),
             Some("http://127.0.0.1:1/v1")
         );
-        assert_eq!(config.model.upstream_api_key.as_deref(), Some("sk-1234"));
+        assert_eq!(
+            config.model.upstream_api_key.as_ref().map(Secret::expose),
+            Some("sk-1234")
+        );
         assert_eq!(config.model.upstream_model, "m");
         assert_eq!(config.model.simulated_tokens_per_second, 7.5);
         assert_eq!(config.model.simulated_answer_tokens, 9);
@@ -514,7 +493,10 @@ mod tests {
         assert_eq!(config.limits.monthly_tokens, 4);
         assert_eq!(config.limits.monthly_requests, 5);
         assert_eq!(config.log.format, LogFormat::Json);
-        assert_eq!(config.redis.url.as_deref(), Some("redis://127.0.0.1:6390"));
+        assert_eq!(
+            config.redis.url.as_ref().map(Secret::expose),
+            Some("redis://127.0.0.1:6390")
+        );
         assert_eq!(config.redis.failure_policy, FailurePolicy::Closed);
         assert!(!config.demo.enabled);
         assert_eq!(config.scylla.nodes, ["10.0.0.1:9042", "10.0.0.2:9042"]);
@@ -525,7 +507,12 @@ mod tests {
     fn a_numeric_secret_stays_a_string() {
         let digits = "12345678901234567890123456789012345";
         let config = load(&[("SKALD_JWT_SECRET", digits)]).unwrap();
-        assert_eq!(config.auth.jwt_secret.as_deref(), Some(digits));
+        assert_eq!(
+            config.auth.jwt_secret.as_ref().map(Secret::expose),
+            Some(digits)
+        );
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(digits), "secrets never print: {debug}");
     }
 
     #[test]

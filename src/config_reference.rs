@@ -1,98 +1,383 @@
-//! The configuration reference (`docs/configuration.md`), generated from
-//! the configuration struct so that it cannot drift.
+//! The one table of settings (`docs/configuration.md` and the environment
+//! variables come from it) and the reference generated from it.
 //!
 //! Every setting's key and default come from `Config::default()` itself;
-//! its meaning comes from [`MEANINGS`]. A test fails when a setting has no
-//! meaning here, when a meaning names a setting that no longer exists, or
-//! when `docs/configuration.md` differs from what [`markdown`] generates
+//! its environment variable (if any) and its meaning come from
+//! [`SETTINGS`]. A test fails when a setting has no entry here, when an
+//! entry names a setting that no longer exists, or when
+//! `docs/configuration.md` differs from what [`markdown`] generates
 //! (`SKALD_BLESS=1 cargo test config_reference` rewrites it).
 
 use std::collections::BTreeMap;
 
-use crate::config::{Config, CONFIG_FILE_VAR, ENV_VARS};
+use crate::config::{Config, CONFIG_FILE_VAR};
 
-/// What each setting means. Bot settings are documented once, as `bots.<name>.*`.
-pub const MEANINGS: &[(&str, &str)] = &[
-    ("listen", "address and port to listen on"),
-    ("listen_backlog", "connections the kernel queues before they are accepted (capped by `net.core.somaxconn`); a burst above it waits a one-second SYN retransmit"),
-    ("data_dir", "directory for the files of embedded parts (the development JWT secret)"),
-    ("drain_timeout_ms", "at shutdown (SIGTERM, SIGINT), how long live streams may finish before they end with `unavailable`; new messages are refused meanwhile"),
-    ("allowed_origins", "browser origins allowed to open a WebSocket; empty allows all; requests without an Origin header are always allowed"),
-    ("auth.jwt_secret", "HS256 secret (at least 32 bytes); unset and no public keys: a development secret is generated in the data dir"),
-    ("auth.audience", "required `aud` claim, when set"),
-    ("auth.issuer", "required `iss` claim, when set"),
-    ("auth.leeway_secs", "clock skew allowed on `exp` and `nbf`"),
-    ("auth.auth_timeout_ms", "time to authenticate (header or `hello`) before the connection is closed 4408"),
-    ("auth.token_ttl_secs", "lifetime of tokens minted by `skald token`"),
-    ("auth.keys", "public keys for RS256, ES256 and EdDSA tokens: `[[auth.keys]]` with `kid`, `algorithm`, `public_key_pem`"),
-    ("websocket.max_frame_bytes", "largest inbound frame or message; larger closes the connection with 1009"),
-    ("websocket.read_buffer_bytes", "initial socket read buffer per connection (grows for a bigger frame and keeps that size; 3.5 KiB more per idle session at 4096)"),
-    ("websocket.write_buffer_bytes", "bytes buffered before a write reaches the socket (0: each frame is written as it is queued; the buffer keeps its largest size for the connection's life)"),
-    ("websocket.ping_interval_ms", "interval of WebSocket pings sent by the server"),
-    ("websocket.socket_send_buffer_bytes", "kernel send buffer per socket (SO_SNDBUF); unset: the OS default; small values bound kernel memory per slow client"),
-    ("websocket.idle_timeout_ms", "a connection silent this long (not even a pong), or not reading our writes this long, is closed"),
-    ("sessions.max_streams_per_session", "concurrent streams one connection may run; more is `busy`"),
-    ("sessions.max_invalid_frames", "`invalid_request` answers in a row before the connection is closed 4400"),
-    ("sessions.max_queued_frames", "control frames queued and unread before the connection is closed 4400 (deltas coalesce and are not counted)"),
-    ("sessions.first_token_timeout_ms", "time from the upstream request to its first token before `upstream_timeout`"),
-    ("sessions.token_idle_timeout_ms", "time between two tokens before `upstream_timeout`"),
-    ("sessions.resume_window_ms", "how long a finished stream stays resumable"),
-    ("sessions.store_timeout_ms", "time allowed to store an answer before its `done` is sent anyway"),
-    ("model.upstream_url", "OpenAI-compatible base URL (e.g. https://api.openai.com/v1); unset: the built-in simulated model"),
-    ("model.upstream_api_key", "API key sent upstream as a bearer token"),
-    ("model.upstream_model", "upstream model used when a bot names none"),
-    ("model.connect_timeout_ms", "TCP and TLS connect timeout to the upstream"),
-    ("model.simulated_tokens_per_second", "speed of the simulated model (0: as fast as possible)"),
-    ("model.simulated_answer_tokens", "length of the simulated model's answers, before the bot's `max_tokens`"),
-    ("limits.messages_per_minute", "messages (`send`) per minute per user; more is `rate_limited` with `retry_after_ms`"),
-    ("limits.monthly_tokens", "tokens per user per UTC calendar month; used up is `quota_exceeded`"),
-    ("limits.monthly_requests", "accepted messages per user per UTC calendar month; used up is `quota_exceeded`"),
-    ("limits.address_requests_per_minute", "new connections and HTTP requests per minute per client address; more is HTTP 429 with `Retry-After`"),
-    ("limits.max_connections_per_user", "open connections per user; one more is closed 4429"),
-    ("limits.connection_lease_ms", "a connection slot expires unless refreshed within this time (slots of a crashed instance free themselves)"),
-    ("limits.reservation_lease_ms", "a quota reservation never settled expires after this time (longer than any stream)"),
-    ("limits.users", "per-user overrides: `[limits.users.\"<sub>\"]` with `messages_per_minute`, `monthly_tokens`, `monthly_requests`"),
-    ("scylla.nodes", "ScyllaDB contact points (`host:port`); empty: the embedded store (SQLite in the data dir)"),
-    ("scylla.keyspace", "keyspace, created by `skald migrate`"),
-    ("scylla.replication", "keyspace replication, a CQL map literal"),
-    ("scylla.consistency", "consistency of reads and writes (`local_quorum`, `quorum`, `one`, …); lightweight transactions use the matching serial level"),
-    ("scylla.local_datacenter", "datacenter preferred for load balancing"),
-    ("scylla.request_timeout_ms", "bound on one ScyllaDB request"),
-    ("scylla.connect_timeout_ms", "bound on connecting to a node"),
-    ("scylla.username", "ScyllaDB user, if authentication is on"),
-    ("scylla.password", "ScyllaDB password (prefer the config file with restricted permissions)"),
-    ("scylla.migrate_on_start", "apply pending migrations at start (otherwise run `skald migrate` first)"),
-    ("redis.url", "Redis shared by every instance for limits and quotas; unset: in-process"),
-    ("redis.command_timeout_ms", "bound on every Redis command, also while Redis is unreachable"),
-    ("redis.failure_policy", "`open`: decide in-process while Redis is down and add the usage to Redis when it returns; `closed`: refuse with `unavailable`"),
-    ("redis.key_prefix", "prefix of every Redis key"),
-    ("log.format", "`text` or `json`"),
-    ("demo.enabled", "serve the demo page at `GET /` and anonymous tokens at `POST /v1/demo/token` (turn off in production)"),
-    ("demo.token_ttl_secs", "lifetime of a demo token"),
-    ("demo.tokens_per_minute_per_address", "demo tokens per minute per client address"),
-    ("bots.<name>.system_prompt", "always the first prompt message, in the system role; user text never goes there"),
-    ("bots.<name>.model", "upstream model of this bot; unset: `model.upstream_model`"),
-    ("bots.<name>.temperature", "sampling temperature, 0 to 2"),
-    ("bots.<name>.max_tokens", "longest answer in tokens; reaching it ends the stream with `finish_reason: \"length\"`"),
-    ("bots.<name>.max_message_chars", "longest accepted `send.text`, in characters"),
-    ("bots.<name>.history_messages", "earlier messages of the conversation put in the prompt"),
-    ("bots.<name>.max_history_chars", "cap on the characters of those earlier messages, oldest dropped first"),
-    ("bots.<name>.messages_per_minute", "this bot's rate limit over `limits.messages_per_minute`"),
-    ("bots.<name>.monthly_tokens", "this bot's token quota over `limits.monthly_tokens`"),
-    ("bots.<name>.monthly_requests", "this bot's request quota over `limits.monthly_requests`"),
+/// One setting: its key in the file, its environment variable, and what it
+/// means. Bot settings are documented once, as `bots.<name>.*`.
+pub struct Setting {
+    pub key: &'static str,
+    /// The fixed environment variable that sets it, if any (code outside
+    /// the repository starts the server with these names).
+    pub env: Option<&'static str>,
+    pub meaning: &'static str,
+}
+
+/// Every setting.
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        key: "listen",
+        env: Some("SKALD_LISTEN"),
+        meaning: "address and port to listen on",
+    },
+    Setting {
+        key: "listen_backlog",
+        env: None,
+        meaning: "connections the kernel queues before they are accepted (capped by `net.core.somaxconn`); a burst above it waits a one-second SYN retransmit",
+    },
+    Setting {
+        key: "data_dir",
+        env: Some("SKALD_DATA_DIR"),
+        meaning: "directory of the embedded parts: the SQLite store (`skald.db`), the quota counters (`quotas.db`), the spool, the development JWT secret",
+    },
+    Setting {
+        key: "drain_timeout_ms",
+        env: None,
+        meaning: "at shutdown (SIGTERM, SIGINT), how long live streams may finish before they end with `unavailable`; new messages are refused meanwhile",
+    },
+    Setting {
+        key: "allowed_origins",
+        env: None,
+        meaning: "browser origins allowed to open a WebSocket; empty allows all; requests without an Origin header are always allowed",
+    },
+    Setting {
+        key: "auth.jwt_secret",
+        env: Some("SKALD_JWT_SECRET"),
+        meaning: "HS256 secret (at least 32 bytes); unset and no public keys: a development secret is generated in the data dir",
+    },
+    Setting {
+        key: "auth.audience",
+        env: None,
+        meaning: "required `aud` claim, when set",
+    },
+    Setting {
+        key: "auth.issuer",
+        env: None,
+        meaning: "required `iss` claim, when set",
+    },
+    Setting {
+        key: "auth.leeway_secs",
+        env: None,
+        meaning: "clock skew allowed on `exp` and `nbf`",
+    },
+    Setting {
+        key: "auth.auth_timeout_ms",
+        env: None,
+        meaning: "time to authenticate (header or `hello`) before the connection is closed 4408",
+    },
+    Setting {
+        key: "auth.token_ttl_secs",
+        env: None,
+        meaning: "lifetime of tokens minted by `skald token`",
+    },
+    Setting {
+        key: "auth.keys",
+        env: None,
+        meaning: "public keys for RS256, ES256 and EdDSA tokens: `[[auth.keys]]` with `kid`, `algorithm`, `public_key_pem`",
+    },
+    Setting {
+        key: "websocket.max_frame_bytes",
+        env: None,
+        meaning: "largest inbound frame or message; larger closes the connection with 1009",
+    },
+    Setting {
+        key: "websocket.read_buffer_bytes",
+        env: None,
+        meaning: "initial socket read buffer per connection (grows for a bigger frame and keeps that size; 3.5 KiB more per idle session at 4096)",
+    },
+    Setting {
+        key: "websocket.write_buffer_bytes",
+        env: None,
+        meaning: "bytes buffered before a write reaches the socket (0: each frame is written as it is queued; the buffer keeps its largest size for the connection's life)",
+    },
+    Setting {
+        key: "websocket.ping_interval_ms",
+        env: None,
+        meaning: "interval of WebSocket pings sent by the server",
+    },
+    Setting {
+        key: "websocket.socket_send_buffer_bytes",
+        env: None,
+        meaning: "kernel send buffer per socket (SO_SNDBUF); unset: the OS default; small values bound kernel memory per slow client",
+    },
+    Setting {
+        key: "websocket.idle_timeout_ms",
+        env: None,
+        meaning: "a connection silent this long (not even a pong), or not reading our writes this long, is closed",
+    },
+    Setting {
+        key: "sessions.max_streams_per_session",
+        env: None,
+        meaning: "concurrent streams one connection may run; more is `busy`",
+    },
+    Setting {
+        key: "sessions.max_invalid_frames",
+        env: None,
+        meaning: "`invalid_request` answers in a row before the connection is closed 4400",
+    },
+    Setting {
+        key: "sessions.max_queued_frames",
+        env: None,
+        meaning: "control frames queued and unread before the connection is closed 4400 (deltas coalesce and are not counted)",
+    },
+    Setting {
+        key: "sessions.first_token_timeout_ms",
+        env: None,
+        meaning: "time from the upstream request to its first token before `upstream_timeout`",
+    },
+    Setting {
+        key: "sessions.token_idle_timeout_ms",
+        env: None,
+        meaning: "time between two tokens before `upstream_timeout`",
+    },
+    Setting {
+        key: "sessions.resume_window_ms",
+        env: None,
+        meaning: "how long a finished stream stays resumable",
+    },
+    Setting {
+        key: "sessions.store_timeout_ms",
+        env: None,
+        meaning: "time one attempt to store an answer may take; after three, `done` says `unavailable` (the answer could not be stored)",
+    },
+    Setting {
+        key: "sessions.checkpoint_interval_ms",
+        env: None,
+        meaning: "how often live answers are checkpointed to the store (after a crash, an answer keeps what was streamed up to its last checkpoint)",
+    },
+    Setting {
+        key: "sessions.max_inbound_frames",
+        env: None,
+        meaning: "frames of one connection read and waiting for its session; a client that sends faster waits on TCP backpressure",
+    },
+    Setting {
+        key: "model.upstream_url",
+        env: Some("SKALD_UPSTREAM_URL"),
+        meaning: "OpenAI-compatible base URL (e.g. https://api.openai.com/v1); unset: the built-in simulated model",
+    },
+    Setting {
+        key: "model.upstream_api_key",
+        env: Some("SKALD_UPSTREAM_API_KEY"),
+        meaning: "API key sent upstream as a bearer token",
+    },
+    Setting {
+        key: "model.upstream_model",
+        env: Some("SKALD_UPSTREAM_MODEL"),
+        meaning: "upstream model used when a bot names none",
+    },
+    Setting {
+        key: "model.connect_timeout_ms",
+        env: None,
+        meaning: "TCP and TLS connect timeout to the upstream",
+    },
+    Setting {
+        key: "model.simulated_tokens_per_second",
+        env: Some("SKALD_SIMULATED_TOKENS_PER_SECOND"),
+        meaning: "speed of the simulated model (0: as fast as possible)",
+    },
+    Setting {
+        key: "model.simulated_answer_tokens",
+        env: Some("SKALD_SIMULATED_ANSWER_TOKENS"),
+        meaning: "length of the simulated model's answers, before the bot's `max_tokens`",
+    },
+    Setting {
+        key: "limits.messages_per_minute",
+        env: Some("SKALD_LIMIT_MESSAGES_PER_MINUTE"),
+        meaning: "messages (`send`) per minute per user; more is `rate_limited` with `retry_after_ms`",
+    },
+    Setting {
+        key: "limits.monthly_tokens",
+        env: Some("SKALD_QUOTA_MONTHLY_TOKENS"),
+        meaning: "tokens per user per UTC calendar month; used up is `quota_exceeded`",
+    },
+    Setting {
+        key: "limits.monthly_requests",
+        env: Some("SKALD_QUOTA_MONTHLY_REQUESTS"),
+        meaning: "accepted messages per user per UTC calendar month; used up is `quota_exceeded`",
+    },
+    Setting {
+        key: "limits.address_requests_per_minute",
+        env: None,
+        meaning: "new connections and HTTP requests per minute per client address; more is HTTP 429 with `Retry-After`",
+    },
+    Setting {
+        key: "limits.max_connections_per_user",
+        env: None,
+        meaning: "open connections per user; one more is closed 4429",
+    },
+    Setting {
+        key: "limits.connection_lease_ms",
+        env: None,
+        meaning: "a connection slot expires unless refreshed within this time (slots of a crashed instance free themselves)",
+    },
+    Setting {
+        key: "limits.reservation_lease_ms",
+        env: None,
+        meaning: "a quota reservation never settled expires after this time (longer than any stream)",
+    },
+    Setting {
+        key: "limits.users",
+        env: None,
+        meaning: "per-user overrides: `[limits.users.\"<sub>\"]` with `messages_per_minute`, `monthly_tokens`, `monthly_requests`",
+    },
+    Setting {
+        key: "scylla.nodes",
+        env: Some("SKALD_SCYLLA_NODES"),
+        meaning: "ScyllaDB contact points (`host:port`); empty: the embedded store (SQLite in the data dir)",
+    },
+    Setting {
+        key: "scylla.keyspace",
+        env: Some("SKALD_SCYLLA_KEYSPACE"),
+        meaning: "keyspace, created by `skald migrate`",
+    },
+    Setting {
+        key: "scylla.replication",
+        env: None,
+        meaning: "keyspace replication, a CQL map literal",
+    },
+    Setting {
+        key: "scylla.consistency",
+        env: None,
+        meaning: "consistency of reads and writes (`local_quorum`, `quorum`, `one`, …); lightweight transactions use the matching serial level",
+    },
+    Setting {
+        key: "scylla.local_datacenter",
+        env: None,
+        meaning: "datacenter preferred for load balancing",
+    },
+    Setting {
+        key: "scylla.request_timeout_ms",
+        env: None,
+        meaning: "bound on one ScyllaDB request",
+    },
+    Setting {
+        key: "scylla.connect_timeout_ms",
+        env: None,
+        meaning: "bound on connecting to a node",
+    },
+    Setting {
+        key: "scylla.username",
+        env: None,
+        meaning: "ScyllaDB user, if authentication is on",
+    },
+    Setting {
+        key: "scylla.password",
+        env: None,
+        meaning: "ScyllaDB password (prefer the config file with restricted permissions)",
+    },
+    Setting {
+        key: "scylla.migrate_on_start",
+        env: None,
+        meaning: "apply pending migrations at start (otherwise run `skald migrate` first)",
+    },
+    Setting {
+        key: "redis.url",
+        env: Some("SKALD_REDIS_URL"),
+        meaning: "Redis shared by every instance for limits and quotas; unset: in-process",
+    },
+    Setting {
+        key: "redis.command_timeout_ms",
+        env: None,
+        meaning: "bound on every Redis command, also while Redis is unreachable",
+    },
+    Setting {
+        key: "redis.failure_policy",
+        env: Some("SKALD_REDIS_FAILURE_POLICY"),
+        meaning: "`open`: decide in-process while Redis is down and add the usage to Redis when it returns; `closed`: refuse with `unavailable`",
+    },
+    Setting {
+        key: "redis.key_prefix",
+        env: None,
+        meaning: "prefix of every Redis key",
+    },
+    Setting {
+        key: "log.format",
+        env: Some("SKALD_LOG_FORMAT"),
+        meaning: "`text` or `json`",
+    },
+    Setting {
+        key: "demo.enabled",
+        env: Some("SKALD_DEMO"),
+        meaning: "serve the demo page at `GET /` and anonymous tokens at `POST /v1/demo/token` (turn off in production)",
+    },
+    Setting {
+        key: "demo.token_ttl_secs",
+        env: None,
+        meaning: "lifetime of a demo token",
+    },
+    Setting {
+        key: "demo.tokens_per_minute_per_address",
+        env: None,
+        meaning: "demo tokens per minute per client address",
+    },
+    Setting {
+        key: "bots.<name>.system_prompt",
+        env: None,
+        meaning: "always the first prompt message, in the system role; user text never goes there",
+    },
+    Setting {
+        key: "bots.<name>.model",
+        env: None,
+        meaning: "upstream model of this bot; unset: `model.upstream_model`",
+    },
+    Setting {
+        key: "bots.<name>.temperature",
+        env: None,
+        meaning: "sampling temperature, 0 to 2",
+    },
+    Setting {
+        key: "bots.<name>.max_tokens",
+        env: None,
+        meaning: "longest answer in tokens; reaching it ends the stream with `finish_reason: \"length\"`",
+    },
+    Setting {
+        key: "bots.<name>.max_message_chars",
+        env: None,
+        meaning: "longest accepted `send.text`, in characters",
+    },
+    Setting {
+        key: "bots.<name>.history_messages",
+        env: None,
+        meaning: "earlier messages of the conversation put in the prompt",
+    },
+    Setting {
+        key: "bots.<name>.max_history_chars",
+        env: None,
+        meaning: "cap on the characters of those earlier messages, oldest dropped first",
+    },
+    Setting {
+        key: "bots.<name>.messages_per_minute",
+        env: None,
+        meaning: "this bot's rate limit over `limits.messages_per_minute`",
+    },
+    Setting {
+        key: "bots.<name>.monthly_tokens",
+        env: None,
+        meaning: "this bot's token quota over `limits.monthly_tokens`",
+    },
+    Setting {
+        key: "bots.<name>.monthly_requests",
+        env: None,
+        meaning: "this bot's request quota over `limits.monthly_requests`",
+    },
 ];
 
 /// Every setting of the default configuration with its default, as TOML
-/// values; bot settings under `bots.<name>.`. Unset options are absent from
-/// the serialized form, so they are added with the default `unset`.
+/// text; bot settings under `bots.<name>.`. Settings unset by default are
+/// absent.
 pub fn defaults() -> BTreeMap<String, String> {
     let value = toml::Value::try_from(Config::default()).unwrap_or(toml::Value::Integer(0));
     let mut out = BTreeMap::new();
     flatten("", &value, &mut out);
-    for (key, _) in MEANINGS {
-        out.entry((*key).to_owned())
-            .or_insert_with(|| "unset".to_owned());
-    }
     out
 }
 
@@ -117,13 +402,6 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>
 /// The whole reference page.
 pub fn markdown() -> String {
     let defaults = defaults();
-    let env_of = |key: &str| {
-        ENV_VARS
-            .iter()
-            .find(|(_, k)| *k == key)
-            .map(|(name, _)| format!("`{name}`"))
-            .unwrap_or_default()
-    };
     let mut page = String::from(
         "# Configuration reference\n\n\
          Generated from the configuration struct by `src/config_reference.rs`; a test keeps \
@@ -135,12 +413,17 @@ pub fn markdown() -> String {
          Every bot (`[bots.<name>]`) has the same settings as `bots.default`, which always exists.\n\n"
     ));
     page.push_str("| setting | environment | default | meaning |\n| --- | --- | --- | --- |\n");
-    for (key, meaning) in MEANINGS {
-        let default = defaults.get(*key).map(String::as_str).unwrap_or("unset");
+    for setting in SETTINGS {
+        let default = defaults
+            .get(setting.key)
+            .map(String::as_str)
+            .unwrap_or("unset");
+        let env = setting.env.map(|e| format!("`{e}`")).unwrap_or_default();
         page.push_str(&format!(
-            "| `{key}` | {} | `{}` | {meaning} |\n",
-            env_of(key),
-            default.replace('|', "\\|")
+            "| `{}` | {env} | `{}` | {} |\n",
+            setting.key,
+            default.replace('|', "\\|"),
+            setting.meaning
         ));
     }
     page.push_str("\n## Production example\n\nSee `docs/skald.production.toml`.\n");
@@ -157,11 +440,12 @@ mod tests {
         let value = toml::Value::try_from(Config::default()).unwrap();
         let mut serialized = BTreeMap::new();
         flatten("", &value, &mut serialized);
-        let documented: BTreeSet<&str> = MEANINGS.iter().map(|(k, _)| *k).collect();
+        let documented: BTreeSet<&str> = SETTINGS.iter().map(|s| s.key).collect();
+        assert_eq!(documented.len(), SETTINGS.len(), "each setting once");
         for key in serialized.keys() {
             assert!(
                 documented.contains(key.as_str()),
-                "setting {key} has no meaning in MEANINGS"
+                "setting {key} has no entry in SETTINGS"
             );
         }
         // Options that default to unset do not serialize: check them by name.
@@ -185,15 +469,16 @@ mod tests {
         for key in &documented {
             assert!(
                 serialized.contains_key(*key) || optional.contains(key),
-                "MEANINGS documents {key}, which is not a setting"
+                "SETTINGS documents {key}, which is not a setting"
             );
         }
-        for (name, key) in ENV_VARS {
-            assert!(
-                documented.contains(key),
-                "{name} maps to {key}, which is not documented"
-            );
-        }
+        let names: BTreeSet<&str> = SETTINGS.iter().filter_map(|s| s.env).collect();
+        assert_eq!(
+            names.len(),
+            SETTINGS.iter().filter(|s| s.env.is_some()).count(),
+            "each environment variable sets one setting"
+        );
+        assert!(names.iter().all(|n| n.starts_with("SKALD_")));
     }
 
     #[test]

@@ -106,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
                 tenant,
                 roles,
             };
-            println!("{}", auth::mint(&secret, &claims)?);
+            println!("{}", auth::mint(secret.expose(), &claims)?);
             Ok(())
         }
     }

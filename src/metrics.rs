@@ -2,11 +2,10 @@
 //!
 //! Events are counted where they happen with the `metrics` facade (labels
 //! are bounded sets: frame types, codes, finish reasons, close codes; never
-//! user ids). Counters the actors already keep as atomics (sessions, streams,
-//! restarts, the Persister, the limits guard) are copied into the registry
-//! when a scrape comes, so the hot paths pay nothing for them. One recorder
-//! per process (the facade is global): several servers in one test process
-//! share it.
+//! user ids). Gauges of what the actors hold now (open sessions, the spool,
+//! the limits backend) are set when a scrape comes. One recorder per
+//! process (the facade is global): several servers in one test process
+//! share it, and add up.
 
 use std::sync::atomic::Ordering;
 use std::sync::OnceLock;
@@ -36,32 +35,18 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// The Prometheus text of every metric, after copying the actors' counters.
+/// The Prometheus text of every metric, after setting the gauges from what
+/// the actors hold now.
 pub fn render(hub: &Hub) -> String {
     let c = &hub.counters;
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    metrics::gauge!("skald_sessions_open").set(load(&c.sessions.open) as f64);
-    metrics::counter!("skald_sessions_started_total").absolute(load(&c.sessions.started));
-    metrics::counter!("skald_session_panics_total").absolute(load(&c.sessions.failed));
-    metrics::counter!("skald_streams_started_total").absolute(load(&c.streams.started));
-    metrics::counter!("skald_stream_panics_total").absolute(load(&c.streams.failed));
-    metrics::counter!("skald_actor_restarts_total").absolute(load(&c.restarts));
-    let p = &c.persister;
-    metrics::counter!("skald_answers_stored_total").absolute(load(&p.answers_stored));
-    metrics::counter!("skald_store_batches_total").absolute(load(&p.batches));
-    metrics::counter!("skald_persister_errors_total").absolute(load(&p.store_errors));
-    metrics::gauge!("skald_spool_records").set(load(&p.spooled) as f64);
-    let guard = &hub.services.limits_guard;
-    let (backend, up) = guard.status();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as f64;
+    metrics::gauge!("skald_sessions_open").set(load(&c.sessions.open));
+    metrics::gauge!("skald_spool_records").set(load(&c.persister.spooled));
+    let (backend, up) = hub.services.limits_guard.status();
     metrics::gauge!("skald_limits_backend_up", "backend" => backend).set(if up {
         1.0
     } else {
         0.0
     });
-    let g = &guard.counters;
-    metrics::counter!("skald_limits_outages_total").absolute(load(&g.outages));
-    metrics::counter!("skald_limits_fallback_decisions_total")
-        .absolute(load(&g.fallback_decisions));
-    metrics::counter!("skald_limits_reconciled_total").absolute(load(&g.reconciled));
     install().render()
 }

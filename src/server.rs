@@ -24,9 +24,10 @@ use crate::auth::{self, KeyError, Verifier};
 use crate::config::Config;
 use crate::edge::{self, AppState};
 use crate::limits::redis::{RedisLimits, RedisSettings, RedisSetupError};
+use crate::limits::sqlite::{SqliteLimits, SqliteLimitsError};
 use crate::model::openai::{OpenAiProvider, OpenAiSettings, OpenAiSetupError};
 use crate::model::simulated::SimulatedModel;
-use crate::store::scylla::{ScyllaError, ScyllaStore};
+use crate::store::scylla::ScyllaError;
 use crate::store::sqlite::{SqliteError, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,8 @@ pub enum ServeError {
     Scylla(#[from] ScyllaError),
     #[error("redis: {0}")]
     Redis(#[from] RedisSetupError),
+    #[error(transparent)]
+    Quotas(#[from] SqliteLimitsError),
     #[error("server I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -109,7 +112,7 @@ impl Server {
         let config = self.config;
         crate::metrics::install();
         let secret = auth::resolve_secret(&config.auth, &config.data_dir)?;
-        let verifier = Verifier::new(&config.auth, secret.as_ref().map(|(s, _)| s.as_str()))?;
+        let verifier = Verifier::new(&config.auth, secret.as_ref().map(|(s, _)| s.expose()))?;
         let model = match self.model {
             Some(model) => model,
             None => default_model(&config)?,
@@ -117,7 +120,7 @@ impl Server {
         let store: Arc<dyn Store> = match self.store {
             Some(store) => store,
             None if config.scylla.enabled() => {
-                Arc::new(ScyllaStore::connect(&config.scylla).await?)
+                crate::store::scylla::connect_store(&config.scylla).await?
             }
             None => Arc::new(SqliteStore::open_in(&config.data_dir)?),
         };
@@ -141,7 +144,7 @@ impl Server {
             hub: hub.clone(),
             verifier: Arc::new(verifier),
             config: Arc::new(config),
-            secret: secret.map(|(s, _)| Arc::from(s)),
+            secret: secret.map(|(s, _)| s),
         };
         let send_buffer = state.config.websocket.socket_send_buffer_bytes;
         let drain_timeout = Duration::from_millis(state.config.drain_timeout_ms);
@@ -216,13 +219,15 @@ async fn drain(
     let _ = stop_http.send(());
 }
 
-/// Redis with the configured failure policy, or in-process limits.
+/// Redis with the configured failure policy, or the embedded limits (quota
+/// counters in the data dir).
 async fn limits_guard(config: &Config) -> Result<LimitsGuard, ServeError> {
     let Some(url) = &config.redis.url else {
-        return Ok(LimitsGuard::local());
+        let embedded = SqliteLimits::open_in(&config.data_dir)?;
+        return Ok(LimitsGuard::local(Arc::new(embedded)));
     };
     let redis = RedisLimits::connect(RedisSettings {
-        url: url.clone(),
+        url: url.expose().to_owned(),
         command_timeout: Duration::from_millis(config.redis.command_timeout_ms),
         key_prefix: config.redis.key_prefix.clone(),
     })
@@ -238,8 +243,8 @@ fn default_model(config: &Config) -> Result<Arc<dyn ModelProvider>, ServeError> 
     let m = &config.model;
     Ok(match &m.upstream_url {
         Some(url) => Arc::new(OpenAiProvider::new(OpenAiSettings {
-            base_url: url.clone(),
-            api_key: m.upstream_api_key.clone(),
+            base_url: url.to_string(),
+            api_key: m.upstream_api_key.as_ref().map(|k| k.expose().to_owned()),
             default_model: m.upstream_model.clone(),
             connect_timeout: Duration::from_millis(m.connect_timeout_ms),
         })?),

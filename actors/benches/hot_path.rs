@@ -21,7 +21,7 @@ fn encode(c: &mut Criterion) {
     group.bench_function("baseline: owned ServerFrame::Delta", |b| {
         b.iter(|| {
             ServerFrame::Delta {
-                stream_id: STREAM_ID.to_owned(),
+                stream_id: STREAM_ID.into(),
                 seq: 41,
                 text: "Bonjour ".to_owned(),
             }
@@ -41,7 +41,7 @@ fn token_path(c: &mut Criterion) {
     });
     group.bench_function("push_token + drain", |b| {
         let log = Arc::new(StreamLog::new(StreamIds {
-            stream_id: Arc::from(STREAM_ID),
+            stream_id: STREAM_ID.into(),
             user: "u".into(),
             conversation_id: "c".into(),
             message_id: "m".into(),

@@ -5,11 +5,19 @@
 //! async-openai: `src/` implements the ports in [`ports`] with real
 //! libraries and runs the socket tasks that feed a [`session::Session`] and
 //! drain its [`outbox::Outbox`]. See ARCHITECTURE.md for who supervises whom.
+//!
+//! The modules form a one-way graph: [`slot`] and the leaf actors
+//! ([`persister`], [`limits`], [`stream`]) know nothing of the others;
+//! [`registry`] knows streams; [`directory`] holds the slots of the shared
+//! actors; [`session`] talks to them through the directory; [`supervisor`]
+//! starts sessions; [`root`] starts everything; [`hub`] is the facade the
+//! edge holds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 pub mod addresses;
+pub mod directory;
 pub mod hub;
 pub mod limits;
 pub mod outbox;
@@ -17,13 +25,18 @@ pub mod persister;
 pub mod ports;
 pub mod prompt;
 pub mod registry;
+mod root;
 pub mod session;
 pub mod settings;
-pub mod store_contract;
+pub mod slot;
 pub mod stream;
 pub mod stream_log;
 pub mod supervisor;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod time;
+
+pub use skald_protocol::{ClientMessageId, ConversationId, MessageId, SessionId, StreamId, UserId};
 
 use limits::guard::LimitsGuard;
 use ports::model::ModelProvider;
@@ -56,14 +69,9 @@ impl Services {
 #[derive(Debug, thiserror::Error)]
 pub enum ActorsError {
     #[error("could not start an actor: {0}")]
-    Spawn(String),
-    #[error("an actor did not answer: {0}")]
-    Call(String),
+    Spawn(#[from] ractor::SpawnErr),
+    #[error("an actor did not answer in time")]
+    Timeout,
     #[error("the actor system is stopped")]
     Stopped,
-}
-
-/// A new time-ordered unique id (UUIDv7, hyphenated).
-pub fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
 }

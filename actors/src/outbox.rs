@@ -13,7 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use skald_protocol::{CloseCode, ServerFrame};
+use skald_protocol::{CloseCode, ServerFrame, StreamId};
 use tokio::sync::Notify;
 
 use crate::stream_log::StreamLog;
@@ -34,8 +34,8 @@ pub struct Outbox {
 #[derive(Default)]
 struct OutboxInner {
     control: VecDeque<String>,
-    dirty: Vec<Arc<str>>,
-    attached: HashMap<Arc<str>, Attachment>,
+    dirty: Vec<StreamId>,
+    attached: HashMap<StreamId, Attachment>,
     close: Option<Close>,
 }
 
@@ -129,7 +129,7 @@ impl Outbox {
     }
 
     /// Called by a stream's log when it has news for this connection.
-    pub fn mark_dirty(&self, stream_id: &Arc<str>) {
+    pub fn mark_dirty(&self, stream_id: &StreamId) {
         let mut inner = self.lock();
         let Some(attachment) = inner.attached.get_mut(stream_id) else {
             return;
@@ -165,7 +165,7 @@ impl Outbox {
     /// each stream with news, its deltas and possibly its `done`.
     pub fn drain(&self) -> Drained {
         let mut out = Drained::default();
-        let work: Vec<(Arc<str>, Arc<StreamLog>, u64)> = {
+        let work: Vec<(StreamId, Arc<StreamLog>, u64)> = {
             let mut inner = self.lock();
             out.frames.extend(inner.control.drain(..));
             let dirty = std::mem::take(&mut inner.dirty);
@@ -203,13 +203,13 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream_log::{StreamEnd, StreamIds};
+    use crate::stream_log::{AnswerEnd, StreamIds};
     use serde_json::Value;
     use skald_protocol::{ErrorCode, FinishReason, Usage};
 
     fn log(id: &str) -> Arc<StreamLog> {
         Arc::new(StreamLog::new(StreamIds {
-            stream_id: Arc::from(id),
+            stream_id: StreamId::from(id),
             user: "u".into(),
             conversation_id: "c".into(),
             message_id: "m".into(),
@@ -234,7 +234,7 @@ mod tests {
         let ack = ServerFrame::error(ErrorCode::Busy, "stand-in for an ack");
         outbox.push_and_attach(Some(&ack), stream.clone(), 0);
         stream.push_token("late");
-        stream.finish(StreamEnd {
+        stream.finish(AnswerEnd {
             finish_reason: FinishReason::Stop,
             usage: Usage::default(),
             error: None,

@@ -10,6 +10,13 @@
 //!   told its answer is safe. Every `DRAIN_EVERY` the spool is replayed into
 //!   the store once it answers again (writes are idempotent, so a replay
 //!   after a crash mid-drain is harmless), then emptied.
+//! - **Checkpoints**: about once a second the registry hands over what
+//!   each live answer holds so far; they are written in one batch, so a
+//!   crash loses at most the last interval of an answer. At start, answers
+//!   that a dead process left unfinished are closed as `error` with what
+//!   was checkpointed (all of them on a store of this instance alone; on a
+//!   shared store, those no instance checkpointed for a while, swept every
+//!   [`SWEEP_EVERY`]).
 //! - **Anonymisation**: hourly, full client addresses older than 30 days
 //!   are replaced by their anonymised form.
 
@@ -23,17 +30,31 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
 use crate::addresses::FULL_ADDRESS_DAYS;
-use crate::ports::store::{AuditRecord, FinishedAnswer, Store};
+use crate::ports::store::{AnswerCheckpoint, AuditRecord, FinishedAnswer, Store};
+use crate::slot::Slot;
+use crate::ActorsError;
 
 const BATCH_WINDOW: Duration = Duration::from_millis(2);
 const MAX_BATCH: usize = 256;
 const DRAIN_EVERY: Duration = Duration::from_secs(1);
 const ANONYMISE_EVERY: Duration = Duration::from_secs(3600);
+/// On a shared store: how often answers no instance checkpoints any more
+/// are looked for, and how long without a checkpoint makes one interrupted
+/// (live answers are checkpointed at least every [`crate::registry`]
+/// heartbeat, far more often).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(30);
+pub const INTERRUPTED_AFTER: Duration = Duration::from_secs(120);
 
 pub enum PersisterMsg {
     /// Store an answer; the reply says it is durable (in the store or the spool).
     Answer(FinishedAnswer, Option<RpcReplyPort<()>>),
+    /// What live answers hold so far (best effort: a failed batch is
+    /// dropped, the next one carries the same text and more).
+    Checkpoints(Vec<AnswerCheckpoint>),
     Audit(AuditRecord),
+    /// Close answers left unfinished by a dead instance (self-scheduled on
+    /// a shared store).
+    Sweep,
     /// Write what is batched (self-scheduled).
     Flush,
     /// Replay the spool if the store is back (self-scheduled).
@@ -51,14 +72,14 @@ enum Spooled {
     Audit(AuditRecord),
 }
 
-/// Counters for metrics and tests.
+/// What the Persister keeps that others read.
 #[derive(Default)]
 pub struct PersisterCounters {
-    pub answers_stored: AtomicU64,
-    pub batches: AtomicU64,
-    /// Records currently waiting in the spool.
+    /// Records currently waiting in the spool (the `skald_spool_records`
+    /// gauge; while not zero, new answers queue behind them).
     pub spooled: AtomicU64,
-    pub store_errors: AtomicU64,
+    /// Batches written to the store (benchmarks read it).
+    pub batches: AtomicU64,
 }
 
 pub struct PersisterArgs {
@@ -99,6 +120,9 @@ impl Actor for Persister {
         args.counters
             .spooled
             .store(waiting as u64, Ordering::Relaxed);
+        if args.store.is_shared() {
+            myself.send_interval(SWEEP_EVERY, || PersisterMsg::Sweep);
+        }
         myself.send_interval(DRAIN_EVERY, || PersisterMsg::Drain);
         myself.send_interval(ANONYMISE_EVERY, || PersisterMsg::Anonymise);
         let _ = myself.cast(PersisterMsg::Anonymise);
@@ -145,9 +169,19 @@ impl Actor for Persister {
             PersisterMsg::Audit(record) => {
                 if let Err(e) = state.store.append_audit(record.clone()).await {
                     tracing::warn!(error = %e, "audit record spooled");
-                    state.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("skald_persister_errors_total").increment(1);
                     state.spool(&[Spooled::Audit(record)]).await;
                 }
+            }
+            PersisterMsg::Checkpoints(checkpoints) => {
+                let n = checkpoints.len();
+                if let Err(e) = state.store.checkpoint_answers(checkpoints).await {
+                    tracing::warn!(error = %e, answers = n, "checkpoint skipped; the next one follows");
+                }
+            }
+            PersisterMsg::Sweep => {
+                let cutoff = crate::time::now_ms() - INTERRUPTED_AFTER.as_millis() as i64;
+                close_interrupted(state.store.as_ref(), cutoff).await;
             }
             PersisterMsg::Drain => state.drain().await,
             PersisterMsg::Anonymise => {
@@ -185,18 +219,19 @@ impl PersisterState {
                 .record(started.elapsed().as_secs_f64());
             result
         } else {
-            Err(crate::ports::store::StoreError::Unavailable(
-                "spool not drained yet".into(),
+            Err(crate::ports::store::StoreError::unavailable(
+                "spool not drained yet",
             ))
         };
         match stored {
             Ok(()) => {
-                self.counters.answers_stored.fetch_add(n, Ordering::Relaxed);
+                metrics::counter!("skald_answers_stored_total").increment(n);
+                metrics::counter!("skald_store_batches_total").increment(1);
                 self.counters.batches.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 tracing::warn!(error = %e, answers = n, "store unavailable; answers spooled");
-                self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("skald_persister_errors_total").increment(1);
                 let records: Vec<Spooled> = batch.into_iter().map(Spooled::Answer).collect();
                 self.spool(&records).await;
             }
@@ -258,9 +293,7 @@ impl PersisterState {
             if self.store.finish_answers(chunk.to_vec()).await.is_err() {
                 return;
             }
-            self.counters
-                .answers_stored
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            metrics::counter!("skald_answers_stored_total").increment(chunk.len() as u64);
         }
         if let Err(e) = tokio::fs::remove_file(&self.spool_path).await {
             tracing::error!(error = %e, "could not empty the drained spool");
@@ -268,6 +301,53 @@ impl PersisterState {
         }
         self.counters.spooled.store(0, Ordering::Relaxed);
         tracing::info!(records = records.len(), "spool drained into the store");
+    }
+}
+
+/// Closes answers that a dead process left unfinished. The hub calls it
+/// once at start, before any stream exists: on a store of this instance
+/// alone with `now` (nothing else writes it), on a shared one with
+/// [`INTERRUPTED_AFTER`] ago.
+pub(crate) async fn close_interrupted(store: &dyn Store, older_than_ms: i64) {
+    match store.close_interrupted(older_than_ms).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            answers = n,
+            "closed answers interrupted by a crash (finish_reason error, content as checkpointed)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not close interrupted answers; retried later"),
+    }
+}
+
+/// The calls other actors make to the Persister.
+impl Slot<PersisterMsg> {
+    /// Hands an answer over and waits (at most `timeout`) until it is
+    /// durable, in the store or the spool.
+    pub async fn persist(
+        &self,
+        answer: FinishedAnswer,
+        timeout: Duration,
+    ) -> Result<(), ActorsError> {
+        self.call_within(|reply| PersisterMsg::Answer(answer, Some(reply)), timeout)
+            .await
+    }
+
+    pub fn checkpoint(&self, checkpoints: Vec<AnswerCheckpoint>) {
+        if !checkpoints.is_empty() {
+            let _ = self.cast(PersisterMsg::Checkpoints(checkpoints));
+        }
+    }
+
+    /// Records an audit event (never lost: spooled if the store is down).
+    pub fn audit(&self, record: AuditRecord) {
+        if self.cast(PersisterMsg::Audit(record)).is_err() {
+            tracing::error!("no Persister to take an audit record");
+        }
+    }
+
+    /// Waits until everything handed over so far is durable.
+    pub async fn sync(&self) -> Result<(), ActorsError> {
+        self.call(PersisterMsg::Sync).await
     }
 }
 

@@ -4,42 +4,58 @@
 //! connection of its user.
 //!
 //! Streams are its children (not the sessions'), because a stream outlives
-//! the connection that started it. A stream that fails has already sent its
-//! `done` through its log (see `stream.rs`); the registry records the
-//! failure, stores what was generated, and keeps the entry for resume.
+//! the connection that started it. A stream that fails has concluded
+//! itself already (see `stream.rs`: stored, `done`, settled); the registry
+//! counts the failure and keeps the entry for resume.
+//!
+//! It also **checkpoints** live answers: every `checkpoint_interval` it
+//! hands the Persister, in one batch, the text of each live stream that
+//! grew since its last checkpoint (and, on a shared store, of every live
+//! stream at least every [`HEARTBEAT`], so other instances can tell a
+//! quiet stream from a dead one).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use skald_protocol::{ErrorBody, StreamId, UserId};
 use tokio::time::Instant;
 
-use crate::hub::Slots;
+use crate::limits::quota_keeper::QuotaMsg;
+use crate::persister::PersisterMsg;
 use crate::ports::model::ModelRequest;
+use crate::ports::store::AnswerCheckpoint;
+use crate::slot::Slot;
 use crate::stream::{StreamActor, StreamArgs, StreamMsg};
 use crate::stream_log::StreamLog;
-use crate::Services;
+use crate::time::Month;
+use crate::{ActorsError, Services};
+
+/// On a shared store, a live stream is checkpointed at least this often,
+/// grown or not.
+pub const HEARTBEAT: Duration = Duration::from_secs(20);
 
 pub enum RegistryMsg {
     /// Start a Stream actor for `log`.
-    Start(StartStream, RpcReplyPort<Result<(), String>>),
+    Start(Box<StartStream>, RpcReplyPort<Result<(), ActorsError>>),
     /// Find a stream of `user` (another user's stream is not found).
     Lookup {
-        stream_id: String,
-        user: String,
+        stream_id: StreamId,
+        user: UserId,
         reply: RpcReplyPort<Option<StreamHandle>>,
     },
     /// Forget streams that ended more than `resume_window` ago.
     Sweep,
+    /// Checkpoint live answers (self-scheduled).
+    Checkpoint,
     /// How many streams are still generating.
     LiveCount(RpcReplyPort<usize>),
     /// Server shutdown: end every live stream with this error.
-    AbortAll(skald_protocol::ErrorBody),
+    AbortAll(ErrorBody),
     /// GDPR erasure: cancel the user's live streams and forget all of them.
     ForgetUser {
-        user: String,
+        user: UserId,
         reply: RpcReplyPort<usize>,
     },
 }
@@ -50,7 +66,7 @@ pub struct StartStream {
     pub prompt_tokens_estimate: u64,
     /// The month of the stream's quota reservation (its id is the stream
     /// id), settled with the stream's usage when it ends.
-    pub quota_month: String,
+    pub quota_month: Month,
 }
 
 /// A stream as the registry knows it.
@@ -61,34 +77,26 @@ pub struct StreamHandle {
     pub actor: Option<ActorRef<StreamMsg>>,
 }
 
-/// Counters other parts read (metrics, tests).
-#[derive(Default)]
-pub struct RegistryCounters {
-    pub started: AtomicU64,
-    pub failed: AtomicU64,
-}
-
 pub struct Registry;
 
 pub struct RegistryArgs {
     pub services: Arc<Services>,
-    pub counters: Arc<RegistryCounters>,
-    pub(crate) slots: Arc<Slots>,
+    pub persister: Arc<Slot<PersisterMsg>>,
+    pub quota: Arc<Slot<QuotaMsg>>,
 }
 
 pub struct RegistryState {
-    services: Arc<Services>,
-    counters: Arc<RegistryCounters>,
-    slots: Arc<Slots>,
-    streams: HashMap<Arc<str>, Entry>,
-    by_actor: HashMap<ActorId, Arc<str>>,
+    args: RegistryArgs,
+    streams: HashMap<StreamId, Entry>,
+    by_actor: HashMap<ActorId, StreamId>,
 }
 
 struct Entry {
     log: Arc<StreamLog>,
     actor: Option<ActorRef<StreamMsg>>,
     ended_at: Option<Instant>,
-    quota_month: String,
+    /// Bytes of the answer the last checkpoint held, and when it was taken.
+    checkpointed: (usize, Instant),
 }
 
 impl Actor for Registry {
@@ -101,12 +109,12 @@ impl Actor for Registry {
         myself: ActorRef<RegistryMsg>,
         args: RegistryArgs,
     ) -> Result<RegistryState, ActorProcessingErr> {
-        let every = (args.services.sessions.resume_window() / 4).max(Duration::from_millis(250));
+        let sessions = &args.services.sessions;
+        let every = (sessions.resume_window() / 4).max(Duration::from_millis(250));
         myself.send_interval(every, || RegistryMsg::Sweep);
+        myself.send_interval(sessions.checkpoint_interval(), || RegistryMsg::Checkpoint);
         Ok(RegistryState {
-            services: args.services,
-            counters: args.counters,
-            slots: args.slots,
+            args,
             streams: HashMap::new(),
             by_actor: HashMap::new(),
         })
@@ -120,7 +128,7 @@ impl Actor for Registry {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             RegistryMsg::Start(start, reply) => {
-                let result = state.start(&myself, start).await;
+                let result = state.start(&myself, *start).await;
                 let _ = reply.send(result);
             }
             RegistryMsg::Lookup {
@@ -130,7 +138,7 @@ impl Actor for Registry {
             } => {
                 let found = state
                     .streams
-                    .get(stream_id.as_str())
+                    .get(&stream_id)
                     .filter(|e| e.log.ids.user == user)
                     .map(|e| StreamHandle {
                         log: e.log.clone(),
@@ -162,12 +170,13 @@ impl Actor for Registry {
                 let _ = reply.send(forgotten);
             }
             RegistryMsg::Sweep => {
-                let window = state.services.sessions.resume_window();
+                let window = state.args.services.sessions.resume_window();
                 let now = Instant::now();
                 state
                     .streams
                     .retain(|_, e| e.ended_at.is_none_or(|t| now.duration_since(t) < window));
             }
+            RegistryMsg::Checkpoint => state.checkpoint(),
         }
         Ok(())
     }
@@ -186,33 +195,13 @@ impl Actor for Registry {
         let Some(stream_id) = state.by_actor.remove(&cell.get_id()) else {
             return Ok(());
         };
-        let Some(entry) = state.streams.get_mut(&stream_id) else {
-            return Ok(());
-        };
-        entry.actor = None;
-        entry.ended_at = Some(Instant::now());
-        // Every end (finish, cancel, failure, panic) settles the quota with
-        // what was generated: the log has ended by now (see stream.rs).
-        let usage = entry.log.end().map(|e| e.usage).unwrap_or_default();
-        state.slots.settle(
-            &entry.log.ids.user,
-            &entry.quota_month,
-            &stream_id,
-            usage.prompt_tokens + usage.completion_tokens,
-            true,
-        );
+        if let Some(entry) = state.streams.get_mut(&stream_id) {
+            entry.actor = None;
+            entry.ended_at = Some(Instant::now());
+        }
         if let Some(err) = failure {
-            state.counters.failed.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("skald_stream_panics_total").increment(1);
             tracing::error!(%stream_id, error = %err, "stream actor failed");
-            // Its state's Drop already finished the log with `internal`;
-            // keep what was generated.
-            if let Some(end) = entry.log.end() {
-                let (text, _) = entry.log.text_and_tokens();
-                let answer = crate::stream::finished_answer(&entry.log, text, &end);
-                let slots = state.slots.clone();
-                let timeout = state.services.sessions.store_timeout();
-                tokio::spawn(async move { slots.persist(answer, timeout).await });
-            }
         }
         Ok(())
     }
@@ -223,14 +212,17 @@ impl RegistryState {
         &mut self,
         myself: &ActorRef<RegistryMsg>,
         start: StartStream,
-    ) -> Result<(), String> {
-        let sessions = &self.services.sessions;
+    ) -> Result<(), ActorsError> {
+        let services = &self.args.services;
+        let sessions = &services.sessions;
         let args = StreamArgs {
             log: start.log.clone(),
             request: start.request,
             prompt_tokens_estimate: start.prompt_tokens_estimate,
-            model: self.services.model.clone(),
-            slots: self.slots.clone(),
+            quota_month: start.quota_month,
+            model: services.model.clone(),
+            persister: self.args.persister.clone(),
+            quota: self.args.quota.clone(),
             first_token_timeout: sessions.first_token_timeout(),
             token_idle_timeout: sessions.token_idle_timeout(),
             store_timeout: sessions.store_timeout(),
@@ -241,9 +233,8 @@ impl RegistryState {
             args,
             myself.get_cell(),
         ))
-        .await
-        .map_err(|e| e.to_string())?;
-        self.counters.started.fetch_add(1, Ordering::Relaxed);
+        .await?;
+        metrics::counter!("skald_streams_started_total").increment(1);
         let stream_id = start.log.ids.stream_id.clone();
         self.by_actor.insert(actor.get_id(), stream_id.clone());
         self.streams.insert(
@@ -252,9 +243,53 @@ impl RegistryState {
                 log: start.log,
                 actor: Some(actor),
                 ended_at: None,
-                quota_month: start.quota_month,
+                checkpointed: (0, Instant::now()),
             },
         );
         Ok(())
+    }
+
+    /// One batch of checkpoints: the live answers that grew (and, on a
+    /// shared store, those quiet for a heartbeat).
+    fn checkpoint(&mut self) {
+        let heartbeat = self.args.services.store.is_shared();
+        let now = Instant::now();
+        let at_ms = crate::time::now_ms();
+        let mut batch = Vec::new();
+        for entry in self.streams.values_mut().filter(|e| e.actor.is_some()) {
+            let (known, when) = entry.checkpointed;
+            let due = heartbeat && now.duration_since(when) >= HEARTBEAT;
+            let Some(content) = entry.log.unfinished_text((!due).then_some(known)) else {
+                continue;
+            };
+            entry.checkpointed = (content.len(), now);
+            batch.push(AnswerCheckpoint {
+                conversation_id: entry.log.ids.conversation_id.clone(),
+                message_id: entry.log.ids.message_id.clone(),
+                content,
+                at_ms,
+            });
+        }
+        self.args.persister.checkpoint(batch);
+    }
+}
+
+/// The calls sessions and the hub make to the registry.
+impl Slot<RegistryMsg> {
+    pub async fn start(&self, start: StartStream) -> Result<(), ActorsError> {
+        self.call(|reply| RegistryMsg::Start(Box::new(start), reply))
+            .await?
+    }
+
+    /// A live or recently finished stream of `user`.
+    pub async fn lookup(&self, stream_id: &StreamId, user: &UserId) -> Option<StreamHandle> {
+        self.call(|reply| RegistryMsg::Lookup {
+            stream_id: stream_id.clone(),
+            user: user.clone(),
+            reply,
+        })
+        .await
+        .ok()
+        .flatten()
     }
 }

@@ -6,62 +6,82 @@
 //! [`Outbox`]. It never touches the socket: the writer task does, so a slow
 //! client never blocks this mailbox and `cancel` is always heard.
 //!
-//! The flow of a `send` (DESIGN.md): validate, check idempotency, store the
-//! user message, start a Stream through the registry, `ack`, then the
-//! stream's deltas and `done` flow from its log to the outbox.
+//! The mailbox is bounded from outside: each frame comes with an
+//! [`InboundPermit`] that the reader took before casting it and that is
+//! released once the frame is handled, so a client that sends faster than
+//! its session handles waits on TCP backpressure instead of filling memory.
+//!
+//! A `send` is a sequence of named steps ([`SessionState::send`]): replay a
+//! known `send.id`, admit (draining, bot, text, busy), find the
+//! conversation, reserve the rate and the quota (a [`Reserved`] guard gives
+//! the reservation back if anything later refuses), store the exchange,
+//! start the stream, `ack`. Then the stream's deltas and `done` flow from
+//! its log to the outbox.
 
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use skald_protocol::{
-    ClientFrame, CloseCode, ErrorBody, ErrorCode, FinishReason, Limits, ServerFrame, Usage,
+    ClientFrame, ClientMessageId, CloseCode, ConversationId, DecodeError, ErrorBody, ErrorCode,
+    FinishReason, Limits, MessageId, ServerFrame, SessionId, StreamId, Usage, UserId,
 };
 
-use crate::hub::Hub;
+use crate::directory::Directory;
+use crate::limits::quota_keeper::QuotaMsg;
 use crate::outbox::Outbox;
-use crate::ports::limits::{LimitsError, QuotaLimits, RateDecision, Reservation, ReserveDecision};
+use crate::ports::limits::{
+    LimitsError, QuotaLimits, RateDecision, RateKey, RateLimit, Reservation, ReserveDecision,
+    Settle,
+};
 use crate::ports::model::ModelRequest;
 use crate::ports::store::{
-    AuditAction, AuditRecord, BeginOutcome, Exchange, NewConversation, NewExchange, StoreError,
+    AnswerEnd, AuditAction, AuditRecord, BeginOutcome, Exchange, NewConversation, NewExchange,
+    StoreError, StoredMessage,
 };
+use crate::prompt;
 use crate::registry::{StartStream, StreamHandle};
+use crate::settings::{BotSettings, EffectiveLimits};
+use crate::slot::Slot;
 use crate::stream::StreamMsg;
 use crate::stream_log::{StreamIds, StreamLog};
-use crate::time::{month_of, now_ms};
-use crate::{new_id, prompt};
+use crate::time::{now_ms, Month};
 
 /// Who is connected, from the verified token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthedUser {
-    pub id: String,
+    pub id: UserId,
     pub tenant: Option<String>,
     pub roles: Vec<String>,
 }
 
+/// A place in a session's bounded inbound queue, held by a frame until it
+/// is handled.
+pub type InboundPermit = tokio::sync::OwnedSemaphorePermit;
+
 pub enum SessionMsg {
     /// A decoded frame from the client.
-    Frame(ClientFrame),
-    /// A frame that could not be decoded; the text says why.
-    Invalid(String),
+    Frame(ClientFrame, InboundPermit),
+    /// A frame that could not be decoded.
+    Invalid(DecodeError, InboundPermit),
 }
 
 pub struct SessionArgs {
-    pub session_id: String,
+    pub session_id: SessionId,
     pub user: AuthedUser,
     /// The client's address, for the audit log.
     pub address: Option<std::net::IpAddr>,
     pub outbox: Arc<Outbox>,
-    pub hub: Arc<Hub>,
+    pub directory: Arc<Directory>,
 }
 
 pub struct Session;
 
 pub struct SessionState {
-    session_id: String,
+    session_id: SessionId,
     user: AuthedUser,
     address: Option<std::net::IpAddr>,
     outbox: Arc<Outbox>,
-    hub: Arc<Hub>,
+    directory: Arc<Directory>,
     /// Streams this connection started that may still be live.
     started: Vec<Arc<StreamLog>>,
     invalid_in_a_row: u32,
@@ -93,9 +113,9 @@ fn limits_unavailable(e: LimitsError) -> Refusal {
 impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Refusal {
         match e {
-            StoreError::NotFound(m) => refuse(ErrorCode::NotFound, m),
-            StoreError::Unavailable(m) => {
-                tracing::warn!(error = %m, "store unavailable");
+            StoreError::NotFound(what) => refuse(ErrorCode::NotFound, format!("no such {what}")),
+            StoreError::Unavailable(source) => {
+                tracing::warn!(error = %source, "store unavailable");
                 refuse(
                     ErrorCode::Unavailable,
                     "storage is unavailable, try again later",
@@ -103,6 +123,45 @@ impl From<StoreError> for Refusal {
             }
         }
     }
+}
+
+/// A quota reservation that is given back when dropped, unless the `send`
+/// went through ([`Reserved::keep`]): every refusal after the reservation
+/// releases it, whichever step refused.
+struct Reserved {
+    quota: Arc<Slot<QuotaMsg>>,
+    reservation: Option<Reservation>,
+    /// Tokens granted (the prompt estimate included).
+    granted: u64,
+}
+
+impl Reserved {
+    /// The `send` was accepted: the stream settles the reservation.
+    fn keep(mut self) -> Reservation {
+        self.reservation.take().expect("a reservation is kept once")
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if let Some(reservation) = self.reservation.take() {
+            self.quota.settle(Settle::release(&reservation));
+        }
+    }
+}
+
+/// A `send` that passed admission.
+struct Admitted<'b> {
+    bot_name: String,
+    bot: &'b BotSettings,
+    text: String,
+}
+
+/// Where the new exchange goes.
+struct Target {
+    conversation_id: ConversationId,
+    new_conversation: Option<NewConversation>,
+    history: Vec<StoredMessage>,
 }
 
 impl Actor for Session {
@@ -120,7 +179,7 @@ impl Actor for Session {
             user: args.user,
             address: args.address,
             outbox: args.outbox,
-            hub: args.hub,
+            directory: args.directory,
             started: Vec::new(),
             invalid_in_a_row: 0,
         })
@@ -136,12 +195,19 @@ impl Actor for Session {
         _myself: ActorRef<SessionMsg>,
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
-        let bot = state.hub.services.default_bot();
-        let limits = state.hub.services.limits.for_user(&state.user.id, &bot);
+        let services = &state.directory.services;
+        let bot = services.default_bot();
+        let limits = services.limits.for_user(&state.user.id, &bot);
         // What is left this month; if the limits backend cannot say, the
         // month's allowance (the quota is still enforced at each send).
-        let tokens_remaining = match state.hub.usage(&state.user.id).await {
-            Ok((_, usage)) => limits
+        let now_ms = state.directory.now_ms();
+        let tokens_remaining = match state
+            .directory
+            .quota_keeper
+            .usage(&state.user.id, Month::of(now_ms), now_ms)
+            .await
+        {
+            Ok(usage) => limits
                 .monthly_tokens
                 .saturating_sub(usage.tokens_used + usage.tokens_reserved),
             Err(_) => limits.monthly_tokens,
@@ -165,9 +231,11 @@ impl Actor for Session {
         message: SessionMsg,
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
+        // The permit is released when this handler returns: the next frame
+        // may then be read.
         match message {
-            SessionMsg::Invalid(why) => state.invalid(why, None),
-            SessionMsg::Frame(frame) => {
+            SessionMsg::Invalid(error, _permit) => state.invalid(&error),
+            SessionMsg::Frame(frame, _permit) => {
                 state.invalid_in_a_row = 0;
                 match frame {
                     // Authentication happened before this actor existed; a
@@ -195,6 +263,7 @@ impl Actor for Session {
                                 message: r.message,
                                 id: Some(id),
                                 retry_after_ms: r.retry_after_ms,
+                                stream_id: None,
                             });
                         }
                     }
@@ -202,6 +271,7 @@ impl Actor for Session {
                     ClientFrame::Resume {
                         stream_id,
                         after_seq,
+                        ..
                     } => Box::pin(state.resume(stream_id, after_seq)).await,
                 }
             }
@@ -211,15 +281,37 @@ impl Actor for Session {
 }
 
 impl SessionState {
-    fn invalid(&mut self, why: String, id: Option<String>) {
+    fn services(&self) -> &crate::Services {
+        &self.directory.services
+    }
+
+    /// Answers a frame that could not be decoded, naming the `send.id` or
+    /// `stream_id` it carried; too many in a row close the connection.
+    fn invalid(&mut self, error: &DecodeError) {
         self.invalid_in_a_row += 1;
         self.outbox.push(&ServerFrame::Error {
             code: ErrorCode::InvalidRequest,
-            message: why,
-            id,
+            message: error.to_string(),
+            id: error.send_id().cloned(),
             retry_after_ms: None,
+            stream_id: error.stream_id().cloned(),
         });
-        if self.invalid_in_a_row >= self.hub.services.sessions.max_invalid_frames {
+        self.close_if_too_many_invalid();
+    }
+
+    /// A `resume` or `cancel` that makes no sense for the named stream.
+    fn invalid_for_stream(&mut self, message: String, stream_id: StreamId) {
+        self.invalid_in_a_row += 1;
+        self.outbox.push(&ServerFrame::stream_error(
+            ErrorCode::InvalidRequest,
+            message,
+            stream_id,
+        ));
+        self.close_if_too_many_invalid();
+    }
+
+    fn close_if_too_many_invalid(&self) {
+        if self.invalid_in_a_row >= self.services().sessions.max_invalid_frames {
             self.outbox
                 .close(CloseCode::ProtocolError, "too many invalid frames in a row");
         }
@@ -227,18 +319,79 @@ impl SessionState {
 
     async fn send(
         &mut self,
-        id: &str,
-        conversation_id: Option<String>,
+        id: &ClientMessageId,
+        conversation_id: Option<ConversationId>,
         bot_name: Option<String>,
         text: String,
     ) -> Result<(), Refusal> {
-        let services = self.hub.services.clone();
-        let user = self.user.id.clone();
+        let services = self.directory.services.clone();
         // A `send.id` seen before answers with the first ack, whatever the rest says.
-        if let Some(existing) = services.store.exchange(&user, id).await? {
+        if let Some(existing) = services.store.exchange(&self.user.id, id).await? {
             return self.replay(id, existing).await;
         }
-        if self.hub.is_draining() {
+        let admitted = self.admit(&services, bot_name, text)?;
+        let target = self.target(&services, conversation_id, &admitted).await?;
+        let messages = prompt::build(admitted.bot, &target.history, &admitted.text);
+        let prompt_tokens_estimate = prompt::estimate_tokens(&messages);
+        let stream_id = StreamId::generate();
+        let reserved = self
+            .reserve(&services, admitted.bot, &stream_id, prompt_tokens_estimate)
+            .await?;
+        let max_tokens = (reserved.granted - prompt_tokens_estimate)
+            .min(u64::from(admitted.bot.max_tokens)) as u32;
+        let exchange = NewExchange {
+            user: self.user.id.clone(),
+            client_id: id.clone(),
+            conversation_id: target.conversation_id.clone(),
+            new_conversation: target.new_conversation,
+            user_message_id: MessageId::generate(),
+            text: admitted.text,
+            assistant_message_id: MessageId::generate(),
+            stream_id: stream_id.clone(),
+            at_ms: now_ms(),
+        };
+        let message_id = exchange.assistant_message_id.clone();
+        if let Some(existing) = self.store_exchange(&services, exchange).await? {
+            // Another connection of this user won the race for this id;
+            // `reserved` drops here and gives the reservation back.
+            return self.replay(id, existing).await;
+        }
+        let log = Arc::new(StreamLog::new(StreamIds {
+            stream_id: stream_id.clone(),
+            user: self.user.id.clone(),
+            conversation_id: target.conversation_id.clone(),
+            message_id: message_id.clone(),
+        }));
+        let request = ModelRequest {
+            model: admitted.bot.model.clone(),
+            messages,
+            temperature: admitted.bot.temperature,
+            max_tokens,
+            user: self.user.id.clone(),
+        };
+        self.start_stream(log.clone(), request, prompt_tokens_estimate, reserved)
+            .await?;
+        tracing::debug!(session_id = %self.session_id, %stream_id, "stream started");
+        self.started.push(log.clone());
+        let ack = ServerFrame::Ack {
+            id: id.clone(),
+            conversation_id: target.conversation_id,
+            message_id,
+            stream_id,
+        };
+        self.outbox.push_and_attach(Some(&ack), log, 0);
+        Ok(())
+    }
+
+    /// Refuses what needs no I/O to refuse: a draining server, an unknown
+    /// bot, a bad text, a connection already running its streams.
+    fn admit<'b>(
+        &mut self,
+        services: &'b crate::Services,
+        bot_name: Option<String>,
+        text: String,
+    ) -> Result<Admitted<'b>, Refusal> {
+        if self.directory.is_draining() {
             return Err(refuse(
                 ErrorCode::Unavailable,
                 "the server is shutting down; reconnect and send again",
@@ -277,44 +430,73 @@ impl SessionState {
                 ),
             ));
         }
-        let (conversation_id, new_conversation, history) = match conversation_id {
-            Some(cid) => {
-                if services.store.conversation(&user, &cid).await?.is_none() {
-                    return Err(refuse(ErrorCode::NotFound, "no such conversation"));
-                }
-                if self.started.iter().any(|l| l.ids.conversation_id == cid) {
-                    return Err(refuse(
-                        ErrorCode::Busy,
-                        "this conversation already has an answer in progress",
-                    ));
-                }
-                let history = services
-                    .store
-                    .recent_messages(&cid, bot.history_messages * 2)
-                    .await?;
-                (cid, None, history)
-            }
-            None => (
-                new_id(),
-                Some(NewConversation {
-                    bot: bot_name.clone(),
-                    title: text.chars().take(80).collect(),
-                }),
-                Vec::new(),
-            ),
-        };
-        let messages = prompt::build(bot, &history, &text);
-        let prompt_tokens_estimate = prompt::estimate_tokens(&messages);
+        Ok(Admitted {
+            bot_name,
+            bot,
+            text,
+        })
+    }
 
-        // Reserve the request and the most tokens the stream may use; the
-        // stream's max tokens shrink to what the month has left.
-        let limits = services.limits.for_user(&user, bot);
-        let stream_id = new_id();
-        let month = month_of(self.hub.now_ms());
+    /// The conversation the exchange goes to (the user's, not busy) and
+    /// its recent history, or a new one.
+    async fn target(
+        &self,
+        services: &crate::Services,
+        conversation_id: Option<ConversationId>,
+        admitted: &Admitted<'_>,
+    ) -> Result<Target, Refusal> {
+        let Some(cid) = conversation_id else {
+            return Ok(Target {
+                conversation_id: ConversationId::generate(),
+                new_conversation: Some(NewConversation {
+                    bot: admitted.bot_name.clone(),
+                    title: admitted.text.chars().take(80).collect(),
+                }),
+                history: Vec::new(),
+            });
+        };
+        if services
+            .store
+            .conversation(&self.user.id, &cid)
+            .await?
+            .is_none()
+        {
+            return Err(refuse(ErrorCode::NotFound, "no such conversation"));
+        }
+        if self.started.iter().any(|l| l.ids.conversation_id == cid) {
+            return Err(refuse(
+                ErrorCode::Busy,
+                "this conversation already has an answer in progress",
+            ));
+        }
+        let history = services
+            .store
+            .recent_messages(&cid, admitted.bot.history_messages * 2)
+            .await?;
+        Ok(Target {
+            conversation_id: cid,
+            new_conversation: None,
+            history,
+        })
+    }
+
+    /// The rate check and the quota reservation (the request and the most
+    /// tokens the stream may use, shrunk to what the month has left). They
+    /// are independent decisions, so they run together: one limits round
+    /// trip on an accepted `send`'s path instead of two.
+    async fn reserve(
+        &self,
+        services: &crate::Services,
+        bot: &BotSettings,
+        stream_id: &StreamId,
+        prompt_tokens_estimate: u64,
+    ) -> Result<Reserved, Refusal> {
+        let limits: EffectiveLimits = services.limits.for_user(&self.user.id, bot);
+        let now_ms = self.directory.now_ms();
         let reservation = Reservation {
             id: stream_id.clone(),
-            user: user.clone(),
-            month: month.clone(),
+            user: self.user.id.clone(),
+            month: Month::of(now_ms),
             tokens: prompt_tokens_estimate + u64::from(bot.max_tokens),
             min_tokens: prompt_tokens_estimate + 1,
         };
@@ -322,131 +504,123 @@ impl SessionState {
             monthly_tokens: limits.monthly_tokens,
             monthly_requests: limits.monthly_requests,
         };
-        // The rate check and the reservation are independent decisions, so
-        // they run together: one limits round trip on an accepted `send`'s
-        // path instead of two. A refused rate gives the reservation back.
-        let rate_key = format!("user:{user}");
+        let rate = RateLimit {
+            per_minute: limits.messages_per_minute,
+        };
+        let d = &self.directory;
         let (rate, reserved) = tokio::join!(
-            self.hub.check_rate(&rate_key, limits.messages_per_minute),
-            self.hub.reserve(reservation, quota)
+            d.rate_limiter
+                .check(RateKey::User(self.user.id.clone()), rate, now_ms),
+            d.quota_keeper.reserve(reservation.clone(), quota, now_ms)
         );
-        let release = |hub: &Hub| hub.settle(&user, &month, &stream_id, 0, false);
-        let rate_refusal = match rate {
-            Ok(RateDecision::Allowed) => None,
-            Ok(RateDecision::Limited { retry_after_ms }) => Some(Refusal {
-                code: ErrorCode::RateLimited,
-                message: format!(
-                    "more than {} messages a minute; retry in {retry_after_ms} ms",
-                    limits.messages_per_minute
-                ),
-                retry_after_ms: Some(retry_after_ms),
-            }),
-            Err(e) => Some(limits_unavailable(e)),
+        // Granted or not, from here on the guard gives it back on refusal.
+        let granted = match &reserved {
+            Ok(ReserveDecision::Granted { tokens }) => *tokens,
+            _ => 0,
         };
-        if let Some(refusal) = rate_refusal {
-            if matches!(reserved, Ok(ReserveDecision::Granted { .. })) {
-                release(&self.hub);
+        let guard = Reserved {
+            quota: d.quota_keeper.clone(),
+            reservation: (granted > 0).then_some(reservation),
+            granted,
+        };
+        match rate {
+            Ok(RateDecision::Allowed) => {}
+            Ok(RateDecision::Limited { retry_after_ms }) => {
+                return Err(Refusal {
+                    code: ErrorCode::RateLimited,
+                    message: format!(
+                        "more than {} messages a minute; retry in {retry_after_ms} ms",
+                        limits.messages_per_minute
+                    ),
+                    retry_after_ms: Some(retry_after_ms),
+                })
             }
-            return Err(refusal);
+            Err(e) => return Err(limits_unavailable(e)),
         }
-        let granted = match reserved.map_err(limits_unavailable)? {
-            ReserveDecision::Granted { tokens } => tokens,
-            ReserveDecision::TokensExhausted => {
-                return Err(refuse(
-                    ErrorCode::QuotaExceeded,
-                    "the monthly token quota is used up",
-                ))
-            }
-            ReserveDecision::RequestsExhausted => {
-                return Err(refuse(
-                    ErrorCode::QuotaExceeded,
-                    "the monthly request quota is used up",
-                ))
-            }
-        };
-        let max_tokens = (granted - prompt_tokens_estimate).min(u64::from(bot.max_tokens)) as u32;
-        // From here on, a refusal must give the reservation back.
-        let exchange = NewExchange {
-            user: user.clone(),
-            client_id: id.to_owned(),
-            conversation_id: conversation_id.clone(),
-            new_conversation,
-            user_message_id: new_id(),
-            text,
-            assistant_message_id: new_id(),
-            stream_id: stream_id.clone(),
-            at_ms: now_ms(),
-        };
-        let message_id = exchange.assistant_message_id.clone();
+        match reserved.map_err(limits_unavailable)? {
+            ReserveDecision::Granted { .. } => Ok(guard),
+            ReserveDecision::TokensExhausted => Err(refuse(
+                ErrorCode::QuotaExceeded,
+                "the monthly token quota is used up",
+            )),
+            ReserveDecision::RequestsExhausted => Err(refuse(
+                ErrorCode::QuotaExceeded,
+                "the monthly request quota is used up",
+            )),
+        }
+    }
+
+    /// The one write before an `ack`: claims the idempotency key and
+    /// stores the user message, durably. `Some` when another connection of
+    /// this user claimed the key first.
+    async fn store_exchange(
+        &self,
+        services: &crate::Services,
+        exchange: NewExchange,
+    ) -> Result<Option<Exchange>, Refusal> {
+        let conversation_id = exchange.conversation_id.clone();
         let is_new_conversation = exchange.new_conversation.is_some();
         let started = std::time::Instant::now();
         let begun = services.store.begin_exchange(exchange).await;
         metrics::histogram!("skald_store_write_duration_seconds", "op" => "begin_exchange")
             .record(started.elapsed().as_secs_f64());
-        if begun.is_err() {
-            metrics::counter!("skald_store_errors_total").increment(1);
-        }
         match begun {
-            Ok(BeginOutcome::Created) => {}
-            Ok(BeginOutcome::Existing(existing)) => {
-                // Another connection of this user won the race for this id.
-                release(&self.hub);
-                return self.replay(id, existing).await;
+            Ok(BeginOutcome::Created) => {
+                if is_new_conversation {
+                    self.directory.persister.audit(AuditRecord::now(
+                        AuditAction::ConversationCreated,
+                        Some(&self.user.id),
+                        self.address,
+                        conversation_id.as_str(),
+                    ));
+                }
+                Ok(None)
+            }
+            Ok(BeginOutcome::Existing(existing)) => Ok(Some(existing)),
+            Err(e) => {
+                metrics::counter!("skald_store_errors_total").increment(1);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Hands the stream to the registry; from then on the stream settles
+    /// the reservation.
+    async fn start_stream(
+        &self,
+        log: Arc<StreamLog>,
+        request: ModelRequest,
+        prompt_tokens_estimate: u64,
+        reserved: Reserved,
+    ) -> Result<(), Refusal> {
+        let start = StartStream {
+            log,
+            prompt_tokens_estimate,
+            quota_month: reserved
+                .reservation
+                .as_ref()
+                .map(|r| r.month)
+                .unwrap_or_else(|| Month::of(self.directory.now_ms())),
+            request,
+        };
+        match self.directory.registry.start(start).await {
+            Ok(()) => {
+                reserved.keep();
+                Ok(())
             }
             Err(e) => {
-                release(&self.hub);
-                return Err(e.into());
+                tracing::error!(error = %e, "could not start a stream");
+                Err(refuse(ErrorCode::Internal, "could not start the answer"))
             }
         }
-        if is_new_conversation {
-            self.hub.audit(AuditRecord::now(
-                AuditAction::ConversationCreated,
-                Some(&user),
-                self.address,
-                conversation_id.clone(),
-            ));
-        }
-        let log = Arc::new(StreamLog::new(StreamIds {
-            stream_id: Arc::from(stream_id.as_str()),
-            user: user.clone(),
-            conversation_id: conversation_id.clone(),
-            message_id: message_id.clone(),
-        }));
-        let start = StartStream {
-            log: log.clone(),
-            prompt_tokens_estimate,
-            quota_month: month.clone(),
-            request: ModelRequest {
-                model: bot.model.clone(),
-                messages,
-                temperature: bot.temperature,
-                max_tokens,
-                user: user.clone(),
-            },
-        };
-        if let Err(e) = self.hub.start_stream(start).await {
-            tracing::error!(error = %e, "could not start a stream");
-            release(&self.hub);
-            return Err(refuse(ErrorCode::Internal, "could not start the answer"));
-        }
-        tracing::debug!(session_id = %self.session_id, %stream_id, "stream started");
-        self.started.push(log.clone());
-        let ack = ServerFrame::Ack {
-            id: id.to_owned(),
-            conversation_id,
-            message_id,
-            stream_id,
-        };
-        self.outbox.push_and_attach(Some(&ack), log, 0);
-        Ok(())
     }
 
     /// Answers a `send` whose id was used before: its ack again, then the
     /// stream from the start if this connection does not follow it yet, or
     /// its `done` if it finished.
-    async fn replay(&mut self, id: &str, existing: Exchange) -> Result<(), Refusal> {
+    async fn replay(&mut self, id: &ClientMessageId, existing: Exchange) -> Result<(), Refusal> {
         let ack = ServerFrame::Ack {
-            id: id.to_owned(),
+            id: id.clone(),
             conversation_id: existing.conversation_id.clone(),
             message_id: existing.assistant_message_id.clone(),
             stream_id: existing.stream_id.clone(),
@@ -456,34 +630,34 @@ impl SessionState {
             return Ok(());
         }
         self.outbox.push(&ack);
-        let (finish_reason, usage, error) = match existing.finished {
-            Some((reason, usage)) => (reason, usage, None),
+        let end = existing.finished.unwrap_or_else(|| AnswerEnd {
             // Stored as started but never finished and no longer running:
-            // the server that ran it went away.
-            None => (
-                FinishReason::Error,
-                Usage::default(),
-                Some(ErrorBody {
-                    code: ErrorCode::Internal,
-                    message: "the answer was interrupted".into(),
-                }),
-            ),
-        };
+            // the server that ran it went away before closing it.
+            finish_reason: FinishReason::Error,
+            usage: Usage::default(),
+            error: Some(ErrorBody {
+                code: ErrorCode::Unavailable,
+                message: "the answer was interrupted".into(),
+            }),
+        });
         self.outbox.push(&ServerFrame::Done {
             stream_id: existing.stream_id,
             message_id: existing.assistant_message_id,
-            finish_reason,
-            usage,
-            error,
+            finish_reason: end.finish_reason,
+            usage: end.usage,
+            error: end.error,
         });
         Ok(())
     }
 
-    async fn lookup(&self, stream_id: &str) -> Option<StreamHandle> {
-        self.hub.lookup_stream(stream_id, &self.user.id).await
+    async fn lookup(&self, stream_id: &StreamId) -> Option<StreamHandle> {
+        self.directory
+            .registry
+            .lookup(stream_id, &self.user.id)
+            .await
     }
 
-    async fn cancel(&mut self, stream_id: String) {
+    async fn cancel(&mut self, stream_id: StreamId) {
         match self.lookup(&stream_id).await {
             Some(handle) => {
                 if let Some(actor) = handle.actor {
@@ -491,30 +665,36 @@ impl SessionState {
                 }
                 // Already ended: its `done` was or will be sent; nothing to do.
             }
-            None => self
-                .outbox
-                .push(&ServerFrame::error(ErrorCode::NotFound, "no such stream")),
+            None => self.outbox.push(&ServerFrame::stream_error(
+                ErrorCode::NotFound,
+                "no such stream",
+                stream_id,
+            )),
         }
     }
 
-    async fn resume(&mut self, stream_id: String, after_seq: i64) {
+    async fn resume(&mut self, stream_id: StreamId, after_seq: i64) {
         let Some(handle) = self.lookup(&stream_id).await else {
-            self.outbox.push(&ServerFrame::error(
+            self.outbox.push(&ServerFrame::stream_error(
                 ErrorCode::NotFound,
                 "no such stream, or it can no longer be resumed",
+                stream_id,
             ));
             return;
         };
         let next_seq = (after_seq + 1) as u64;
         if next_seq > handle.log.frames_cut() {
-            self.invalid(
+            self.invalid_for_stream(
                 format!("resume.after_seq {after_seq} is beyond the stream's last seq"),
-                None,
+                stream_id,
             );
             return;
         }
         if self.outbox.is_attached(&stream_id) {
-            self.invalid("this connection already follows that stream".into(), None);
+            self.invalid_for_stream(
+                "this connection already follows that stream".into(),
+                stream_id,
+            );
             return;
         }
         self.outbox.push_and_attach(None, handle.log, next_seq);

@@ -19,7 +19,7 @@ pub struct BotSettings {
     pub system_prompt: String,
     /// Upstream model name; unset means the provider's default.
     pub model: Option<String>,
-    pub temperature: f32,
+    pub temperature: f64,
     /// Upper bound of an answer, in tokens; reaching it ends the stream with
     /// `finish_reason: "length"`.
     pub max_tokens: u32,
@@ -92,9 +92,15 @@ pub struct SessionSettings {
     pub token_idle_timeout_ms: u64,
     /// How long a finished stream stays resumable.
     pub resume_window_ms: u64,
-    /// How long the answer's write to the store may take before `done` is
-    /// sent anyway.
+    /// How long one attempt to store an answer may take; after three,
+    /// `done` says the answer could not be stored.
     pub store_timeout_ms: u64,
+    /// How often live answers are checkpointed to the store (a crash loses
+    /// at most this much of an answer).
+    pub checkpoint_interval_ms: u64,
+    /// Frames of one connection read and not yet handled by its session;
+    /// the reader waits for room (TCP backpressure on a flooding client).
+    pub max_inbound_frames: usize,
 }
 
 impl Default for SessionSettings {
@@ -107,6 +113,8 @@ impl Default for SessionSettings {
             token_idle_timeout_ms: 60_000,
             resume_window_ms: 60_000,
             store_timeout_ms: 5_000,
+            checkpoint_interval_ms: 1_000,
+            max_inbound_frames: 8,
         }
     }
 }
@@ -123,6 +131,8 @@ impl SessionSettings {
             ("first_token_timeout_ms", self.first_token_timeout_ms),
             ("token_idle_timeout_ms", self.token_idle_timeout_ms),
             ("store_timeout_ms", self.store_timeout_ms),
+            ("checkpoint_interval_ms", self.checkpoint_interval_ms),
+            ("max_inbound_frames", self.max_inbound_frames as u64),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -146,6 +156,10 @@ impl SessionSettings {
 
     pub fn store_timeout(&self) -> Duration {
         Duration::from_millis(self.store_timeout_ms)
+    }
+
+    pub fn checkpoint_interval(&self) -> Duration {
+        Duration::from_millis(self.checkpoint_interval_ms)
     }
 }
 

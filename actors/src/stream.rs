@@ -13,9 +13,16 @@
 //! to the end, are stored, and stay resumable.
 //!
 //! Whatever ends a stream (finish, cancel, upstream failure, a panic here or
-//! the registry stopping), its log is finished exactly once: the state's
-//! `Drop` finishes it with `internal` if nothing else did. That is what
-//! makes "every `ack` is followed by exactly one `done`" hold.
+//! the registry stopping), it is concluded exactly once, in one order:
+//! the answer is handed to the Persister and confirmed durable (in the
+//! store, or in its spool while the store is down), then the log is
+//! finished (every connection following it sends its `done`), then the
+//! quota reservation is settled with the stream's usage. A panic reaches
+//! the same path: the state's `Drop` concludes the stream as `internal` in
+//! a task of its own. The one case where `done` comes without a durable
+//! answer is a Persister that does not confirm within
+//! [`PERSIST_ATTEMPTS`] × `store_timeout`; that `done` then says so
+//! (`finish_reason: error`, code `unavailable`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,11 +32,18 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use skald_protocol::{ErrorBody, ErrorCode, FinishReason, Usage};
 use tokio::task::JoinHandle;
 
-use crate::hub::Slots;
+use crate::limits::quota_keeper::QuotaMsg;
+use crate::persister::PersisterMsg;
+use crate::ports::limits::Settle;
 use crate::ports::model::{ModelErrorKind, ModelEvent, ModelFinish, ModelProvider, ModelRequest};
-use crate::ports::store::FinishedAnswer;
-use crate::stream_log::{StreamEnd, StreamLog};
-use crate::time::now_ms;
+use crate::ports::store::{AnswerEnd, FinishedAnswer};
+use crate::slot::Slot;
+use crate::stream_log::StreamLog;
+use crate::time::{now_ms, Month};
+
+/// Tries to have an answer confirmed durable before its `done` goes out
+/// without that promise.
+pub const PERSIST_ATTEMPTS: u32 = 3;
 
 pub enum StreamMsg {
     /// Stop generating; the stream ends with `cancelled`.
@@ -59,8 +73,11 @@ pub struct StreamArgs {
     pub log: Arc<StreamLog>,
     pub request: ModelRequest,
     pub prompt_tokens_estimate: u64,
+    /// The month of the stream's quota reservation (its id is the stream id).
+    pub quota_month: Month,
     pub model: Arc<dyn ModelProvider>,
-    pub(crate) slots: Arc<Slots>,
+    pub persister: Arc<Slot<PersisterMsg>>,
+    pub quota: Arc<Slot<QuotaMsg>>,
     pub first_token_timeout: Duration,
     pub token_idle_timeout: Duration,
     pub store_timeout: Duration,
@@ -68,11 +85,18 @@ pub struct StreamArgs {
 
 pub struct StreamActor;
 
-pub struct StreamState {
+/// What concluding a stream needs, taken out of the state once.
+struct Conclusion {
     log: Arc<StreamLog>,
-    slots: Arc<Slots>,
+    persister: Arc<Slot<PersisterMsg>>,
+    quota: Arc<Slot<QuotaMsg>>,
     store_timeout: Duration,
     prompt_tokens_estimate: u64,
+    quota_month: Month,
+}
+
+pub struct StreamState {
+    conclusion: Option<Conclusion>,
     pump: Option<JoinHandle<()>>,
 }
 
@@ -104,10 +128,14 @@ impl Actor for StreamActor {
             span,
         ));
         Ok(StreamState {
-            log: args.log,
-            slots: args.slots,
-            store_timeout: args.store_timeout,
-            prompt_tokens_estimate: args.prompt_tokens_estimate,
+            conclusion: Some(Conclusion {
+                log: args.log,
+                persister: args.persister,
+                quota: args.quota,
+                store_timeout: args.store_timeout,
+                prompt_tokens_estimate: args.prompt_tokens_estimate,
+                quota_month: args.quota_month,
+            }),
             pump: Some(pump),
         })
     }
@@ -119,95 +147,141 @@ impl Actor for StreamActor {
         state: &mut StreamState,
     ) -> Result<(), ActorProcessingErr> {
         let outcome = match message {
-            StreamMsg::Cancel => {
-                if let Some(pump) = state.pump.take() {
-                    pump.abort();
-                }
-                PumpOutcome::Finished {
-                    reason: FinishReason::Cancelled,
-                    usage: None,
-                }
-            }
-            StreamMsg::Abort(error) => {
-                if let Some(pump) = state.pump.take() {
-                    pump.abort();
-                }
-                PumpOutcome::Failed {
-                    code: error.code,
-                    message: error.message,
-                    usage: None,
-                }
-            }
+            StreamMsg::Cancel => PumpOutcome::Finished {
+                reason: FinishReason::Cancelled,
+                usage: None,
+            },
+            StreamMsg::Abort(error) => PumpOutcome::Failed {
+                code: error.code,
+                message: error.message,
+                usage: None,
+            },
             StreamMsg::PumpEnded(outcome) => outcome,
         };
-        if !state.log.is_finished() {
-            state.pump = None;
-            state.finish(outcome).await;
+        // Cancelling drops the token stream, and with it the upstream
+        // request: the provider stops generating (and billing).
+        if let Some(pump) = state.pump.take() {
+            pump.abort();
+        }
+        if let Some(conclusion) = state.conclusion.take() {
+            let end = conclusion.end_of(outcome);
+            conclusion.conclude(end).await;
         }
         myself.stop(None);
         Ok(())
     }
 }
 
-impl StreamState {
-    /// Stores the answer, then ends the log (so a client that sees `done`
-    /// finds the answer in the history).
-    async fn finish(&self, outcome: PumpOutcome) {
-        let (text, tokens) = self.log.text_and_tokens();
-        let estimate = Usage {
+impl Conclusion {
+    fn estimate(&self) -> Usage {
+        Usage {
             prompt_tokens: self.prompt_tokens_estimate,
-            completion_tokens: tokens,
-        };
-        let end = match outcome {
-            PumpOutcome::Finished { reason, usage } => StreamEnd {
+            completion_tokens: self.log.text_and_tokens().1,
+            reasoning_tokens: None,
+        }
+    }
+
+    fn end_of(&self, outcome: PumpOutcome) -> AnswerEnd {
+        match outcome {
+            PumpOutcome::Finished { reason, usage } => AnswerEnd {
                 finish_reason: reason,
-                usage: usage.unwrap_or(estimate),
+                usage: usage.unwrap_or_else(|| self.estimate()),
                 error: None,
             },
             PumpOutcome::Failed {
                 code,
                 message,
                 usage,
-            } => StreamEnd {
+            } => AnswerEnd {
                 finish_reason: FinishReason::Error,
-                usage: usage.unwrap_or(estimate),
+                usage: usage.unwrap_or_else(|| self.estimate()),
                 error: Some(ErrorBody { code, message }),
             },
+        }
+    }
+
+    /// Stores the answer, then ends the log (a client that sees `done`
+    /// finds the answer in the history), then settles the quota.
+    async fn conclude(self, end: AnswerEnd) {
+        let (text, _) = self.log.text_and_tokens();
+        let answer = finished_answer(&self.log, text, &end);
+        let end = if self.make_durable(answer).await {
+            end
+        } else {
+            metrics::counter!("skald_answers_not_durable_total").increment(1);
+            AnswerEnd {
+                finish_reason: FinishReason::Error,
+                error: Some(ErrorBody {
+                    code: ErrorCode::Unavailable,
+                    message: "the answer could not be stored".into(),
+                }),
+                ..end
+            }
         };
         count_finish(&end);
-        self.slots
-            .persist(finished_answer(&self.log, text, &end), self.store_timeout)
-            .await;
+        let tokens = end.usage.total();
         self.log.finish(end);
+        self.quota.settle(Settle {
+            id: self.log.ids.stream_id.clone(),
+            user: self.log.ids.user.clone(),
+            month: self.quota_month,
+            tokens,
+            count_request: true,
+        });
+    }
+
+    /// Whether the Persister confirmed the answer durable (it is restarted
+    /// by the root if it failed, so each attempt may reach a new one).
+    async fn make_durable(&self, answer: FinishedAnswer) -> bool {
+        for attempt in 1..=PERSIST_ATTEMPTS {
+            match self
+                .persister
+                .persist(answer.clone(), self.store_timeout)
+                .await
+            {
+                Ok(()) => return true,
+                Err(e) => tracing::error!(
+                    message_id = %answer.message_id,
+                    attempt,
+                    error = %e,
+                    "the answer was not confirmed durable"
+                ),
+            }
+        }
+        false
     }
 }
 
 impl Drop for StreamState {
+    /// A stream that did not conclude (its actor panicked or was killed)
+    /// concludes here, as `internal`, through the same path as any other.
     fn drop(&mut self) {
         if let Some(pump) = self.pump.take() {
             pump.abort();
         }
-        let (_, tokens) = self.log.text_and_tokens();
-        let ended = self.log.finish(StreamEnd {
-            finish_reason: FinishReason::Error,
-            usage: Usage {
-                prompt_tokens: self.prompt_tokens_estimate,
-                completion_tokens: tokens,
-            },
-            error: Some(ErrorBody {
-                code: ErrorCode::Internal,
-                message: "the stream stopped unexpectedly".into(),
-            }),
+        let Some(conclusion) = self.conclusion.take() else {
+            return;
+        };
+        tracing::error!(stream_id = %conclusion.log.ids.stream_id, "stream ended without finishing; concluding it as internal");
+        let end = conclusion.end_of(PumpOutcome::Failed {
+            code: ErrorCode::Internal,
+            message: "the stream stopped unexpectedly".into(),
+            usage: None,
         });
-        if ended {
-            metrics::counter!("skald_streams_finished_total", "finish_reason" => "error")
-                .increment(1);
-            tracing::error!(stream_id = %self.log.ids.stream_id, "stream ended without finishing; sent done with internal error");
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(conclusion.conclude(end));
+            }
+            // No runtime left (the process is ending): the clients still get
+            // their `done`.
+            Err(_) => {
+                conclusion.log.finish(end);
+            }
         }
     }
 }
 
-fn count_finish(end: &StreamEnd) {
+fn count_finish(end: &AnswerEnd) {
     metrics::counter!("skald_streams_finished_total", "finish_reason" => end.finish_reason.as_str())
         .increment(1);
     metrics::counter!("skald_tokens_total").increment(end.usage.completion_tokens);
@@ -218,14 +292,17 @@ fn count_finish(end: &StreamEnd) {
 }
 
 /// The stored form of a stream's answer.
-pub fn finished_answer(log: &StreamLog, content: String, end: &StreamEnd) -> FinishedAnswer {
+pub fn finished_answer(log: &StreamLog, content: String, end: &AnswerEnd) -> FinishedAnswer {
     FinishedAnswer {
         user: log.ids.user.clone(),
         conversation_id: log.ids.conversation_id.clone(),
         message_id: log.ids.message_id.clone(),
         content,
-        finish_reason: end.finish_reason,
-        usage: end.usage,
+        end: AnswerEnd {
+            finish_reason: end.finish_reason,
+            usage: end.usage,
+            error: end.error.clone(),
+        },
         at_ms: now_ms(),
     }
 }

@@ -18,25 +18,19 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use skald_protocol::{encode_delta, ErrorBody, FinishReason, ServerFrame, Usage};
+use skald_protocol::{encode_delta, ConversationId, MessageId, ServerFrame, StreamId, UserId};
+
+pub use crate::ports::store::AnswerEnd;
 
 use crate::outbox::Outbox;
-
-/// How a stream ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StreamEnd {
-    pub finish_reason: FinishReason,
-    pub usage: Usage,
-    pub error: Option<ErrorBody>,
-}
 
 /// Identity of a stream: who owns it and where its answer goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamIds {
-    pub stream_id: Arc<str>,
-    pub user: String,
-    pub conversation_id: String,
-    pub message_id: String,
+    pub stream_id: StreamId,
+    pub user: UserId,
+    pub conversation_id: ConversationId,
+    pub message_id: MessageId,
 }
 
 pub struct StreamLog {
@@ -53,7 +47,7 @@ struct LogInner {
     /// Non-empty tokens received (the completion token estimate when the
     /// provider reports no usage).
     tokens: u64,
-    end: Option<StreamEnd>,
+    end: Option<AnswerEnd>,
     subscribers: Vec<Weak<Outbox>>,
 }
 
@@ -96,7 +90,7 @@ impl StreamLog {
     }
 
     /// Ends the stream, once: a second call changes nothing and returns false.
-    pub fn finish(&self, end: StreamEnd) -> bool {
+    pub fn finish(&self, end: AnswerEnd) -> bool {
         let mut inner = self.lock();
         if inner.end.is_some() {
             return false;
@@ -110,7 +104,7 @@ impl StreamLog {
         self.lock().end.is_some()
     }
 
-    pub fn end(&self) -> Option<StreamEnd> {
+    pub fn end(&self) -> Option<AnswerEnd> {
         self.lock().end.clone()
     }
 
@@ -118,6 +112,14 @@ impl StreamLog {
     pub fn text_and_tokens(&self) -> (String, u64) {
         let inner = self.lock();
         (inner.text.clone(), inner.tokens)
+    }
+
+    /// The answer so far while it is not finished, and (with `longer_than`)
+    /// only if it grew past that many bytes: what a checkpoint writes.
+    pub fn unfinished_text(&self, longer_than: Option<usize>) -> Option<String> {
+        let inner = self.lock();
+        let grown = longer_than.is_none_or(|known| inner.text.len() > known);
+        (inner.end.is_none() && grown).then(|| inner.text.clone())
     }
 
     /// Number of frames cut so far (the next new frame gets this `seq`).
@@ -148,7 +150,7 @@ impl StreamLog {
         while let Some(&end) = inner.frame_ends.get(seq as usize) {
             let start = frame_start(&inner.frame_ends, seq as usize);
             frames.push(encode_delta(
-                &self.ids.stream_id,
+                self.ids.stream_id.as_str(),
                 seq,
                 &inner.text[start..end],
             ));
@@ -159,7 +161,7 @@ impl StreamLog {
             let end = inner.text.len();
             inner.frame_ends.push(end);
             frames.push(encode_delta(
-                &self.ids.stream_id,
+                self.ids.stream_id.as_str(),
                 seq,
                 &inner.text[covered..end],
             ));
@@ -189,9 +191,9 @@ impl StreamLog {
         }
     }
 
-    fn done_frame(&self, end: &StreamEnd) -> ServerFrame {
+    fn done_frame(&self, end: &AnswerEnd) -> ServerFrame {
         ServerFrame::Done {
-            stream_id: self.ids.stream_id.to_string(),
+            stream_id: self.ids.stream_id.clone(),
             message_id: self.ids.message_id.clone(),
             finish_reason: end.finish_reason,
             usage: end.usage,
@@ -201,7 +203,7 @@ impl StreamLog {
 }
 
 impl LogInner {
-    fn notify(&mut self, stream_id: &Arc<str>) {
+    fn notify(&mut self, stream_id: &StreamId) {
         self.subscribers.retain(|s| match s.upgrade() {
             Some(outbox) => {
                 outbox.mark_dirty(stream_id);
@@ -224,10 +226,11 @@ fn frame_start(frame_ends: &[usize], seq: usize) -> usize {
 mod tests {
     use super::*;
     use serde_json::Value;
+    use skald_protocol::{FinishReason, Usage};
 
     fn log() -> StreamLog {
         StreamLog::new(StreamIds {
-            stream_id: Arc::from("s"),
+            stream_id: "s".into(),
             user: "u".into(),
             conversation_id: "c".into(),
             message_id: "m".into(),
@@ -286,15 +289,16 @@ mod tests {
     fn done_comes_once_after_the_last_delta() {
         let log = log();
         log.push_token("x");
-        assert!(log.finish(StreamEnd {
+        assert!(log.finish(AnswerEnd {
             finish_reason: FinishReason::Stop,
             usage: Usage {
                 prompt_tokens: 1,
-                completion_tokens: 1
+                completion_tokens: 1,
+                reasoning_tokens: None,
             },
             error: None
         }));
-        assert!(!log.finish(StreamEnd {
+        assert!(!log.finish(AnswerEnd {
             finish_reason: FinishReason::Error,
             usage: Usage::default(),
             error: None
@@ -319,7 +323,7 @@ mod tests {
             log.push_token(t);
             log.read_from(log.frames_cut());
         }
-        log.finish(StreamEnd {
+        log.finish(AnswerEnd {
             finish_reason: FinishReason::Stop,
             usage: Usage::default(),
             error: None,

@@ -15,12 +15,14 @@ use skald_protocol::{CloseCode, ErrorCode, ServerFrame};
 
 use crate::outbox::Outbox;
 use crate::session::{Session, SessionArgs, SessionMsg};
+use crate::slot::Slot;
+use crate::ActorsError;
 
 pub enum SupervisorMsg {
     /// Start a session for an authenticated connection.
     Spawn(
-        SessionArgs,
-        RpcReplyPort<Result<ActorRef<SessionMsg>, String>>,
+        Box<SessionArgs>,
+        RpcReplyPort<Result<ActorRef<SessionMsg>, ActorsError>>,
     ),
     /// Close every connection (server shutdown).
     CloseAll(CloseCode, String),
@@ -29,9 +31,8 @@ pub enum SupervisorMsg {
 /// Counters other parts read (metrics, tests).
 #[derive(Default)]
 pub struct SessionCounters {
+    /// Sessions open now (the `skald_sessions_open` gauge).
     pub open: AtomicU64,
-    pub started: AtomicU64,
-    pub failed: AtomicU64,
 }
 
 pub struct SessionSupervisor;
@@ -67,15 +68,15 @@ impl Actor for SessionSupervisor {
             SupervisorMsg::Spawn(args, reply) => {
                 let outbox = args.outbox.clone();
                 let spawned =
-                    Box::pin(Actor::spawn_linked(None, Session, args, myself.get_cell())).await;
+                    Box::pin(Actor::spawn_linked(None, Session, *args, myself.get_cell())).await;
                 let result = match spawned {
                     Ok((session, _)) => {
                         state.outboxes.insert(session.get_id(), outbox);
                         state.counters.open.fetch_add(1, Ordering::Relaxed);
-                        state.counters.started.fetch_add(1, Ordering::Relaxed);
+                        metrics::counter!("skald_sessions_started_total").increment(1);
                         Ok(session)
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(ActorsError::Spawn(e)),
                 };
                 let _ = reply.send(result);
             }
@@ -103,7 +104,7 @@ impl Actor for SessionSupervisor {
             SupervisionEvent::ActorFailed(cell, err) => {
                 if let Some(outbox) = state.outboxes.remove(&cell.get_id()) {
                     state.counters.open.fetch_sub(1, Ordering::Relaxed);
-                    state.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("skald_session_panics_total").increment(1);
                     tracing::error!(error = %err, "session failed; closing its connection with 1011");
                     outbox.push(&ServerFrame::error(
                         ErrorCode::Internal,
@@ -115,5 +116,17 @@ impl Actor for SessionSupervisor {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// The calls the hub makes to the session supervisor.
+impl Slot<SupervisorMsg> {
+    pub async fn spawn(&self, args: SessionArgs) -> Result<ActorRef<SessionMsg>, ActorsError> {
+        self.call(|reply| SupervisorMsg::Spawn(Box::new(args), reply))
+            .await?
+    }
+
+    pub fn close_all(&self, code: CloseCode, reason: &str) {
+        let _ = self.cast(SupervisorMsg::CloseAll(code, reason.to_owned()));
     }
 }

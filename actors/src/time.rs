@@ -1,9 +1,16 @@
 //! Time: wall-clock milliseconds for records and limits, behind a [`Clock`]
 //! so that tests can move time (month rollover of quotas), and the UTC
 //! calendar month a quota counts in.
+//!
+//! Calendar arithmetic is `jiff`'s (a well-kept date library), not ours:
+//! the month of an instant, the start of the next one, RFC 3339 text.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -43,73 +50,80 @@ impl Clock for OffsetClock {
     }
 }
 
-/// The UTC calendar month of a time, as `YYYY-MM`.
-pub fn month_of(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let (year, month, _) = civil_from_days(days);
-    format!("{year:04}-{month:02}")
+fn timestamp(ms: i64) -> Timestamp {
+    Timestamp::from_millisecond(ms).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
-/// Milliseconds at the start of the UTC month after the one holding `ms`.
-pub fn next_month_start_ms(ms: i64) -> i64 {
-    let (year, month, _) = civil_from_days(ms.div_euclid(86_400_000));
-    let (y, m) = if month == 12 {
-        (year + 1, 1)
-    } else {
-        (year, month + 1)
-    };
-    days_from_civil(y, m, 1) * 86_400_000
-}
+/// A UTC calendar month: what a quota counts in. Written `YYYY-MM`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Month(Date);
 
-/// The month of `ms` and the `n - 1` months before it, newest first.
-pub fn recent_months(ms: i64, n: usize) -> Vec<String> {
-    let mut months = Vec::with_capacity(n);
-    let mut at = ms;
-    for _ in 0..n {
-        months.push(month_of(at));
-        let (year, month, _) = civil_from_days(at.div_euclid(86_400_000));
-        at = days_from_civil(year, month, 1) * 86_400_000 - 1;
+impl Month {
+    /// The month holding the instant `ms` (milliseconds since the epoch).
+    pub fn of(ms: i64) -> Month {
+        let date = timestamp(ms).to_zoned(TimeZone::UTC).date();
+        Month(date.first_of_month())
     }
-    months
+
+    /// The month before this one.
+    pub fn previous(self) -> Month {
+        Month(
+            self.0
+                .checked_sub(jiff::Span::new().months(1))
+                .unwrap_or(self.0),
+        )
+    }
+
+    /// Milliseconds at the start of the month after this one.
+    pub fn next_start_ms(self) -> i64 {
+        self.0
+            .checked_add(jiff::Span::new().months(1))
+            .and_then(|d| d.to_zoned(TimeZone::UTC))
+            .map(|z| z.timestamp().as_millisecond())
+            .unwrap_or(i64::MAX)
+    }
+
+    /// This month and the `n - 1` before it, newest first.
+    pub fn recent(self, n: usize) -> Vec<Month> {
+        std::iter::successors(Some(self), |m| Some(m.previous()))
+            .take(n)
+            .collect()
+    }
+
+    /// Parses `YYYY-MM`.
+    pub fn parse(text: &str) -> Option<Month> {
+        let (year, month) = text.split_once('-')?;
+        if year.len() != 4 || month.len() != 2 {
+            return None;
+        }
+        Date::new(year.parse().ok()?, month.parse().ok()?, 1)
+            .ok()
+            .map(Month)
+    }
+}
+
+impl std::fmt::Display for Month {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}", self.0.year(), self.0.month())
+    }
+}
+
+impl serde::Serialize for Month {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Month {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Month, D::Error> {
+        let text = String::deserialize(d)?;
+        Month::parse(&text).ok_or_else(|| serde::de::Error::custom("a month is YYYY-MM"))
+    }
 }
 
 /// RFC 3339 UTC with milliseconds, e.g. `2026-11-27T12:00:00.000Z`.
 pub fn rfc3339(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let in_day = ms.rem_euclid(86_400_000);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        in_day / 3_600_000,
-        in_day / 60_000 % 60,
-        in_day / 1000 % 60,
-        in_day % 1000
-    )
-}
-
-/// Howard Hinnant's `civil_from_days`: days since 1970-01-01 to (y, m, d).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// The inverse: (y, m, d) to days since 1970-01-01.
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    timestamp(ms).strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
 #[cfg(test)]
@@ -118,30 +132,34 @@ mod tests {
 
     #[test]
     fn months_in_utc() {
-        assert_eq!(month_of(0), "1970-01");
-        assert_eq!(month_of(1_764_547_199_999), "2025-11"); // 2025-11-30T23:59:59.999Z
-        assert_eq!(month_of(1_764_547_200_000), "2025-12");
-        assert_eq!(month_of(1_709_164_800_000), "2024-02"); // 2024-02-29 (leap day)
-        assert_eq!(month_of(1_767_225_599_999), "2025-12");
-        assert_eq!(month_of(1_767_225_600_000), "2026-01");
-        assert_eq!(next_month_start_ms(1_764_547_199_999), 1_764_547_200_000);
-        assert_eq!(next_month_start_ms(1_767_225_000_000), 1_767_225_600_000);
-        for day in (0..30_000).step_by(7) {
-            assert_eq!(days_from_civil_roundtrip(day), day);
-        }
-    }
-
-    fn days_from_civil_roundtrip(day: i64) -> i64 {
-        let (y, m, d) = civil_from_days(day);
-        days_from_civil(y, m, d)
+        let month = |ms| Month::of(ms).to_string();
+        assert_eq!(month(0), "1970-01");
+        assert_eq!(month(1_764_547_199_999), "2025-11"); // 2025-11-30T23:59:59.999Z
+        assert_eq!(month(1_764_547_200_000), "2025-12");
+        assert_eq!(month(1_709_164_800_000), "2024-02"); // 2024-02-29 (leap day)
+        assert_eq!(month(1_767_225_599_999), "2025-12");
+        assert_eq!(month(1_767_225_600_000), "2026-01");
+        assert_eq!(
+            Month::of(1_764_547_199_999).next_start_ms(),
+            1_764_547_200_000
+        );
+        assert_eq!(
+            Month::of(1_767_225_000_000).next_start_ms(),
+            1_767_225_600_000
+        );
+        assert_eq!(Month::parse("2026-01"), Some(Month::of(1_767_225_600_000)));
+        assert_eq!(Month::parse("2026-13"), None);
+        assert_eq!(Month::parse("26-01"), None);
     }
 
     #[test]
     fn recent_months_and_rfc3339() {
-        assert_eq!(
-            recent_months(1_767_225_600_000, 3),
-            ["2026-01", "2025-12", "2025-11"]
-        );
+        let recent: Vec<String> = Month::of(1_767_225_600_000)
+            .recent(3)
+            .iter()
+            .map(Month::to_string)
+            .collect();
+        assert_eq!(recent, ["2026-01", "2025-12", "2025-11"]);
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_767_225_601_234), "2026-01-01T00:00:01.234Z");
     }

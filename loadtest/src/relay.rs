@@ -109,7 +109,7 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream) {
         let _ = sink.close().await;
     });
     let ready = ServerFrame::Ready {
-        session_id: format!("relay-{number}"),
+        session_id: format!("relay-{number}").into(),
         user: "anyone".into(),
         protocol: skald_protocol::PROTOCOL_VERSION,
         limits: Limits {
@@ -132,9 +132,9 @@ async fn connection(shared: Arc<Shared>, tcp: TcpStream) {
                 let stream_id = format!("r{number}-{sends}");
                 let ack = ServerFrame::Ack {
                     id,
-                    conversation_id: format!("c{number}"),
-                    message_id: format!("{stream_id}-m"),
-                    stream_id: stream_id.clone(),
+                    conversation_id: format!("c{number}").into(),
+                    message_id: format!("{stream_id}-m").into(),
+                    stream_id: stream_id.clone().into(),
                 };
                 let _ = tx.send(ack.encode());
                 tokio::spawn(relay_answer(shared.clone(), text, stream_id, tx.clone()));
@@ -214,8 +214,8 @@ async fn relay_answer(
         Err(error) => Err(format!("upstream request failed: {error}")),
     };
     let done = ServerFrame::Done {
-        stream_id: stream_id.clone(),
-        message_id: format!("{stream_id}-m"),
+        stream_id: stream_id.clone().into(),
+        message_id: format!("{stream_id}-m").into(),
         finish_reason: if outcome.is_ok() {
             FinishReason::Stop
         } else {
@@ -224,6 +224,7 @@ async fn relay_answer(
         usage: Usage {
             prompt_tokens: 0,
             completion_tokens: seq,
+            reasoning_tokens: None,
         },
         error: outcome.err().map(|message| ErrorBody {
             code: ErrorCode::UpstreamError,

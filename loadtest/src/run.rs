@@ -445,7 +445,7 @@ async fn answer(
     until: Instant,
     samples: &mut Samples,
 ) -> bool {
-    let mut stream: Option<String> = None;
+    let mut stream: Option<skald_protocol::StreamId> = None;
     let mut last_delta: Option<Instant> = None;
     loop {
         let frame = match next_frame(ws, live, until).await {
@@ -464,7 +464,7 @@ async fn answer(
             }
             ServerFrame::Delta {
                 stream_id, text, ..
-            } if stream.as_deref() == Some(stream_id.as_str()) => {
+            } if stream.as_ref() == Some(&stream_id) => {
                 let received = now_micros();
                 if last_delta.is_none() {
                     if let Some(first) = parse_stamps(&text).next() {
@@ -493,7 +493,7 @@ async fn answer(
                 finish_reason,
                 error,
                 ..
-            } if stream.as_deref() == Some(stream_id.as_str()) => {
+            } if stream.as_ref() == Some(&stream_id) => {
                 if finish_reason == FinishReason::Error {
                     live.error(error.map_or("error", |e| e.code.as_str()));
                 } else if finish_reason != FinishReason::Stop {

@@ -4,9 +4,14 @@
 //! never panics and says precisely what was wrong: malformed JSON, an unknown
 //! `type`, or a missing or mistyped field. Limits that depend on
 //! configuration (text length per bot) are the server's job; limits fixed by
-//! the protocol (`send.id` length, `after_seq >= -1`) are checked here.
+//! the protocol (`send.id` length, `after_seq >= -1`) are checked here. A
+//! refused frame keeps what the answer needs to name it: the `id` of a
+//! `send`, the `stream_id` of a `cancel` or `resume` (PROTOCOL.md: every
+//! refused `send` gets its `id`).
 
 use serde::{Deserialize, Serialize};
+
+use crate::ids::{ClientMessageId, ConversationId, StreamId};
 
 /// `send.id` is 1 to 64 characters.
 pub const MAX_CLIENT_ID_CHARS: usize = 64;
@@ -23,20 +28,24 @@ pub enum ClientFrame {
         client: Option<String>,
     },
     Send {
-        id: String,
+        id: ClientMessageId,
         #[serde(default)]
         #[cfg_attr(test, ts(optional = nullable))]
-        conversation_id: Option<String>,
+        conversation_id: Option<ConversationId>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bot: Option<String>,
         text: String,
     },
     Cancel {
-        stream_id: String,
+        stream_id: StreamId,
     },
     Resume {
-        stream_id: String,
+        stream_id: StreamId,
         after_seq: i64,
+        /// The last `reasoning` seq seen; absent means -1 (replay all).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(test, ts(optional))]
+        after_reasoning_seq: Option<i64>,
     },
     Ping {
         ts: i64,
@@ -44,31 +53,29 @@ pub enum ClientFrame {
 }
 
 /// Why a client frame was refused. Every variant maps to `invalid_request`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// Not JSON, or not a JSON object.
+    #[error("malformed JSON: {0}")]
     Malformed(String),
     /// No string `type` field.
+    #[error("frame has no string field \"type\"")]
     MissingType,
     /// A `type` this protocol version does not know.
+    #[error("unknown frame type {0:?}")]
     UnknownType(String),
     /// A known `type` with a missing or wrongly typed field, or a value out
     /// of the protocol's range.
-    InvalidField(String),
+    #[error("invalid frame: {message}")]
+    InvalidField {
+        message: String,
+        /// The frame's `id`, when it is a `send` with a usable one.
+        send_id: Option<ClientMessageId>,
+        /// The frame's `stream_id`, when it is a `cancel` or `resume` with
+        /// a usable one.
+        stream_id: Option<StreamId>,
+    },
 }
-
-impl std::fmt::Display for DecodeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DecodeError::Malformed(e) => write!(f, "malformed JSON: {e}"),
-            DecodeError::MissingType => f.write_str("frame has no string field \"type\""),
-            DecodeError::UnknownType(t) => write!(f, "unknown frame type {t:?}"),
-            DecodeError::InvalidField(e) => write!(f, "invalid frame: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for DecodeError {}
 
 const KNOWN_TYPES: [&str; 5] = ["hello", "send", "cancel", "resume", "ping"];
 
@@ -88,9 +95,27 @@ impl ClientFrame {
         if !KNOWN_TYPES.contains(&kind) {
             return Err(DecodeError::UnknownType(truncate(kind, 32)));
         }
+        // What a refusal must carry, read before the frame is consumed: a
+        // usable `send.id` (within the protocol's length) and `stream_id`.
+        let text_field = |name: &str| object.get(name).and_then(|v| v.as_str());
+        let send_id = (kind == "send")
+            .then(|| text_field("id"))
+            .flatten()
+            .filter(|id| valid_client_id(id))
+            .map(ClientMessageId::from);
+        let stream_id = matches!(kind, "cancel" | "resume")
+            .then(|| text_field("stream_id"))
+            .flatten()
+            .filter(|id| id.chars().count() <= MAX_CLIENT_ID_CHARS)
+            .map(StreamId::from);
+        let invalid = |message: String| DecodeError::InvalidField {
+            message,
+            send_id: send_id.clone(),
+            stream_id: stream_id.clone(),
+        };
         let frame: ClientFrame =
-            serde_json::from_value(value).map_err(|e| DecodeError::InvalidField(e.to_string()))?;
-        frame.check()?;
+            serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
+        frame.check().map_err(invalid)?;
         Ok(frame)
     }
 
@@ -105,25 +130,44 @@ impl ClientFrame {
         }
     }
 
-    fn check(&self) -> Result<(), DecodeError> {
+    fn check(&self) -> Result<(), String> {
         match self {
-            ClientFrame::Send { id, .. } => {
-                let n = id.chars().count();
-                if n == 0 || n > MAX_CLIENT_ID_CHARS {
-                    return Err(DecodeError::InvalidField(format!(
-                        "send.id must be 1 to {MAX_CLIENT_ID_CHARS} characters, got {n}"
-                    )));
-                }
-            }
+            ClientFrame::Send { id, .. } if !valid_client_id(id) => Err(format!(
+                "send.id must be 1 to {MAX_CLIENT_ID_CHARS} characters, got {}",
+                id.chars().count()
+            )),
             ClientFrame::Resume { after_seq, .. } if *after_seq < -1 => {
-                return Err(DecodeError::InvalidField(
-                    "resume.after_seq must be -1 or more".into(),
-                ));
+                Err("resume.after_seq must be -1 or more".into())
             }
-            _ => {}
+            ClientFrame::Resume {
+                after_reasoning_seq: Some(seq),
+                ..
+            } if *seq < -1 => Err("resume.after_reasoning_seq must be -1 or more".into()),
+            _ => Ok(()),
         }
-        Ok(())
     }
+}
+
+impl DecodeError {
+    /// The `send.id` the refusal answers, if any.
+    pub fn send_id(&self) -> Option<&ClientMessageId> {
+        match self {
+            DecodeError::InvalidField { send_id, .. } => send_id.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The `stream_id` the refusal answers, if any.
+    pub fn stream_id(&self) -> Option<&StreamId> {
+        match self {
+            DecodeError::InvalidField { stream_id, .. } => stream_id.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+fn valid_client_id(id: &str) -> bool {
+    (1..=MAX_CLIENT_ID_CHARS).contains(&id.chars().count())
 }
 
 fn truncate(s: &str, max_chars: usize) -> String {
@@ -164,7 +208,8 @@ mod tests {
             ClientFrame::decode(r#"{"type":"resume","stream_id":"s","after_seq":12}"#),
             Ok(ClientFrame::Resume {
                 stream_id: "s".into(),
-                after_seq: 12
+                after_seq: 12,
+                after_reasoning_seq: None,
             })
         );
         assert_eq!(
@@ -217,12 +262,33 @@ mod tests {
         );
         assert!(matches!(
             ClientFrame::decode(r#"{"type":"send","id":"a"}"#),
-            Err(DecodeError::InvalidField(m)) if m.contains("text")
+            Err(DecodeError::InvalidField { message, .. }) if message.contains("text")
         ));
         assert!(matches!(
             ClientFrame::decode(r#"{"type":"ping","ts":"soon"}"#),
-            Err(DecodeError::InvalidField(_))
+            Err(DecodeError::InvalidField { .. })
         ));
+    }
+
+    #[test]
+    fn a_refused_frame_keeps_the_ids_its_answer_names() {
+        let err = ClientFrame::decode(r#"{"type":"send","id":"x","text":null}"#).unwrap_err();
+        assert_eq!(err.send_id().map(|id| id.as_str()), Some("x"));
+        let err = ClientFrame::decode(r#"{"type":"send","id":"x","text":7}"#).unwrap_err();
+        assert_eq!(err.send_id().map(|id| id.as_str()), Some("x"));
+        // An id the protocol refuses is not echoed.
+        let long = "x".repeat(MAX_CLIENT_ID_CHARS + 1);
+        let err = ClientFrame::decode(&format!(r#"{{"type":"send","id":"{long}","text":"t"}}"#))
+            .unwrap_err();
+        assert_eq!(err.send_id(), None);
+        let err = ClientFrame::decode(r#"{"type":"send","id":5,"text":"t"}"#).unwrap_err();
+        assert_eq!(err.send_id(), None);
+        let err = ClientFrame::decode(r#"{"type":"resume","stream_id":"s","after_seq":"x"}"#)
+            .unwrap_err();
+        assert_eq!(err.stream_id().map(|id| id.as_str()), Some("s"));
+        assert_eq!(err.send_id(), None);
+        let err = ClientFrame::decode(r#"{"type":"cancel"}"#).unwrap_err();
+        assert_eq!(err.stream_id(), None);
     }
 
     #[test]
@@ -231,20 +297,26 @@ mod tests {
         let frame = format!(r#"{{"type":"send","id":"{long_id}","text":"x"}}"#);
         assert!(matches!(
             ClientFrame::decode(&frame),
-            Err(DecodeError::InvalidField(_))
+            Err(DecodeError::InvalidField { .. })
         ));
         let max_id = "é".repeat(MAX_CLIENT_ID_CHARS);
         let frame = format!(r#"{{"type":"send","id":"{max_id}","text":"x"}}"#);
         assert!(ClientFrame::decode(&frame).is_ok());
         assert!(matches!(
             ClientFrame::decode(r#"{"type":"send","id":"","text":"x"}"#),
-            Err(DecodeError::InvalidField(_))
+            Err(DecodeError::InvalidField { .. })
         ));
         assert!(matches!(
             ClientFrame::decode(r#"{"type":"resume","stream_id":"s","after_seq":-2}"#),
-            Err(DecodeError::InvalidField(_))
+            Err(DecodeError::InvalidField { .. })
         ));
         assert!(ClientFrame::decode(r#"{"type":"resume","stream_id":"s","after_seq":-1}"#).is_ok());
+        assert!(matches!(
+            ClientFrame::decode(
+                r#"{"type":"resume","stream_id":"s","after_seq":1,"after_reasoning_seq":-2}"#
+            ),
+            Err(DecodeError::InvalidField { .. })
+        ));
     }
 
     #[test]

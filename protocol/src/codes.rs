@@ -1,12 +1,28 @@
 //! Error codes, close codes and finish reasons: closed sets of values whose
-//! spelling on the wire is fixed by PROTOCOL.md.
+//! spelling on the wire is fixed by PROTOCOL.md. Their string tables come
+//! from `strum` (one `snake_case` rule shared with serde), not from
+//! hand-written `match`es that could drift from the serde names.
 
 use serde::{Deserialize, Serialize};
+use strum::{EnumString, FromRepr, IntoStaticStr, VariantArray};
 
 /// The `code` of an `error` frame (and of HTTP error bodies).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
     Unauthorized,
     InvalidRequest,
@@ -19,39 +35,17 @@ pub enum ErrorCode {
     UpstreamTimeout,
     Unavailable,
     Internal,
+    /// HTTP only: an admin route called without the `admin` role.
+    Forbidden,
 }
 
 impl ErrorCode {
     /// Every code, in PROTOCOL.md's order (for tables, metrics and tests).
-    pub const ALL: [ErrorCode; 11] = [
-        ErrorCode::Unauthorized,
-        ErrorCode::InvalidRequest,
-        ErrorCode::MessageTooLong,
-        ErrorCode::RateLimited,
-        ErrorCode::QuotaExceeded,
-        ErrorCode::Busy,
-        ErrorCode::NotFound,
-        ErrorCode::UpstreamError,
-        ErrorCode::UpstreamTimeout,
-        ErrorCode::Unavailable,
-        ErrorCode::Internal,
-    ];
+    pub const ALL: &'static [ErrorCode] = ErrorCode::VARIANTS;
 
     /// The wire spelling, e.g. `"rate_limited"`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::InvalidRequest => "invalid_request",
-            ErrorCode::MessageTooLong => "message_too_long",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::QuotaExceeded => "quota_exceeded",
-            ErrorCode::Busy => "busy",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::UpstreamError => "upstream_error",
-            ErrorCode::UpstreamTimeout => "upstream_timeout",
-            ErrorCode::Unavailable => "unavailable",
-            ErrorCode::Internal => "internal",
-        }
+        self.into()
     }
 
     /// The HTTP status that PROTOCOL.md pairs with this code.
@@ -68,6 +62,7 @@ impl ErrorCode {
             ErrorCode::UpstreamTimeout => 504,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
+            ErrorCode::Forbidden => 403,
         }
     }
 }
@@ -78,12 +73,18 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
-/// WebSocket close codes used by Skald.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// WebSocket close codes used by Skald: PROTOCOL.md's, and the RFC 6455
+/// codes for what a client's framing got wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, FromRepr, VariantArray)]
 #[repr(u16)]
 pub enum CloseCode {
     Normal = 1000,
     GoingAway = 1001,
+    /// RFC 6455: the client broke the WebSocket framing (unmasked frame,
+    /// reserved bits or opcode, bad continuation, bad control frame).
+    ProtocolViolation = 1002,
+    /// RFC 6455: a text frame that is not UTF-8.
+    InvalidPayload = 1007,
     TooBig = 1009,
     Internal = 1011,
     ProtocolError = 4400,
@@ -98,25 +99,27 @@ impl CloseCode {
     }
 
     pub fn from_u16(code: u16) -> Option<CloseCode> {
-        [
-            CloseCode::Normal,
-            CloseCode::GoingAway,
-            CloseCode::TooBig,
-            CloseCode::Internal,
-            CloseCode::ProtocolError,
-            CloseCode::Unauthorized,
-            CloseCode::AuthTimeout,
-            CloseCode::TooManyConnections,
-        ]
-        .into_iter()
-        .find(|c| c.as_u16() == code)
+        CloseCode::from_repr(code)
     }
 }
 
 /// Why a stream ended (`done.finish_reason`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+)]
 #[cfg_attr(test, derive(ts_rs::TS))]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum FinishReason {
     Stop,
     Length,
@@ -126,11 +129,6 @@ pub enum FinishReason {
 
 impl FinishReason {
     pub fn as_str(self) -> &'static str {
-        match self {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
-            FinishReason::Cancelled => "cancelled",
-            FinishReason::Error => "error",
-        }
+        self.into()
     }
 }

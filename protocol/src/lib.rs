@@ -1,5 +1,5 @@
 //! Skald wire protocol, version 1: the one definition of every frame, error
-//! code and close code in `PROTOCOL.md`.
+//! code, close code, id and HTTP body in `PROTOCOL.md`.
 //!
 //! The server, the load-test harness and (through generated types) the
 //! TypeScript client all speak through these types, so the JSON they produce
@@ -15,13 +15,19 @@
 
 mod client;
 mod codes;
+pub mod http;
+mod ids;
 mod server;
 #[cfg(test)]
 mod typescript;
 
 pub use client::{ClientFrame, DecodeError, MAX_CLIENT_ID_CHARS};
 pub use codes::{CloseCode, ErrorCode, FinishReason};
-pub use server::{encode_delta, ErrorBody, HttpError, Limits, ServerFrame, Usage};
+pub use ids::{ClientMessageId, ConversationId, MessageId, SessionId, StreamId, UserId};
+pub use server::{
+    encode_delta, encode_reasoning, encode_text, ErrorBody, HttpError, Limits, ServerFrame,
+    StartedMessage, TextKind, Usage,
+};
 
 /// The protocol version carried in `ready.protocol`.
 pub const PROTOCOL_VERSION: u32 = 1;

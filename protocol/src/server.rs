@@ -1,11 +1,13 @@
 //! Frames sent by the server, and the HTTP error body.
 //!
-//! `delta` is the hot path: the server encodes one per token or batch of
-//! tokens, so [`ServerFrame::encode`] writes straight to a `String`.
+//! `delta` and `reasoning` are the hot path: the server encodes one per token
+//! or batch of tokens, so [`encode_delta`] and [`encode_reasoning`] write
+//! straight to a `String` from borrowed parts.
 
 use serde::{Deserialize, Serialize};
 
 use crate::codes::{ErrorCode, FinishReason};
+use crate::ids::{ClientMessageId, ConversationId, MessageId, SessionId, StreamId, UserId};
 
 /// A frame from server to client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -13,25 +15,32 @@ use crate::codes::{ErrorCode, FinishReason};
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame {
     Ready {
-        session_id: String,
-        user: String,
+        session_id: SessionId,
+        user: UserId,
         protocol: u32,
         limits: Limits,
     },
     Ack {
-        id: String,
-        conversation_id: String,
-        message_id: String,
-        stream_id: String,
+        id: ClientMessageId,
+        conversation_id: ConversationId,
+        message_id: MessageId,
+        stream_id: StreamId,
+    },
+    /// What a reasoning model writes before (or between) its answer; its own
+    /// gap-free `seq`, never part of `delta` text.
+    Reasoning {
+        stream_id: StreamId,
+        seq: u64,
+        text: String,
     },
     Delta {
-        stream_id: String,
+        stream_id: StreamId,
         seq: u64,
         text: String,
     },
     Done {
-        stream_id: String,
-        message_id: String,
+        stream_id: StreamId,
+        message_id: MessageId,
         finish_reason: FinishReason,
         usage: Usage,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,24 +49,62 @@ pub enum ServerFrame {
     Error {
         code: ErrorCode,
         message: String,
+        /// The `send.id` of a refused `send`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        id: Option<String>,
+        id: Option<ClientMessageId>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
+        /// The stream a refused `cancel` or `resume` named.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream_id: Option<StreamId>,
+    },
+    /// Another connection of the same user started a stream.
+    Started {
+        conversation_id: ConversationId,
+        stream_id: StreamId,
+        message_id: MessageId,
+        bot: String,
+        user_message: StartedMessage,
     },
     Pong {
         ts: i64,
     },
 }
 
+/// `started.user_message`: the message that started the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct StartedMessage {
+    pub id: MessageId,
+    pub content: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
 impl ServerFrame {
-    /// An `error` frame without a `send.id` or retry hint.
+    /// An `error` frame without a `send.id`, stream or retry hint.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> ServerFrame {
         ServerFrame::Error {
             code,
             message: message.into(),
             id: None,
             retry_after_ms: None,
+            stream_id: None,
+        }
+    }
+
+    /// An `error` frame answering a `cancel` or `resume` of `stream_id`.
+    pub fn stream_error(
+        code: ErrorCode,
+        message: impl Into<String>,
+        stream_id: StreamId,
+    ) -> ServerFrame {
+        ServerFrame::Error {
+            code,
+            message: message.into(),
+            id: None,
+            retry_after_ms: None,
+            stream_id: Some(stream_id),
         }
     }
 
@@ -73,31 +120,65 @@ impl ServerFrame {
         match self {
             ServerFrame::Ready { .. } => "ready",
             ServerFrame::Ack { .. } => "ack",
+            ServerFrame::Reasoning { .. } => "reasoning",
             ServerFrame::Delta { .. } => "delta",
             ServerFrame::Done { .. } => "done",
             ServerFrame::Error { .. } => "error",
+            ServerFrame::Started { .. } => "started",
             ServerFrame::Pong { .. } => "pong",
         }
     }
 }
 
-/// Encodes a `delta` frame from borrowed parts: the hot path, one call per
-/// frame, without building an owned [`ServerFrame`] first. Produces exactly
-/// what `ServerFrame::Delta{..}.encode()` produces (pinned by a test).
-pub fn encode_delta(stream_id: &str, seq: u64, text: &str) -> String {
+/// The two kinds of text a stream carries, each with its own `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TextKind {
+    /// The answer: `delta` frames.
+    Answer,
+    /// The model's thinking: `reasoning` frames.
+    Reasoning,
+}
+
+impl TextKind {
+    /// The frame `type` this text travels in.
+    pub fn frame_type(self) -> &'static str {
+        match self {
+            TextKind::Answer => "delta",
+            TextKind::Reasoning => "reasoning",
+        }
+    }
+}
+
+/// Encodes a `delta` or `reasoning` frame from borrowed parts: the hot path,
+/// one call per frame, without building an owned [`ServerFrame`] first.
+/// Produces exactly what the owned frame's `encode` produces (pinned by a
+/// test).
+pub fn encode_text(kind: TextKind, stream_id: &str, seq: u64, text: &str) -> String {
     #[derive(Serialize)]
-    #[serde(tag = "type", rename = "delta")]
-    struct DeltaRef<'a> {
+    struct TextRef<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
         stream_id: &'a str,
         seq: u64,
         text: &'a str,
     }
-    let frame = DeltaRef {
+    let frame = TextRef {
+        kind: kind.frame_type(),
         stream_id,
         seq,
         text,
     };
     serde_json::to_string(&frame).unwrap_or_else(|_| String::from("{\"type\":\"delta\"}"))
+}
+
+/// [`encode_text`] for a `delta`.
+pub fn encode_delta(stream_id: &str, seq: u64, text: &str) -> String {
+    encode_text(TextKind::Answer, stream_id, seq, text)
+}
+
+/// [`encode_text`] for a `reasoning` frame.
+pub fn encode_reasoning(stream_id: &str, seq: u64, text: &str) -> String {
+    encode_text(TextKind::Reasoning, stream_id, seq, text)
 }
 
 /// `ready.limits`: what this user may do, as known when the session starts.
@@ -115,6 +196,18 @@ pub struct Limits {
 pub struct Usage {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    /// Tokens of the model's thinking, when the upstream reports them
+    /// (counted within `completion_tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub reasoning_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Prompt and completion tokens, as quotas count them.
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens + self.completion_tokens
+    }
 }
 
 /// `{"code":…,"message":…}`, as in `done.error` and HTTP error bodies.
@@ -184,6 +277,7 @@ mod tests {
             usage: Usage {
                 prompt_tokens: 12,
                 completion_tokens: 30,
+                reasoning_tokens: None,
             },
             error: None,
         };
@@ -211,6 +305,7 @@ mod tests {
             message: "slow down".into(),
             id: Some("c-1".into()),
             retry_after_ms: Some(1200),
+            stream_id: None,
         };
         assert_eq!(
             as_json(&error),
@@ -221,13 +316,55 @@ mod tests {
             json!({"type":"error","code":"busy","message":"x"})
         );
         assert_eq!(
+            as_json(&ServerFrame::stream_error(
+                ErrorCode::NotFound,
+                "no",
+                "st".into()
+            )),
+            json!({"type":"error","code":"not_found","message":"no","stream_id":"st"})
+        );
+        let reasoning = ServerFrame::Reasoning {
+            stream_id: "st".into(),
+            seq: 0,
+            text: "The user greets me".into(),
+        };
+        assert_eq!(
+            reasoning.encode(),
+            r#"{"type":"reasoning","stream_id":"st","seq":0,"text":"The user greets me"}"#
+        );
+        let started = ServerFrame::Started {
+            conversation_id: "c".into(),
+            stream_id: "st".into(),
+            message_id: "m".into(),
+            bot: "default".into(),
+            user_message: StartedMessage {
+                id: "u".into(),
+                content: "Bonjour".into(),
+                created_at: "2026-12-02T10:00:00Z".into(),
+            },
+        };
+        assert_eq!(
+            as_json(&started),
+            json!({"type":"started","conversation_id":"c","stream_id":"st","message_id":"m","bot":"default",
+                   "user_message":{"id":"u","content":"Bonjour","created_at":"2026-12-02T10:00:00Z"}})
+        );
+        let with_reasoning = Usage {
+            prompt_tokens: 1,
+            completion_tokens: 9,
+            reasoning_tokens: Some(4),
+        };
+        assert_eq!(
+            serde_json::to_value(with_reasoning).unwrap(),
+            json!({"prompt_tokens":1,"completion_tokens":9,"reasoning_tokens":4})
+        );
+        assert_eq!(
             ServerFrame::Pong { ts: 1732500000000 }.encode(),
             r#"{"type":"pong","ts":1732500000000}"#
         );
     }
 
     #[test]
-    fn borrowed_delta_encoding_matches_the_owned_frame() {
+    fn borrowed_text_encoding_matches_the_owned_frame() {
         for text in ["", "Bon", "quote \" and \\ and \n and é 🙂"] {
             let owned = ServerFrame::Delta {
                 stream_id: "st-1".into(),
@@ -235,6 +372,12 @@ mod tests {
                 text: text.into(),
             };
             assert_eq!(encode_delta("st-1", 41, text), owned.encode());
+            let owned = ServerFrame::Reasoning {
+                stream_id: "st-1".into(),
+                seq: 41,
+                text: text.into(),
+            };
+            assert_eq!(encode_reasoning("st-1", 41, text), owned.encode());
         }
     }
 
@@ -263,23 +406,21 @@ mod tests {
                 "upstream_error",
                 "upstream_timeout",
                 "unavailable",
-                "internal"
+                "internal",
+                "forbidden"
             ]
         );
         for code in ErrorCode::ALL {
             assert_eq!(serde_json::to_value(code).unwrap(), json!(code.as_str()));
         }
-        for reason in [
-            FinishReason::Stop,
-            FinishReason::Length,
-            FinishReason::Cancelled,
-            FinishReason::Error,
-        ] {
+        for reason in <FinishReason as strum::VariantArray>::VARIANTS {
             assert_eq!(
                 serde_json::to_value(reason).unwrap(),
                 json!(reason.as_str())
             );
+            assert_eq!(reason.as_str().parse::<FinishReason>(), Ok(*reason));
         }
+        assert!("STOP".parse::<FinishReason>().is_err());
     }
 
     #[test]
@@ -287,6 +428,8 @@ mod tests {
         for (code, n) in [
             (crate::CloseCode::Normal, 1000),
             (crate::CloseCode::GoingAway, 1001),
+            (crate::CloseCode::ProtocolViolation, 1002),
+            (crate::CloseCode::InvalidPayload, 1007),
             (crate::CloseCode::TooBig, 1009),
             (crate::CloseCode::Internal, 1011),
             (crate::CloseCode::ProtocolError, 4400),
@@ -297,7 +440,7 @@ mod tests {
             assert_eq!(code.as_u16(), n);
             assert_eq!(crate::CloseCode::from_u16(n), Some(code));
         }
-        assert_eq!(crate::CloseCode::from_u16(1002), None);
+        assert_eq!(crate::CloseCode::from_u16(1003), None);
     }
 
     #[test]

@@ -11,9 +11,14 @@ use std::fmt::Write as _;
 
 use ts_rs::{Config, TS};
 
+use crate::http::{
+    AuditAction, AuditView, ConversationPage, ConversationView, DemoToken, Export, ExportedKey,
+    ExportedUsage, MessagePage, MessageRole, MessageView, UsageReport,
+};
 use crate::{
-    ClientFrame, CloseCode, ErrorBody, ErrorCode, FinishReason, HttpError, Limits, ServerFrame,
-    Usage, MAX_CLIENT_ID_CHARS, PROTOCOL_VERSION,
+    ClientFrame, ClientMessageId, CloseCode, ConversationId, ErrorBody, ErrorCode, FinishReason,
+    HttpError, Limits, MessageId, ServerFrame, SessionId, StartedMessage, StreamId, Usage, UserId,
+    MAX_CLIENT_ID_CHARS, PROTOCOL_VERSION,
 };
 
 /// Where the generated file lives, from the workspace root.
@@ -36,14 +41,34 @@ pub fn typescript() -> String {
          // skald-protocol by ts-rs. Do not edit: change the Rust types, then run\n\
          // `SKALD_BLESS=1 cargo test -p skald-protocol typescript`.\n\n",
     );
+    declare::<UserId>(&mut out, &cfg);
+    declare::<ConversationId>(&mut out, &cfg);
+    declare::<MessageId>(&mut out, &cfg);
+    declare::<StreamId>(&mut out, &cfg);
+    declare::<SessionId>(&mut out, &cfg);
+    declare::<ClientMessageId>(&mut out, &cfg);
     declare::<ClientFrame>(&mut out, &cfg);
     declare::<ServerFrame>(&mut out, &cfg);
+    declare::<StartedMessage>(&mut out, &cfg);
     declare::<Limits>(&mut out, &cfg);
     declare::<Usage>(&mut out, &cfg);
     declare::<ErrorBody>(&mut out, &cfg);
     declare::<HttpError>(&mut out, &cfg);
     declare::<ErrorCode>(&mut out, &cfg);
     declare::<FinishReason>(&mut out, &cfg);
+    // The HTTP API's bodies.
+    declare::<MessageRole>(&mut out, &cfg);
+    declare::<AuditAction>(&mut out, &cfg);
+    declare::<ConversationView>(&mut out, &cfg);
+    declare::<MessageView>(&mut out, &cfg);
+    declare::<ConversationPage>(&mut out, &cfg);
+    declare::<MessagePage>(&mut out, &cfg);
+    declare::<UsageReport>(&mut out, &cfg);
+    declare::<ExportedKey>(&mut out, &cfg);
+    declare::<AuditView>(&mut out, &cfg);
+    declare::<ExportedUsage>(&mut out, &cfg);
+    declare::<Export>(&mut out, &cfg);
+    declare::<DemoToken>(&mut out, &cfg);
 
     let _ = writeln!(
         out,
@@ -100,12 +125,24 @@ fn typescript_has_every_frame_and_code() {
     for kind in ["hello", "send", "cancel", "resume", "ping"] {
         assert!(ts.contains(&format!("\"type\": \"{kind}\"")), "{kind}");
     }
-    for kind in ["ready", "ack", "delta", "done", "error", "pong"] {
+    for kind in [
+        "ready",
+        "ack",
+        "reasoning",
+        "delta",
+        "done",
+        "error",
+        "started",
+        "pong",
+    ] {
         assert!(ts.contains(&format!("\"type\": \"{kind}\"")), "{kind}");
     }
     for code in ErrorCode::ALL {
         assert!(ts.contains(&format!("\"{}\"", code.as_str())));
     }
     assert!(ts.contains("TooManyConnections: 4429,"));
+    assert!(ts.contains("export type Conversation = "));
+    assert!(ts.contains("export type StoredMessage = "));
+    assert!(ts.contains("export type StreamId = string;"));
     assert!(!ts.contains("bigint"), "64-bit integers must be numbers");
 }

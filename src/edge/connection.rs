@@ -4,9 +4,14 @@
 //! writer task ([`super::writer`]) writes it. Until the client is
 //! authenticated (header at upgrade, or a `hello` frame within
 //! `auth_timeout`) no actor exists for it; then a Session actor is started
-//! and every decoded frame is cast to it. The reader stops when the client
-//! closes, when the writer has closed the connection, or on a protocol
-//! violation that the reader itself detects (binary frame, oversized frame).
+//! and every decoded frame is cast to it, holding a permit of the session's
+//! bounded inbound queue (`sessions.max_inbound_frames`): when the session
+//! is behind, the reader waits for a permit and stops reading the socket,
+//! so a client that floods frames is slowed by TCP backpressure instead of
+//! growing the server's memory. The reader stops when the client closes,
+//! when the writer has closed the connection, or on a violation it detects
+//! itself: a binary frame (4400), a frame over `max_frame_bytes` (1009),
+//! text that is not UTF-8 (1007), broken WebSocket framing (1002).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,7 +24,8 @@ use ractor::ActorRef;
 use skald_actors::outbox::Outbox;
 use skald_actors::ports::store::{AuditAction, AuditRecord};
 use skald_actors::session::{AuthedUser, SessionArgs, SessionMsg};
-use skald_protocol::{ClientFrame, CloseCode, ErrorCode, ServerFrame};
+use skald_protocol::{ClientFrame, CloseCode, ErrorCode, ServerFrame, SessionId};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::writer::{self, LastSeen};
@@ -30,6 +36,8 @@ use crate::auth::AuthError;
 enum AuthFailure {
     /// Close with this code after an `error` frame.
     Close(CloseCode, String),
+    /// The client broke the WebSocket framing: close with this code.
+    Broken(CloseCode, &'static str),
     /// The client went away.
     Gone,
 }
@@ -93,21 +101,22 @@ async fn serve(accepted: Box<Accepted>) {
         let _ = writer.await;
         return;
     };
+    let inbound = Arc::new(Semaphore::new(app.config.sessions.max_inbound_frames));
 
     let lease = std::time::Duration::from_millis(app.config.limits.connection_lease_ms / 3);
     let refresh_slot = async {
         let mut every = tokio::time::interval_at(tokio::time::Instant::now() + lease, lease);
         loop {
             every.tick().await;
-            let _ = Box::pin(app.hub.acquire_connection(&user.id, &session_id)).await;
+            let _ = Box::pin(app.hub.acquire_connection(&user.id, session_id.as_str())).await;
         }
     };
     tokio::select! {
-        _ = read_frames(&mut stream, &session, &outbox, &last_seen) => {}
+        _ = read_frames(&mut stream, &session, &outbox, &last_seen, &inbound) => {}
         _ = &mut writer => {}
         _ = refresh_slot => {}
     }
-    app.hub.release_connection(&user.id, &session_id);
+    app.hub.release_connection(&user.id, session_id.as_str());
     session.stop(None);
     outbox.close(CloseCode::Normal, "bye");
     if !writer.is_finished() {
@@ -125,7 +134,7 @@ async fn start_session(
     header_auth: Option<Result<AuthedUser, AuthError>>,
     peer: SocketAddr,
     outbox: &Arc<Outbox>,
-) -> Option<(AuthedUser, String, ActorRef<SessionMsg>)> {
+) -> Option<(AuthedUser, SessionId, ActorRef<SessionMsg>)> {
     let user = match authenticate(stream, app, header_auth).await {
         Ok(user) => user,
         Err(failure) => {
@@ -146,6 +155,8 @@ async fn start_session(
                 };
                 outbox.push(&error);
                 outbox.close(code, message);
+            } else if let AuthFailure::Broken(code, reason) = failure {
+                outbox.close(code, reason);
             } else {
                 outbox.close(CloseCode::Normal, "gone");
             }
@@ -153,14 +164,18 @@ async fn start_session(
         }
     };
 
-    let session_id = skald_actors::new_id();
+    let session_id = SessionId::generate();
     let span = tracing::Span::current();
     span.record("session_id", session_id.as_str());
     span.record("user", user.id.as_str());
     // One slot per open connection of this user, shared by every instance.
     // If the limits backend cannot say (fail closed, Redis down), the
     // connection is let in: refusing sends is what protects the quota.
-    match app.hub.acquire_connection(&user.id, &session_id).await {
+    match app
+        .hub
+        .acquire_connection(&user.id, session_id.as_str())
+        .await
+    {
         Ok(true) => {}
         Ok(false) => {
             outbox.push(&ServerFrame::error(
@@ -179,7 +194,7 @@ async fn start_session(
         user: user.clone(),
         address: Some(peer.ip()),
         outbox: outbox.clone(),
-        hub: app.hub.clone(),
+        directory: app.hub.directory.clone(),
     };
     let session = match app.hub.spawn_session(args).await {
         Ok(session) => session,
@@ -190,7 +205,7 @@ async fn start_session(
                 "the server cannot take sessions now",
             ));
             outbox.close(CloseCode::Internal, "no session");
-            app.hub.release_connection(&user.id, &session_id);
+            app.hub.release_connection(&user.id, session_id.as_str());
             return None;
         }
     };
@@ -220,7 +235,13 @@ async fn authenticate(
                         "binary frames are not part of the protocol".into(),
                     ))
                 }
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Err(AuthFailure::Gone),
+                Some(Err(e)) => {
+                    return Err(match violation(e) {
+                        Some((code, reason)) => AuthFailure::Broken(code, reason),
+                        None => AuthFailure::Gone,
+                    })
+                }
+                Some(Ok(Message::Close(_))) | None => return Err(AuthFailure::Gone),
             };
             return match ClientFrame::decode(&text) {
                 Ok(ClientFrame::Hello {
@@ -244,37 +265,27 @@ async fn authenticate(
 }
 
 /// Decodes frames and casts them to the session until the client leaves or
-/// breaks the protocol.
+/// breaks the protocol. Each frame waits for a permit of `inbound` first.
 async fn read_frames(
     stream: &mut SplitStream<WebSocket>,
     session: &ActorRef<SessionMsg>,
     outbox: &Outbox,
     last_seen: &LastSeen,
+    inbound: &Arc<Semaphore>,
 ) {
     while let Some(message) = stream.next().await {
         last_seen.touch();
         let message = match message {
             Ok(message) => message,
             Err(e) => {
-                if is_too_big(e) {
-                    outbox.close(CloseCode::TooBig, "frame too big");
+                if let Some((code, reason)) = violation(e) {
+                    outbox.close(code, reason);
                 }
                 return;
             }
         };
-        let cast = match message {
-            Message::Text(text) => match ClientFrame::decode(&text) {
-                Ok(frame) => {
-                    metrics::counter!("skald_frames_received_total", "type" => frame.kind())
-                        .increment(1);
-                    session.cast(SessionMsg::Frame(frame))
-                }
-                Err(e) => {
-                    metrics::counter!("skald_frames_received_total", "type" => "invalid")
-                        .increment(1);
-                    session.cast(SessionMsg::Invalid(e.to_string()))
-                }
-            },
+        let decoded = match message {
+            Message::Text(text) => ClientFrame::decode(&text),
             Message::Binary(_) => {
                 outbox.push(&ServerFrame::error(
                     ErrorCode::InvalidRequest,
@@ -286,6 +297,17 @@ async fn read_frames(
             Message::Ping(_) | Message::Pong(_) => continue,
             Message::Close(_) => return,
         };
+        let kind = decoded.as_ref().map_or("invalid", ClientFrame::kind);
+        metrics::counter!("skald_frames_received_total", "type" => kind).increment(1);
+        // The bound of the session's inbound queue: wait for room. The
+        // semaphore is never closed, so this only fails if it were.
+        let Ok(permit) = inbound.clone().acquire_owned().await else {
+            return;
+        };
+        let cast = match decoded {
+            Ok(frame) => session.cast(SessionMsg::Frame(frame, permit)),
+            Err(error) => session.cast(SessionMsg::Invalid(error, permit)),
+        };
         if cast.is_err() {
             // The session is gone without its supervisor closing us (e.g.
             // the supervisor itself was restarted).
@@ -295,10 +317,17 @@ async fn read_frames(
     }
 }
 
-fn is_too_big(error: axum::Error) -> bool {
+/// The close code of a read error that is the client's fault (RFC 6455),
+/// or `None` when the client just went away.
+fn violation(error: axum::Error) -> Option<(CloseCode, &'static str)> {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
     use tokio_tungstenite::tungstenite::Error;
-    match error.into_inner().downcast::<Error>() {
-        Ok(e) => matches!(*e, Error::Capacity(_)),
-        Err(_) => false,
+    let error = error.into_inner().downcast::<Error>().ok()?;
+    match *error {
+        Error::Capacity(_) => Some((CloseCode::TooBig, "frame too big")),
+        Error::Utf8(_) => Some((CloseCode::InvalidPayload, "text frame is not UTF-8")),
+        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        Error::Protocol(_) => Some((CloseCode::ProtocolViolation, "protocol violation")),
+        _ => None,
     }
 }

@@ -5,22 +5,23 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use base64::Engine;
 use serde::Deserialize;
-use serde_json::{json, Value};
-use skald_actors::ports::store::{
-    AuditAction, AuditRecord, Conversation, StoreError, StoredMessage,
-};
+use skald_actors::ports::store::{AuditAction, AuditRecord, Conversation, StoredMessage, MAX_PAGE};
 use skald_actors::time::rfc3339;
-use skald_protocol::ErrorCode;
+use skald_protocol::http::{
+    AuditView, ConversationPage, ConversationView, Export, ExportedKey, ExportedUsage, MessagePage,
+    MessageView,
+};
+use skald_protocol::{ConversationId, ErrorCode};
 
-use super::api::Caller;
-use super::{http_error, AppState};
+use super::access::Caller;
+use super::error::{ApiError, ApiPath, ApiQuery};
+use super::AppState;
 
 const DEFAULT_PAGE: usize = 50;
 
@@ -41,18 +42,14 @@ struct PageQuery {
 }
 
 impl PageQuery {
-    #[allow(clippy::result_large_err)] // the error is the response itself
-    fn limit(&self) -> Result<usize, Response> {
+    fn limit(&self) -> Result<usize, ApiError> {
         match &self.limit {
             None => Ok(DEFAULT_PAGE),
             Some(raw) => match raw.parse::<usize>() {
-                Ok(n) if (1..=skald_actors::ports::store::MAX_PAGE).contains(&n) => Ok(n),
-                _ => Err(http_error(
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+                _ => Err(ApiError::new(
                     ErrorCode::InvalidRequest,
-                    format!(
-                        "limit must be 1 to {}",
-                        skald_actors::ports::store::MAX_PAGE
-                    ),
+                    format!("limit must be 1 to {MAX_PAGE}"),
                 )),
             },
         }
@@ -63,8 +60,7 @@ fn encode_cursor(position: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position)
 }
 
-#[allow(clippy::result_large_err)] // the error is the response itself
-fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, Response> {
+fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, ApiError> {
     let Some(cursor) = cursor else {
         return Ok(None);
     };
@@ -74,115 +70,82 @@ fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, Response> {
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .filter(|s| !s.is_empty() && s.len() <= 64)
         .map(Some)
-        .ok_or_else(|| http_error(ErrorCode::InvalidRequest, "bad cursor"))
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "bad cursor"))
 }
 
-fn store_error(e: StoreError) -> Response {
-    match e {
-        StoreError::NotFound(_) => http_error(ErrorCode::NotFound, "not found"),
-        StoreError::Unavailable(m) => {
-            tracing::warn!(error = %m, "store unavailable");
-            http_error(
-                ErrorCode::Unavailable,
-                "storage is unavailable, try again later",
-            )
-        }
+fn conversation_view(c: &Conversation) -> ConversationView {
+    ConversationView {
+        id: c.id.clone(),
+        bot: c.bot.clone(),
+        title: c.title.clone(),
+        created_at: rfc3339(c.created_at_ms),
+        updated_at: rfc3339(c.updated_at_ms),
     }
 }
 
-fn conversation_json(c: &Conversation) -> Value {
-    json!({
-        "id": c.id,
-        "bot": c.bot,
-        "title": c.title,
-        "created_at": rfc3339(c.created_at_ms),
-        "updated_at": rfc3339(c.updated_at_ms),
-    })
+fn message_view(m: &StoredMessage) -> MessageView {
+    MessageView {
+        id: m.id.clone(),
+        conversation_id: m.conversation_id.clone(),
+        role: m.role,
+        content: m.content.clone(),
+        created_at: rfc3339(m.created_at_ms),
+        finish_reason: m.finish_reason,
+        usage: m.usage,
+    }
 }
 
-fn message_json(m: &StoredMessage) -> Value {
-    json!({
-        "id": m.id,
-        "conversation_id": m.conversation_id,
-        "role": m.role.as_str(),
-        "content": m.content,
-        "created_at": rfc3339(m.created_at_ms),
-        "finish_reason": m.finish_reason,
-        "usage": m.usage.map(|u| json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens})),
-    })
-}
-
-fn audit_json(a: &AuditRecord) -> Value {
-    json!({
-        "id": a.id,
-        "at": rfc3339(a.at_ms),
-        "action": a.action.as_str(),
-        "address": a.address,
-        "address_anonymised": a.address_anonymised,
-        "detail": a.detail,
-    })
+fn audit_view(a: &AuditRecord) -> AuditView {
+    AuditView {
+        id: a.id.clone(),
+        at: rfc3339(a.at_ms),
+        action: a.action,
+        address: a.address.clone(),
+        address_anonymised: a.address_anonymised.clone(),
+        detail: a.detail.clone(),
+    }
 }
 
 /// `GET /v1/conversations?limit=&before=`: newest first.
 async fn conversations(
     State(app): State<AppState>,
     Caller(user): Caller,
-    Query(query): Query<PageQuery>,
-) -> Response {
-    let limit = match query.limit() {
-        Ok(limit) => limit,
-        Err(e) => return e,
-    };
-    let before = match decode_cursor(query.before.as_deref()) {
-        Ok(before) => before,
-        Err(e) => return e,
-    };
-    match app
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<ConversationPage>, ApiError> {
+    let limit = query.limit()?;
+    let before = decode_cursor(query.before.as_deref())?;
+    let page = app
         .hub
         .services
         .store
         .list_conversations(&user.id, limit, before.as_deref())
-        .await
-    {
-        Ok(page) => Json(json!({
-            "conversations": page.items.iter().map(conversation_json).collect::<Vec<_>>(),
-            "next": page.next.as_deref().map(encode_cursor),
-        }))
-        .into_response(),
-        Err(e) => store_error(e),
-    }
+        .await?;
+    Ok(Json(ConversationPage {
+        conversations: page.items.iter().map(conversation_view).collect(),
+        next: page.next.as_deref().map(encode_cursor),
+    }))
 }
 
 /// `GET /v1/conversations/{id}/messages?limit=&after=`: oldest first.
 async fn messages(
     State(app): State<AppState>,
     Caller(user): Caller,
-    Path(id): Path<String>,
-    Query(query): Query<PageQuery>,
-) -> Response {
-    let limit = match query.limit() {
-        Ok(limit) => limit,
-        Err(e) => return e,
-    };
-    let after = match decode_cursor(query.after.as_deref()) {
-        Ok(after) => after,
-        Err(e) => return e,
-    };
-    match app
+    ApiPath(id): ApiPath<ConversationId>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<MessagePage>, ApiError> {
+    let limit = query.limit()?;
+    let after = decode_cursor(query.after.as_deref())?;
+    let page = app
         .hub
         .services
         .store
         .list_messages(&user.id, &id, limit, after.as_deref())
-        .await
-    {
-        Ok(Some(page)) => Json(json!({
-            "messages": page.items.iter().map(message_json).collect::<Vec<_>>(),
-            "next": page.next.as_deref().map(encode_cursor),
-        }))
-        .into_response(),
-        Ok(None) => http_error(ErrorCode::NotFound, "no such conversation"),
-        Err(e) => store_error(e),
-    }
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such conversation"))?;
+    Ok(Json(MessagePage {
+        messages: page.items.iter().map(message_view).collect(),
+        next: page.next.as_deref().map(encode_cursor),
+    }))
 }
 
 /// `DELETE /v1/conversations/{id}`: 204, or 404 for anything not the caller's.
@@ -190,27 +153,24 @@ async fn delete_conversation(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Caller(user): Caller,
-    Path(id): Path<String>,
-) -> Response {
-    match app
+    ApiPath(id): ApiPath<ConversationId>,
+) -> Result<StatusCode, ApiError> {
+    if !app
         .hub
         .services
         .store
         .delete_conversation(&user.id, &id)
-        .await
+        .await?
     {
-        Ok(true) => {
-            app.hub.audit(AuditRecord::now(
-                AuditAction::ConversationDeleted,
-                Some(&user.id),
-                Some(peer.ip()),
-                id,
-            ));
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Ok(false) => http_error(ErrorCode::NotFound, "no such conversation"),
-        Err(e) => store_error(e),
+        return Err(ApiError::new(ErrorCode::NotFound, "no such conversation"));
     }
+    app.hub.audit(AuditRecord::now(
+        AuditAction::ConversationDeleted,
+        Some(&user.id),
+        Some(peer.ip()),
+        id.as_str(),
+    ));
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `GET /v1/export`: every record the server holds about the caller.
@@ -218,11 +178,8 @@ async fn export(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Caller(user): Caller,
-) -> Response {
-    let export = match app.hub.services.store.export_user(&user.id).await {
-        Ok(export) => export,
-        Err(e) => return store_error(e),
-    };
+) -> Result<Json<Export>, ApiError> {
+    let export = app.hub.services.store.export_user(&user.id).await?;
     // Audited after it was taken: it shows in the next export.
     app.hub.audit(AuditRecord::now(
         AuditAction::Exported,
@@ -230,50 +187,57 @@ async fn export(
         Some(peer.ip()),
         "",
     ));
-    let usage = app.hub.usage(&user.id).await.ok().map(|(month, u)| {
-        json!({"month": month, "tokens_used": u.tokens_used, "requests_used": u.requests_used})
-    });
-    Json(json!({
-        "user": user.id,
-        "exported_at": rfc3339(skald_actors::time::now_ms()),
-        "conversations": export.conversations.iter().map(conversation_json).collect::<Vec<_>>(),
-        "messages": export.messages.iter().map(message_json).collect::<Vec<_>>(),
-        "idempotency_keys": export.idempotency_keys.iter().map(|(client_id, e)| json!({
-            "send_id": client_id,
-            "conversation_id": e.conversation_id,
-            "message_id": e.assistant_message_id,
-            "stream_id": e.stream_id,
-        })).collect::<Vec<_>>(),
-        "audit": export.audit.iter().map(audit_json).collect::<Vec<_>>(),
-        "usage": usage,
+    let usage = app
+        .hub
+        .usage(&user.id)
+        .await
+        .ok()
+        .map(|(month, u)| ExportedUsage {
+            month: month.to_string(),
+            tokens_used: u.tokens_used,
+            requests_used: u.requests_used,
+        });
+    Ok(Json(Export {
+        user: user.id,
+        exported_at: rfc3339(skald_actors::time::now_ms()),
+        conversations: export.conversations.iter().map(conversation_view).collect(),
+        messages: export.messages.iter().map(message_view).collect(),
+        idempotency_keys: export
+            .idempotency_keys
+            .iter()
+            .map(|(client_id, e)| ExportedKey {
+                send_id: client_id.clone(),
+                conversation_id: e.conversation_id.clone(),
+                message_id: e.assistant_message_id.clone(),
+                stream_id: e.stream_id.clone(),
+            })
+            .collect(),
+        audit: export.audit.iter().map(audit_view).collect(),
+        usage,
     }))
-    .into_response()
 }
 
-/// `DELETE /v1/me`: erases every record about the caller, everywhere.
+/// `DELETE /v1/me`: erases every record about the caller, everywhere. The
+/// month's usage counters stay (counters without content), and the audit
+/// record of the erasure says so.
 async fn erase(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Caller(user): Caller,
-) -> Response {
-    match app.hub.erase_user(&user.id).await {
-        Ok(()) => {
-            // Kept without the user: the record of an erasure must not
-            // undo it.
-            app.hub.audit(AuditRecord::now(
-                AuditAction::Erased,
-                None,
-                Some(peer.ip()),
-                "a user erased their data",
-            ));
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "erasure failed");
-            http_error(
-                ErrorCode::Unavailable,
-                "erasure could not complete, try again later",
-            )
-        }
+) -> Result<StatusCode, ApiError> {
+    if let Err(e) = app.hub.erase_user(&user.id).await {
+        tracing::warn!(error = %e, "erasure failed");
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "erasure could not complete, try again later",
+        ));
     }
+    // Kept without the user: the record of an erasure must not undo it.
+    app.hub.audit(AuditRecord::now(
+        AuditAction::Erased,
+        None,
+        Some(peer.ip()),
+        "a user erased their data; their usage counters of the month are kept, without content",
+    ));
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -2,10 +2,13 @@
 //!
 //! Handlers are thin: they check what only the edge can check (origin,
 //! headers, frame sizes) and hand everything else to the actors through the
-//! [`Hub`]. State is explicit in [`AppState`].
+//! [`Hub`]. State is explicit in [`AppState`]. Every HTTP error, the
+//! fallbacks' included, is an [`error::ApiError`].
 
+pub mod access;
 pub mod api;
 pub mod connection;
+pub mod error;
 pub mod history;
 pub mod widget;
 pub mod writer;
@@ -13,16 +16,17 @@ pub mod ws;
 
 use std::sync::Arc;
 
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use serde::Serialize;
 use skald_actors::hub::Hub;
 use skald_actors::limits::guard::FailurePolicy;
-use skald_protocol::{ErrorBody, ErrorCode, HttpError};
 
 use crate::auth::Verifier;
-use crate::config::Config;
+use crate::config::{Config, Secret};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -32,7 +36,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The HS256 secret in force, to mint demo tokens (None when only
     /// public keys are configured: no demo tokens then).
-    pub secret: Option<Arc<str>>,
+    pub secret: Option<Secret>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -42,29 +46,51 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ws", get(ws::upgrade))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route(
-            "/metrics",
-            get(
-                |axum::extract::State(app): axum::extract::State<AppState>| async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4",
-                        )],
-                        crate::metrics::render(&app.hub),
-                    )
-                },
-            ),
-        )
+        .route("/metrics", get(metrics))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state)
 }
 
-/// Readiness, with what each dependency says. Redis being down makes the
-/// instance unready only under the fail-closed policy: under fail-open it
-/// still serves (deciding limits in-process), and pulling every instance
-/// out of the load balancer during a Redis outage would turn it into a
-/// full outage.
-async fn readyz(axum::extract::State(app): axum::extract::State<AppState>) -> Response {
+async fn metrics(State(app): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::metrics::render(&app.hub),
+    )
+        .into_response()
+}
+
+/// `GET /readyz`: whether this instance can take sessions, and what each
+/// dependency says.
+#[derive(Serialize)]
+struct Readiness {
+    ready: bool,
+    checks: Checks,
+}
+
+#[derive(Serialize)]
+struct Checks {
+    actors: &'static str,
+    draining: bool,
+    store: &'static str,
+    limits: LimitsCheck,
+}
+
+#[derive(Serialize)]
+struct LimitsCheck {
+    backend: &'static str,
+    status: &'static str,
+    policy: FailurePolicy,
+}
+
+/// Readiness. Redis being down makes the instance unready only under the
+/// fail-closed policy: under fail-open it still serves (deciding limits
+/// in-process), and pulling every instance out of the load balancer during
+/// a Redis outage would turn it into a full outage.
+async fn readyz(State(app): State<AppState>) -> Response {
     let actors = app.hub.is_alive();
     let guard = &app.hub.services.limits_guard;
     let (backend, limits_up) = guard.status();
@@ -79,33 +105,24 @@ async fn readyz(axum::extract::State(app): axum::extract::State<AppState>) -> Re
     .is_ok_and(|r| r.is_ok());
     let draining = app.hub.is_draining();
     let ready = actors && limits_ok && store_up && !draining;
-    let body = serde_json::json!({
-        "ready": ready,
-        "checks": {
-            "actors": if actors { "ok" } else { "stopped" },
-            "draining": draining,
-            "store": if store_up { "ok" } else { "down" },
-            "limits": { "backend": backend, "status": if limits_up { "ok" } else { "down" },
-                        "policy": guard.policy() },
-        }
-    });
+    let up = |ok: bool| if ok { "ok" } else { "down" };
+    let body = Readiness {
+        ready,
+        checks: Checks {
+            actors: if actors { "ok" } else { "stopped" },
+            draining,
+            store: up(store_up),
+            limits: LimitsCheck {
+                backend,
+                status: up(limits_up),
+                policy: guard.policy(),
+            },
+        },
+    };
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
-}
-
-/// An HTTP error with PROTOCOL.md's body and the code's status.
-pub fn http_error(code: ErrorCode, message: impl Into<String>) -> Response {
-    let status =
-        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = HttpError {
-        error: ErrorBody {
-            code,
-            message: message.into(),
-        },
     };
     (status, Json(body)).into_response()
 }

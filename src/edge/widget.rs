@@ -17,10 +17,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
+use skald_actors::ports::limits::RateKey;
+use skald_protocol::http::DemoToken;
 use skald_protocol::ErrorCode;
 
-use super::{http_error, ws::bearer, AppState};
+use super::access::{bearer, check_address_rate};
+use super::error::ApiError;
+use super::AppState;
 use crate::auth::{self, Claims};
 
 const WIDGET_JS: &str = include_str!("../../clients/widget/dist/widget.js");
@@ -56,16 +60,15 @@ pub fn router(state: AppState) -> Router<AppState> {
     }
 }
 
-/// FNV-1a: a stable fingerprint of the embedded widget for its ETag.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
+/// A stable fingerprint of the embedded widget (FNV-1a) for its ETag.
 fn widget_etag() -> &'static str {
     static ETAG: OnceLock<String> = OnceLock::new();
-    ETAG.get_or_init(|| format!("\"w-{:016x}\"", fnv1a(WIDGET_JS.as_bytes())))
+    ETAG.get_or_init(|| {
+        use std::hash::Hasher;
+        let mut hash = fnv::FnvHasher::default();
+        hash.write(WIDGET_JS.as_bytes());
+        format!("\"w-{:016x}\"", hash.finish())
+    })
 }
 
 /// Whether an `If-None-Match` value matches `etag` (weak comparison, lists, `*`).
@@ -171,12 +174,6 @@ async fn demo_page() -> Response {
     response
 }
 
-#[derive(Serialize)]
-struct DemoToken {
-    token: String,
-    expires_in: u64,
-}
-
 /// `POST /v1/demo/token`: a short-lived token for an anonymous visitor
 /// (`sub` = `demo-<random>`), at most `demo.tokens_per_minute_per_address`
 /// a minute per client address. A request that carries a demo token of
@@ -186,18 +183,20 @@ async fn demo_token(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, ApiError> {
     let per_minute = app.config.demo.tokens_per_minute_per_address;
-    if let Err(refusal) =
-        super::api::check_address_rate(&app, "demo", peer, per_minute, "demo tokens").await
-    {
-        return refusal;
-    }
-    let Some(secret) = app.secret.as_deref() else {
-        return http_error(
+    check_address_rate(
+        &app,
+        RateKey::DemoTokens(peer.ip()),
+        per_minute,
+        "demo tokens",
+    )
+    .await?;
+    let Some(secret) = app.secret.as_ref().map(|s| s.expose()) else {
+        return Err(ApiError::new(
             ErrorCode::Unavailable,
             "demo tokens need an HS256 secret (SKALD_JWT_SECRET); this server only has public keys",
-        );
+        ));
     };
     let now = auth::now_secs();
     let sub = bearer(&headers)
@@ -214,23 +213,19 @@ async fn demo_token(
         tenant: None,
         roles: Vec::new(),
     };
-    match auth::mint(secret, &claims) {
-        Ok(token) => {
-            let mut response = Json(DemoToken {
-                token,
-                expires_in: ttl,
-            })
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "could not mint a demo token");
-            http_error(ErrorCode::Internal, "could not mint a token")
-        }
-    }
+    let token = auth::mint(secret, &claims).map_err(|e| {
+        tracing::error!(error = %e, "could not mint a demo token");
+        ApiError::new(ErrorCode::Internal, "could not mint a token")
+    })?;
+    let mut response = Json(DemoToken {
+        token,
+        expires_in: ttl,
+    })
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 fn new_demo_sub() -> String {

@@ -11,9 +11,11 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use skald_protocol::{ErrorBody, ErrorCode, HttpError};
+use skald_protocol::ErrorCode;
 
+use super::access::{bearer, check_address};
 use super::connection::Accepted;
+use super::error::ApiError;
 use super::AppState;
 
 pub async fn upgrade(
@@ -23,19 +25,21 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
 ) -> Response {
     if !origin_allowed(&app.config.allowed_origins, &headers) {
-        let body = HttpError {
-            error: ErrorBody {
-                code: ErrorCode::Unauthorized,
-                message: "this origin may not open a connection".into(),
-            },
-        };
-        return (StatusCode::FORBIDDEN, axum::Json(body)).into_response();
+        // PROTOCOL.md: an origin off the list is refused with HTTP 403.
+        let mut refusal = ApiError::new(
+            ErrorCode::Unauthorized,
+            "this origin may not open a connection",
+        )
+        .into_response();
+        *refusal.status_mut() = StatusCode::FORBIDDEN;
+        return refusal;
     }
     if app.hub.is_draining() {
-        return super::http_error(ErrorCode::Unavailable, "the server is shutting down");
+        return ApiError::new(ErrorCode::Unavailable, "the server is shutting down")
+            .into_response();
     }
-    if let Err(refusal) = super::api::check_address(&app, peer).await {
-        return refusal;
+    if let Err(refusal) = check_address(&app, peer.ip()).await {
+        return refusal.into_response();
     }
     let header_auth = bearer(&headers).map(|token| app.verifier.verify(token));
     let sizes = &app.config.websocket;
@@ -51,13 +55,6 @@ pub async fn upgrade(
                 peer,
             }))
         })
-}
-
-/// The token of an `Authorization: Bearer` header.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// No allow-list, or no `Origin` header (not a browser), or an origin on
@@ -88,15 +85,5 @@ mod tests {
         assert!(!origin_allowed(&list, &headers));
         headers.insert(header::ORIGIN, "https://shop.example".parse().unwrap());
         assert!(origin_allowed(&list, &headers));
-    }
-
-    #[test]
-    fn bearer_tokens() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(bearer(&headers), None);
-        headers.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
-        assert_eq!(bearer(&headers), Some("abc"));
-        headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
-        assert_eq!(bearer(&headers), None);
     }
 }

@@ -58,9 +58,11 @@ use fred::interfaces::{ClientLike, KeysInterface};
 use fred::types::config::{Config, Options, ReconnectPolicy, TcpConfig, UnresponsiveConfig};
 use fred::types::{Builder, ClusterHash, ConnectHandle, CustomCommand, Value};
 use skald_actors::ports::limits::{
-    LimitsBackend, LimitsError, QuotaLimits, QuotaUsage, RateDecision, RateLimit, Reservation,
-    ReserveDecision,
+    LimitsBackend, LimitsError, QuotaLimits, QuotaUsage, RateDecision, RateKey, RateLimit,
+    Reservation, ReserveDecision, Settle, SlotKey,
 };
+use skald_actors::time::Month;
+use skald_actors::UserId;
 
 /// Largest integer a Lua number (a double) holds exactly.
 const MAX_EXACT: u64 = (1 << 53) - 1;
@@ -258,18 +260,19 @@ impl RedisLimits {
     }
 
     /// The key holding the GCRA state of rate `key`.
-    pub fn rate_key(&self, key: &str) -> String {
-        format!("{}:rl:{{{}}}", self.prefix, tag(key))
+    pub fn rate_key(&self, key: &RateKey) -> String {
+        format!("{}:rl:{{{}}}", self.prefix, tag(&key.to_string()))
     }
 
     /// The key holding the slots of `key`.
-    pub fn slots_key(&self, key: &str) -> String {
-        format!("{}:slots:{{{}}}", self.prefix, tag(key))
+    pub fn slots_key(&self, key: &SlotKey) -> String {
+        format!("{}:slots:{{{}}}", self.prefix, tag(&key.to_string()))
     }
 
     /// The keys of a user's month: its counters, and its reservations.
-    pub fn quota_keys(&self, user: &str, month: &str) -> (String, String) {
-        let counters = format!("{}:q:{{{}|{}}}", self.prefix, tag(user), tag(month));
+    pub fn quota_keys(&self, user: &UserId, month: Month) -> (String, String) {
+        let month = month.to_string();
+        let counters = format!("{}:q:{{{}|{}}}", self.prefix, tag(user), tag(&month));
         let reservations = format!("{counters}:res");
         (counters, reservations)
     }
@@ -360,7 +363,7 @@ impl Drop for RedisLimits {
 impl LimitsBackend for RedisLimits {
     async fn rate(
         &self,
-        key: &str,
+        key: &RateKey,
         limit: RateLimit,
         now_ms: i64,
     ) -> Result<RateDecision, LimitsError> {
@@ -388,7 +391,7 @@ impl LimitsBackend for RedisLimits {
 
     async fn acquire_slot(
         &self,
-        key: &str,
+        key: &SlotKey,
         holder: &str,
         max: u32,
         lease_ms: u64,
@@ -411,7 +414,7 @@ impl LimitsBackend for RedisLimits {
         Ok(reply[0] == 1)
     }
 
-    async fn release_slot(&self, key: &str, holder: &str) -> Result<(), LimitsError> {
+    async fn release_slot(&self, key: &SlotKey, holder: &str) -> Result<(), LimitsError> {
         self.run(
             &SLOT_RELEASE,
             vec![self.slots_key(key)],
@@ -428,13 +431,13 @@ impl LimitsBackend for RedisLimits {
         lease_ms: u64,
         now_ms: i64,
     ) -> Result<ReserveDecision, LimitsError> {
-        let (counters, reservations) = self.quota_keys(&r.user, &r.month);
+        let (counters, reservations) = self.quota_keys(&r.user, r.month);
         let reply = self
             .run_ints(
                 &RESERVE,
                 vec![counters, reservations],
                 vec![
-                    r.id.clone(),
+                    r.id.to_string(),
                     exact(r.tokens),
                     exact(r.min_tokens),
                     exact(limits.monthly_tokens),
@@ -456,35 +459,33 @@ impl LimitsBackend for RedisLimits {
         })
     }
 
-    async fn settle(
-        &self,
-        user: &str,
-        month: &str,
-        id: &str,
-        tokens: u64,
-        count_request: bool,
-    ) -> Result<bool, LimitsError> {
-        let (counters, reservations) = self.quota_keys(user, month);
-        let reply = self
-            .run_ints(
-                &SETTLE,
-                vec![counters, reservations],
-                vec![
-                    id.to_owned(),
-                    exact(tokens),
-                    if count_request { "1" } else { "0" }.to_owned(),
-                    QUOTA_TTL_MS.to_string(),
-                ],
-                1,
-            )
-            .await?;
-        Ok(reply[0] == 1)
+    /// Each settle is its own script (they touch different users' keys);
+    /// sent together, they share one pipelined connection.
+    async fn settle(&self, settles: &[Settle]) -> Result<Vec<bool>, LimitsError> {
+        let each = settles.iter().map(|settle| async move {
+            let (counters, reservations) = self.quota_keys(&settle.user, settle.month);
+            let reply = self
+                .run_ints(
+                    &SETTLE,
+                    vec![counters, reservations],
+                    vec![
+                        settle.id.to_string(),
+                        exact(settle.tokens),
+                        if settle.count_request { "1" } else { "0" }.to_owned(),
+                        QUOTA_TTL_MS.to_string(),
+                    ],
+                    1,
+                )
+                .await?;
+            Ok(reply[0] == 1)
+        });
+        futures::future::join_all(each).await.into_iter().collect()
     }
 
     async fn add_usage(
         &self,
-        user: &str,
-        month: &str,
+        user: &UserId,
+        month: Month,
         tokens: u64,
         requests: u64,
     ) -> Result<(), LimitsError> {
@@ -500,8 +501,8 @@ impl LimitsBackend for RedisLimits {
 
     async fn usage(
         &self,
-        user: &str,
-        month: &str,
+        user: &UserId,
+        month: Month,
         lease_ms: u64,
         now_ms: i64,
     ) -> Result<QuotaUsage, LimitsError> {
@@ -525,19 +526,12 @@ impl LimitsBackend for RedisLimits {
 
     async fn forget(
         &self,
-        rate_keys: &[String],
-        slot_keys: &[String],
-        user: &str,
-        months: &[String],
+        rate_keys: &[RateKey],
+        slot_keys: &[SlotKey],
     ) -> Result<(), LimitsError> {
         // One DEL per key: the keys live in different hash slots.
         let mut keys: Vec<String> = rate_keys.iter().map(|k| self.rate_key(k)).collect();
         keys.extend(slot_keys.iter().map(|k| self.slots_key(k)));
-        for month in months {
-            let (counters, reservations) = self.quota_keys(user, month);
-            keys.push(counters);
-            keys.push(reservations);
-        }
         for key in keys {
             self.client
                 .with_options(&self.options)

@@ -227,13 +227,13 @@ impl OpenAiProvider {
                 .filter(|model| !model.trim().is_empty())
                 .unwrap_or_else(|| self.default_model.clone()),
             messages: request.messages.into_iter().map(chat_message).collect(),
-            temperature: Some(request.temperature),
+            temperature: Some(request.temperature as f32),
             stream: Some(true),
             stream_options: Some(ChatCompletionStreamOptions {
                 include_usage: Some(true),
                 include_obfuscation: None,
             }),
-            safety_identifier: Some(request.user).filter(|user| !user.is_empty()),
+            safety_identifier: Some(request.user.to_string()).filter(|user| !user.is_empty()),
             ..CreateChatCompletionRequest::default()
         };
         match self.max_tokens_field {
@@ -395,6 +395,11 @@ impl Translation {
             self.pending.push_back(ModelEvent::Usage(Usage {
                 prompt_tokens: u64::from(usage.prompt_tokens),
                 completion_tokens: u64::from(usage.completion_tokens),
+                reasoning_tokens: usage
+                    .completion_tokens_details
+                    .as_ref()
+                    .and_then(|d| d.reasoning_tokens)
+                    .map(u64::from),
             }));
         }
     }

@@ -1,10 +1,12 @@
 //! The built-in simulated model: deterministic answers at a configured speed.
 //!
 //! It makes `cargo run --release` useful with nothing else installed, and
-//! gives tests and demos a model whose every token is known in advance.
-//! Token `i` of an answer is a word picked from a fixed vocabulary by `i`
-//! and a hash of the last user message, followed by a space; its own
-//! "tokenizer" counts whitespace-separated words of the prompt.
+//! gives tests and demos a model whose every token is known in advance. Its
+//! answer says what it is, quotes the question, and shows what the widget
+//! renders (a short list, inline code, a code block), cut or lengthened to
+//! exactly `answer_tokens` tokens (then the bot's `max_tokens` applies). A
+//! token is a word with the white space after it; its own "tokenizer"
+//! counts whitespace-separated words of the prompt.
 
 use std::time::Duration;
 
@@ -14,11 +16,30 @@ use skald_actors::ports::model::{
 };
 use skald_protocol::Usage;
 
-const VOCABULARY: [&str; 24] = [
-    "Skald", "streams", "every", "token", "as", "the", "model", "writes", "it", "and", "keeps",
-    "each", "answer", "safe", "while", "sessions", "come", "and", "go", "so", "nothing", "is",
-    "lost", "today",
-];
+/// Longest part of the question the answer quotes, in characters.
+const QUOTE_CHARS: usize = 120;
+
+/// The answer, `{question}` standing for the quoted question.
+const ANSWER: &str = "I am Skald's simulated model: no language model is connected, so every \
+question gets this same answer, written at the configured pace.
+
+You asked: \u{201c}{question}\u{201d}
+
+Here is what the chat widget renders:
+- a short list like this one,
+- `inline code`,
+- and a code block:
+
+```rust
+fn main() {
+    println!(\"streamed by Skald\");
+}
+```
+
+Set `SKALD_UPSTREAM_URL` to any OpenAI-compatible endpoint to talk to a real model. ";
+
+/// What follows the answer when `answer_tokens` asks for more words than it has.
+const MORE: &str = "(The simulated model goes on to make the answer as long as configured.) ";
 
 #[derive(Debug, Clone)]
 pub struct SimulatedModel {
@@ -28,25 +49,46 @@ pub struct SimulatedModel {
     pub answer_tokens: u32,
 }
 
+/// Words with the white space that follows each.
+fn tokens(text: &str) -> impl Iterator<Item = &str> + '_ {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let word_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let space_end = rest[word_end..]
+            .find(|c: char| !c.is_whitespace())
+            .map_or(rest.len(), |i| word_end + i);
+        let (token, tail) = rest.split_at(space_end);
+        rest = tail;
+        Some(token)
+    })
+}
+
 impl SimulatedModel {
     /// The answer this model gives to `request`, token by token, and whether
     /// `max_tokens` cut it.
     pub fn answer(&self, request: &ModelRequest) -> (Vec<String>, ModelFinish) {
-        let seed = request
+        let question = request
             .messages
             .iter()
             .rev()
             .find(|m| m.role == Role::User)
-            .map(|m| fnv1a(m.content.as_bytes()))
-            .unwrap_or(0);
+            .map(|m| m.content.as_str())
+            .unwrap_or("");
+        let flat = question.split_whitespace().collect::<Vec<_>>().join(" ");
+        let mut quoted: String = flat.chars().take(QUOTE_CHARS).collect();
+        if quoted.len() < flat.len() {
+            quoted.push('\u{2026}');
+        }
+        let answer = ANSWER.replace("{question}", &quoted);
         let cut = request.max_tokens < self.answer_tokens;
-        let n = self.answer_tokens.min(request.max_tokens) as u64;
-        let tokens = (0..n)
-            .map(|i| {
-                let word =
-                    VOCABULARY[((seed.wrapping_add(i * 7)) % VOCABULARY.len() as u64) as usize];
-                format!("{word} ")
-            })
+        let n = self.answer_tokens.min(request.max_tokens) as usize;
+        let tokens = tokens(&answer)
+            .chain(std::iter::repeat_with(|| tokens(MORE)).flatten())
+            .take(n)
+            .map(str::to_owned)
             .collect();
         let finish = if cut {
             ModelFinish::Length
@@ -55,12 +97,6 @@ impl SimulatedModel {
         };
         (tokens, finish)
     }
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-    })
 }
 
 fn count_words(request: &ModelRequest) -> u64 {
@@ -78,6 +114,7 @@ impl ModelProvider for SimulatedModel {
         let usage = Usage {
             prompt_tokens: count_words(&request),
             completion_tokens: tokens.len() as u64,
+            reasoning_tokens: None,
         };
         let period = (self.tokens_per_second > 0.0)
             .then(|| Duration::from_secs_f64(1.0 / self.tokens_per_second));
@@ -154,7 +191,8 @@ mod tests {
             events[6],
             ModelEvent::Usage(Usage {
                 prompt_tokens: 4,
-                completion_tokens: 5
+                completion_tokens: 5,
+                reasoning_tokens: None,
             })
         );
         let again: Vec<_> = model
@@ -168,10 +206,38 @@ mod tests {
             model.answer(&request("hello there", 100)),
             model.answer(&request("hello there", 100))
         );
+        let longer = SimulatedModel {
+            answer_tokens: 40,
+            ..model
+        };
         assert_ne!(
-            model.answer(&request("other", 100)).0,
-            model.answer(&request("hello there", 100)).0
+            longer.answer(&request("other", 100)).0,
+            longer.answer(&request("hello there", 100)).0,
+            "the answer quotes the question"
         );
+    }
+
+    #[test]
+    fn the_answer_says_what_it_is_quotes_the_question_and_shows_markdown() {
+        let model = SimulatedModel {
+            tokens_per_second: 0.0,
+            answer_tokens: 500,
+        };
+        let (tokens, finish) = model.answer(&request("What is   Skald?", 1000));
+        let text = tokens.concat();
+        assert_eq!(tokens.len(), 500, "exactly answer_tokens tokens");
+        assert_eq!(finish, ModelFinish::Stop);
+        assert!(text.starts_with("I am Skald's simulated model"));
+        assert!(text.contains("You asked: \u{201c}What is Skald?\u{201d}"));
+        assert!(text.contains("\n- a short list"));
+        assert!(text.contains("`inline code`"));
+        assert!(text.contains("```rust\nfn main() {\n"));
+        assert!(text.contains("The simulated model goes on"));
+        // Tokens are words with their white space: nothing lost.
+        assert!(tokens.iter().all(|t| !t.trim().is_empty()));
+        let long = "x ".repeat(200);
+        let quoted = model.answer(&request(&long, 1000)).0.concat();
+        assert!(quoted.contains('\u{2026}'), "a long question is shortened");
     }
 
     #[test]

@@ -16,14 +16,22 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use rusqlite_migration::{Migrations, M};
 use skald_actors::ports::store::{
-    AuditAction, AuditRecord, BeginOutcome, Conversation, Exchange, FinishedAnswer, MessageRole,
-    NewExchange, Page, Store, StoreError, StoredMessage, UserExport, MAX_PAGE,
+    AnswerCheckpoint, AnswerEnd, AuditAction, AuditRecord, BeginOutcome, Conversation, Exchange,
+    FinishedAnswer, MessageRole, NewExchange, Page, Store, StoreError, StoredMessage, UserExport,
+    MAX_PAGE,
 };
-use skald_protocol::{FinishReason, Usage};
+use skald_protocol::{
+    ClientMessageId, ConversationId, ErrorBody, ErrorCode, FinishReason, Usage, UserId,
+};
 
-/// The schema, by version (`PRAGMA user_version`). Applied in order, once.
-const MIGRATIONS: &[&str] = &[r#"
+/// The schema, in order (`rusqlite_migration` keeps the version in
+/// `PRAGMA user_version`). Never edit one that shipped: add the next.
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![
+        M::up(
+            r#"
 CREATE TABLE conversations (
     id TEXT PRIMARY KEY,
     user TEXT NOT NULL,
@@ -67,7 +75,22 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_by_user ON audit (user);
 CREATE INDEX audit_by_time ON audit (at_ms);
-"#];
+"#,
+        ),
+        // Checkpoints of live answers, and the error a failed answer's
+        // `done` carried (replayed to a resent `send.id`).
+        M::up(
+            r#"
+ALTER TABLE messages ADD COLUMN written_at_ms INTEGER;
+ALTER TABLE messages ADD COLUMN reasoning_tokens INTEGER;
+ALTER TABLE messages ADD COLUMN error_code TEXT;
+ALTER TABLE messages ADD COLUMN error_message TEXT;
+CREATE INDEX messages_unfinished ON messages (written_at_ms)
+    WHERE role = 'assistant' AND finish_reason IS NULL;
+"#,
+        ),
+    ])
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SqliteError {
@@ -81,6 +104,11 @@ pub enum SqliteError {
         path: String,
         source: std::io::Error,
     },
+    #[error("embedded store at {path}: schema migration: {source}")]
+    Migrate {
+        path: String,
+        source: rusqlite_migration::Error,
+    },
 }
 
 #[derive(Clone)]
@@ -91,7 +119,7 @@ pub struct SqliteStore {
 }
 
 fn unavailable(e: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::unavailable(e)
 }
 
 impl SqliteStore {
@@ -118,7 +146,12 @@ impl SqliteStore {
             .map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
-        migrate(&mut conn).map_err(err)?;
+        migrations()
+            .to_latest(&mut conn)
+            .map_err(|source| SqliteError::Migrate {
+                path: path.display().to_string(),
+                source,
+            })?;
         let reader = Connection::open(path).map_err(err)?;
         reader
             .pragma_update(None, "query_only", "ON")
@@ -167,28 +200,25 @@ where
         f(&mut conn)
     })
     .await
-    .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
-}
-
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
-    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i as i64 + 1)?;
-        tx.commit()?;
-    }
-    Ok(())
+    .map_err(StoreError::unavailable)?
 }
 
 const CONVERSATION_COLUMNS: &str = "id, user, bot, title, created_at_ms, updated_at_ms";
-const MESSAGE_COLUMNS: &str =
-    "id, conversation_id, role, content, created_at_ms, finish_reason, prompt_tokens, completion_tokens";
+const MESSAGE_COLUMNS: &str = "id, conversation_id, role, content, created_at_ms, finish_reason, \
+     prompt_tokens, completion_tokens, reasoning_tokens";
+/// What a stored answer's end reads from (after the message columns, or
+/// alone in the exchange query).
+const END_COLUMNS: &str = "finish_reason, prompt_tokens, completion_tokens, reasoning_tokens, \
+     error_code, error_message";
+
+fn text<T: From<String>>(r: &Row, i: usize) -> rusqlite::Result<T> {
+    r.get::<_, String>(i).map(T::from)
+}
 
 fn conversation_row(r: &Row) -> rusqlite::Result<Conversation> {
     Ok(Conversation {
-        id: r.get(0)?,
-        user: r.get(1)?,
+        id: text(r, 0)?,
+        user: text(r, 1)?,
         bot: r.get(2)?,
         title: r.get(3)?,
         created_at_ms: r.get(4)?,
@@ -197,56 +227,73 @@ fn conversation_row(r: &Row) -> rusqlite::Result<Conversation> {
 }
 
 fn finish_reason(s: Option<String>) -> Option<FinishReason> {
-    match s.as_deref()? {
-        "stop" => Some(FinishReason::Stop),
-        "length" => Some(FinishReason::Length),
-        "cancelled" => Some(FinishReason::Cancelled),
-        "error" => Some(FinishReason::Error),
-        _ => None,
-    }
+    s?.parse().ok()
 }
 
-fn usage(prompt: Option<i64>, completion: Option<i64>) -> Option<Usage> {
-    Some(Usage {
-        prompt_tokens: prompt? as u64,
-        completion_tokens: completion? as u64,
-    })
+/// Usage from its columns, starting at `i` (prompt, completion, reasoning).
+fn usage_at(r: &Row, i: usize) -> rusqlite::Result<Option<Usage>> {
+    let (prompt, completion): (Option<i64>, Option<i64>) = (r.get(i)?, r.get(i + 1)?);
+    let reasoning: Option<i64> = r.get(i + 2)?;
+    Ok(prompt.zip(completion).map(|(p, c)| Usage {
+        prompt_tokens: p as u64,
+        completion_tokens: c as u64,
+        reasoning_tokens: reasoning.map(|n| n as u64),
+    }))
+}
+
+/// The end of an answer from [`END_COLUMNS`], starting at `i`.
+fn end_at(r: &Row, i: usize) -> rusqlite::Result<Option<AnswerEnd>> {
+    let Some(finish_reason) = finish_reason(r.get(i)?) else {
+        return Ok(None);
+    };
+    let usage = usage_at(r, i + 1)?.unwrap_or_default();
+    let code: Option<String> = r.get(i + 4)?;
+    let message: Option<String> = r.get(i + 5)?;
+    let error = code.map(|code| ErrorBody {
+        code: code.parse().unwrap_or(ErrorCode::Internal),
+        message: message.unwrap_or_default(),
+    });
+    Ok(Some(AnswerEnd {
+        finish_reason,
+        usage,
+        error,
+    }))
 }
 
 fn message_row(r: &Row) -> rusqlite::Result<StoredMessage> {
     let role: String = r.get(2)?;
     Ok(StoredMessage {
-        id: r.get(0)?,
-        conversation_id: r.get(1)?,
-        role: if role == "user" {
-            MessageRole::User
-        } else {
-            MessageRole::Assistant
-        },
+        id: text(r, 0)?,
+        conversation_id: text(r, 1)?,
+        role: role.parse().unwrap_or(MessageRole::Assistant),
         content: r.get(3)?,
         created_at_ms: r.get(4)?,
         finish_reason: finish_reason(r.get(5)?),
-        usage: usage(r.get(6)?, r.get(7)?),
+        usage: usage_at(r, 6)?,
     })
 }
 
-const EXCHANGE_QUERY: &str = "SELECT e.client_id, e.conversation_id, e.user_message_id, \
-     e.assistant_message_id, e.stream_id, m.finish_reason, m.prompt_tokens, m.completion_tokens \
-     FROM exchanges e LEFT JOIN messages m ON m.id = e.assistant_message_id";
+fn exchange_query() -> String {
+    format!(
+        "SELECT e.client_id, e.conversation_id, e.user_message_id, e.assistant_message_id, \
+         e.stream_id, {} FROM exchanges e LEFT JOIN messages m ON m.id = e.assistant_message_id",
+        END_COLUMNS
+            .split(", ")
+            .map(|c| format!("m.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
 
-fn exchange_row(r: &Row) -> rusqlite::Result<(String, Exchange)> {
-    let finished = match (finish_reason(r.get(5)?), usage(r.get(6)?, r.get(7)?)) {
-        (Some(reason), Some(usage)) => Some((reason, usage)),
-        _ => None,
-    };
+fn exchange_row(r: &Row) -> rusqlite::Result<(ClientMessageId, Exchange)> {
     Ok((
-        r.get(0)?,
+        text(r, 0)?,
         Exchange {
-            conversation_id: r.get(1)?,
-            user_message_id: r.get(2)?,
-            assistant_message_id: r.get(3)?,
-            stream_id: r.get(4)?,
-            finished,
+            conversation_id: text(r, 1)?,
+            user_message_id: text(r, 2)?,
+            assistant_message_id: text(r, 3)?,
+            stream_id: text(r, 4)?,
+            finished: end_at(r, 5)?,
         },
     ))
 }
@@ -256,8 +303,8 @@ fn audit_row(r: &Row) -> rusqlite::Result<AuditRecord> {
     Ok(AuditRecord {
         id: r.get(0)?,
         at_ms: r.get(1)?,
-        user: r.get(2)?,
-        action: AuditAction::parse(&action).unwrap_or(AuditAction::AuthFailed),
+        user: r.get::<_, Option<String>>(2)?.map(UserId::from),
+        action: action.parse().unwrap_or(AuditAction::AuthFailed),
         address: r.get(4)?,
         address_anonymised: r.get(5)?,
         detail: r.get(6)?,
@@ -270,7 +317,10 @@ fn find_exchange(
     client_id: &str,
 ) -> rusqlite::Result<Option<Exchange>> {
     conn.query_row(
-        &format!("{EXCHANGE_QUERY} WHERE e.user = ?1 AND e.client_id = ?2"),
+        &format!(
+            "{} WHERE e.user = ?1 AND e.client_id = ?2",
+            exchange_query()
+        ),
         params![user, client_id],
         exchange_row,
     )
@@ -289,31 +339,37 @@ fn owns(conn: &Connection, user: &str, conversation_id: &str) -> rusqlite::Resul
 }
 
 fn finish_in(tx: &Transaction, answer: &FinishedAnswer) -> rusqlite::Result<()> {
+    let end = &answer.end;
     let changed = tx.execute(
         "UPDATE messages SET content = ?1, finish_reason = ?2, prompt_tokens = ?3, \
-         completion_tokens = ?4 WHERE id = ?5 AND conversation_id = ?6",
+         completion_tokens = ?4, reasoning_tokens = ?5, error_code = ?6, error_message = ?7, \
+         written_at_ms = ?8 WHERE id = ?9 AND conversation_id = ?10",
         params![
             answer.content,
-            answer.finish_reason.as_str(),
-            answer.usage.prompt_tokens as i64,
-            answer.usage.completion_tokens as i64,
-            answer.message_id,
-            answer.conversation_id
+            end.finish_reason.as_str(),
+            end.usage.prompt_tokens as i64,
+            end.usage.completion_tokens as i64,
+            end.usage.reasoning_tokens.map(|n| n as i64),
+            end.error.as_ref().map(|e| e.code.as_str()),
+            end.error.as_ref().map(|e| e.message.as_str()),
+            answer.at_ms,
+            answer.message_id.as_str(),
+            answer.conversation_id.as_str()
         ],
     )?;
     if changed > 0 {
         tx.execute(
             "UPDATE conversations SET updated_at_ms = MAX(updated_at_ms, ?1) WHERE id = ?2",
-            params![answer.at_ms, answer.conversation_id],
+            params![answer.at_ms, answer.conversation_id.as_str()],
         )?;
     }
     Ok(())
 }
 
-fn page<T>(mut items: Vec<T>, limit: usize, id: impl Fn(&T) -> String) -> Page<T> {
+fn page<T>(mut items: Vec<T>, limit: usize, id: impl Fn(&T) -> &str) -> Page<T> {
     let next = if items.len() > limit {
         items.truncate(limit);
-        items.last().map(id)
+        items.last().map(|item| id(item).to_owned())
     } else {
         None
     };
@@ -326,14 +382,18 @@ fn clamp(limit: usize) -> usize {
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
-    async fn conversation(&self, user: &str, id: &str) -> Result<Option<Conversation>, StoreError> {
-        let (user, id) = (user.to_owned(), id.to_owned());
+    async fn conversation(
+        &self,
+        user: &UserId,
+        id: &ConversationId,
+    ) -> Result<Option<Conversation>, StoreError> {
+        let (user, id) = (user.clone(), id.clone());
         self.read(move |conn| {
             conn.query_row(
                 &format!(
                     "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = ?1 AND user = ?2"
                 ),
-                params![id, user],
+                params![id.as_str(), user.as_str()],
                 conversation_row,
             )
             .optional()
@@ -342,8 +402,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn exchange(&self, user: &str, client_id: &str) -> Result<Option<Exchange>, StoreError> {
-        let (user, client_id) = (user.to_owned(), client_id.to_owned());
+    async fn exchange(
+        &self,
+        user: &UserId,
+        client_id: &ClientMessageId,
+    ) -> Result<Option<Exchange>, StoreError> {
+        let (user, client_id) = (user.clone(), client_id.clone());
         self.read(move |conn| find_exchange(conn, &user, &client_id).map_err(unavailable))
             .await
     }
@@ -356,19 +420,19 @@ impl Store for SqliteStore {
                     "INSERT OR IGNORE INTO exchanges (user, client_id, conversation_id, \
                      user_message_id, assistant_message_id, stream_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![
-                        ex.user,
-                        ex.client_id,
-                        ex.conversation_id,
-                        ex.user_message_id,
-                        ex.assistant_message_id,
-                        ex.stream_id
+                        ex.user.as_str(),
+                        ex.client_id.as_str(),
+                        ex.conversation_id.as_str(),
+                        ex.user_message_id.as_str(),
+                        ex.assistant_message_id.as_str(),
+                        ex.stream_id.as_str()
                     ],
                 )
                 .map_err(unavailable)?;
             if claimed == 0 {
                 let existing = find_exchange(&tx, &ex.user, &ex.client_id)
                     .map_err(unavailable)?
-                    .ok_or_else(|| StoreError::Unavailable("idempotency key vanished".into()))?;
+                    .ok_or_else(|| StoreError::unavailable("idempotency key vanished"))?;
                 return Ok(BeginOutcome::Existing(existing));
             }
             match &ex.new_conversation {
@@ -376,7 +440,7 @@ impl Store for SqliteStore {
                     tx.execute(
                         "INSERT INTO conversations (id, user, bot, title, created_at_ms, updated_at_ms) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                        params![ex.conversation_id, ex.user, new.bot, new.title, ex.at_ms],
+                        params![ex.conversation_id.as_str(), ex.user.as_str(), new.bot, new.title, ex.at_ms],
                     )
                     .map_err(unavailable)?;
                 }
@@ -384,34 +448,37 @@ impl Store for SqliteStore {
                     let touched = tx
                         .execute(
                             "UPDATE conversations SET updated_at_ms = ?1 WHERE id = ?2 AND user = ?3",
-                            params![ex.at_ms, ex.conversation_id, ex.user],
+                            params![ex.at_ms, ex.conversation_id.as_str(), ex.user.as_str()],
                         )
                         .map_err(unavailable)?;
                     if touched == 0 {
-                        return Err(StoreError::NotFound("no such conversation".into()));
+                        return Err(StoreError::NotFound("conversation"));
                     }
                 }
             }
-            let insert = "INSERT INTO messages (id, conversation_id, user, role, content, created_at_ms) \
-                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-            tx.execute(
-                insert,
-                params![ex.user_message_id, ex.conversation_id, ex.user, "user", ex.text, ex.at_ms],
-            )
-            .map_err(unavailable)?;
-            tx.execute(
-                insert,
-                params![ex.assistant_message_id, ex.conversation_id, ex.user, "assistant", "", ex.at_ms],
-            )
-            .map_err(unavailable)?;
+            let insert = "INSERT INTO messages (id, conversation_id, user, role, content, \
+                          created_at_ms, written_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)";
+            for (id, role, content) in [
+                (&ex.user_message_id, MessageRole::User, ex.text.as_str()),
+                (&ex.assistant_message_id, MessageRole::Assistant, ""),
+            ] {
+                tx.execute(
+                    insert,
+                    params![
+                        id.as_str(),
+                        ex.conversation_id.as_str(),
+                        ex.user.as_str(),
+                        role.as_str(),
+                        content,
+                        ex.at_ms
+                    ],
+                )
+                .map_err(unavailable)?;
+            }
             tx.commit().map_err(unavailable)?;
             Ok(BeginOutcome::Created)
         })
         .await
-    }
-
-    async fn finish_answer(&self, answer: FinishedAnswer) -> Result<(), StoreError> {
-        self.finish_answers(vec![answer]).await
     }
 
     async fn finish_answers(&self, answers: Vec<FinishedAnswer>) -> Result<(), StoreError> {
@@ -425,12 +492,54 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn checkpoint_answers(
+        &self,
+        checkpoints: Vec<AnswerCheckpoint>,
+    ) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            let tx = conn.transaction().map_err(unavailable)?;
+            for cp in &checkpoints {
+                tx.execute(
+                    "UPDATE messages SET content = ?1, written_at_ms = ?2 \
+                     WHERE id = ?3 AND conversation_id = ?4 AND finish_reason IS NULL",
+                    params![
+                        cp.content,
+                        cp.at_ms,
+                        cp.message_id.as_str(),
+                        cp.conversation_id.as_str()
+                    ],
+                )
+                .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn close_interrupted(&self, older_than_ms: i64) -> Result<u64, StoreError> {
+        self.run(move |conn| {
+            conn.execute(
+                "UPDATE messages SET finish_reason = 'error', prompt_tokens = 0, \
+                 completion_tokens = 0, error_code = ?1, error_message = ?2 \
+                 WHERE role = 'assistant' AND finish_reason IS NULL AND written_at_ms < ?3",
+                params![
+                    ErrorCode::Unavailable.as_str(),
+                    INTERRUPTED_MESSAGE,
+                    older_than_ms
+                ],
+            )
+            .map(|n| n as u64)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
     async fn recent_messages(
         &self,
-        conversation_id: &str,
+        conversation_id: &ConversationId,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
-        let conversation_id = conversation_id.to_owned();
+        let conversation_id = conversation_id.clone();
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare(&format!(
@@ -439,7 +548,7 @@ impl Store for SqliteStore {
                 ))
                 .map_err(unavailable)?;
             let mut messages = stmt
-                .query_map(params![conversation_id, limit as i64], message_row)
+                .query_map(params![conversation_id.as_str(), limit as i64], message_row)
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(unavailable)?;
             messages.reverse();
@@ -450,11 +559,11 @@ impl Store for SqliteStore {
 
     async fn list_conversations(
         &self,
-        user: &str,
+        user: &UserId,
         limit: usize,
         before: Option<&str>,
     ) -> Result<Page<Conversation>, StoreError> {
-        let (user, before, limit) = (user.to_owned(), before.map(str::to_owned), clamp(limit));
+        let (user, before, limit) = (user.clone(), before.map(str::to_owned), clamp(limit));
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare(&format!(
@@ -463,22 +572,25 @@ impl Store for SqliteStore {
                 ))
                 .map_err(unavailable)?;
             let items = stmt
-                .query_map(params![user, before, limit as i64 + 1], conversation_row)
+                .query_map(
+                    params![user.as_str(), before, limit as i64 + 1],
+                    conversation_row,
+                )
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(unavailable)?;
-            Ok(page(items, limit, |c| c.id.clone()))
+            Ok(page(items, limit, |c| c.id.as_str()))
         })
         .await
     }
 
     async fn list_messages(
         &self,
-        user: &str,
-        conversation_id: &str,
+        user: &UserId,
+        conversation_id: &ConversationId,
         limit: usize,
         after: Option<&str>,
     ) -> Result<Option<Page<StoredMessage>>, StoreError> {
-        let (user, conversation_id) = (user.to_owned(), conversation_id.to_owned());
+        let (user, conversation_id) = (user.clone(), conversation_id.clone());
         let (after, limit) = (after.map(str::to_owned), clamp(limit));
         self.read(move |conn| {
             if !owns(conn, &user, &conversation_id).map_err(unavailable)? {
@@ -492,18 +604,22 @@ impl Store for SqliteStore {
                 .map_err(unavailable)?;
             let items = stmt
                 .query_map(
-                    params![conversation_id, after, limit as i64 + 1],
+                    params![conversation_id.as_str(), after, limit as i64 + 1],
                     message_row,
                 )
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(unavailable)?;
-            Ok(Some(page(items, limit, |m| m.id.clone())))
+            Ok(Some(page(items, limit, |m| m.id.as_str())))
         })
         .await
     }
 
-    async fn delete_conversation(&self, user: &str, id: &str) -> Result<bool, StoreError> {
-        let (user, id) = (user.to_owned(), id.to_owned());
+    async fn delete_conversation(
+        &self,
+        user: &UserId,
+        id: &ConversationId,
+    ) -> Result<bool, StoreError> {
+        let (user, id) = (user.clone(), id.clone());
         self.run(move |conn| {
             let tx = conn.transaction().map_err(unavailable)?;
             if !owns(&tx, &user, &id).map_err(unavailable)? {
@@ -514,7 +630,7 @@ impl Store for SqliteStore {
                 "DELETE FROM exchanges WHERE conversation_id = ?1",
                 "DELETE FROM conversations WHERE id = ?1",
             ] {
-                tx.execute(sql, params![id]).map_err(unavailable)?;
+                tx.execute(sql, params![id.as_str()]).map_err(unavailable)?;
             }
             tx.commit().map_err(unavailable)?;
             Ok(true)
@@ -530,7 +646,7 @@ impl Store for SqliteStore {
                 params![
                     record.id,
                     record.at_ms,
-                    record.user,
+                    record.user.as_ref().map(|u| u.as_str()),
                     record.action.as_str(),
                     record.address,
                     record.address_anonymised,
@@ -543,47 +659,60 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn export_user(&self, user: &str) -> Result<UserExport, StoreError> {
-        let user = user.to_owned();
+    async fn export_user(&self, user: &UserId) -> Result<UserExport, StoreError> {
+        let user = user.clone();
         self.run(move |conn| {
-            let all = |sql: &str| -> Result<rusqlite::Statement<'_>, StoreError> {
-                conn.prepare(sql).map_err(unavailable)
-            };
-            let conversations = all(&format!(
-                "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE user = ?1 ORDER BY id"
-            ))?
-            .query_map(params![user], conversation_row)
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(unavailable)?;
-            let messages = all(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE user = ?1 ORDER BY conversation_id, id"
-            ))?
-            .query_map(params![user], message_row)
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(unavailable)?;
-            let audit = all(
-                "SELECT id, at_ms, user, action, address, address_anonymised, detail FROM audit \
-                 WHERE user = ?1 ORDER BY at_ms, id",
-            )?
-            .query_map(params![user], audit_row)
-            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-            .map_err(unavailable)?;
-            let idempotency_keys = all(&format!("{EXCHANGE_QUERY} WHERE e.user = ?1 ORDER BY e.client_id"))?
-                .query_map(params![user], exchange_row)
-                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-                .map_err(unavailable)?;
+            fn all<T>(
+                conn: &Connection,
+                sql: &str,
+                user: &str,
+                row: impl FnMut(&Row) -> rusqlite::Result<T>,
+            ) -> Result<Vec<T>, StoreError> {
+                conn.prepare(sql)
+                    .and_then(|mut stmt| {
+                        stmt.query_map(params![user], row)?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                    })
+                    .map_err(unavailable)
+            }
             Ok(UserExport {
-                conversations,
-                messages,
-                audit,
-                idempotency_keys,
+                conversations: all(
+                    conn,
+                    &format!(
+                        "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE user = ?1 ORDER BY id"
+                    ),
+                    &user,
+                    conversation_row,
+                )?,
+                messages: all(
+                    conn,
+                    &format!(
+                        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE user = ?1 \
+                         ORDER BY conversation_id, id"
+                    ),
+                    &user,
+                    message_row,
+                )?,
+                audit: all(
+                    conn,
+                    "SELECT id, at_ms, user, action, address, address_anonymised, detail FROM audit \
+                     WHERE user = ?1 ORDER BY at_ms, id",
+                    &user,
+                    audit_row,
+                )?,
+                idempotency_keys: all(
+                    conn,
+                    &format!("{} WHERE e.user = ?1 ORDER BY e.client_id", exchange_query()),
+                    &user,
+                    exchange_row,
+                )?,
             })
         })
         .await
     }
 
-    async fn erase_user(&self, user: &str) -> Result<(), StoreError> {
-        let user = user.to_owned();
+    async fn erase_user(&self, user: &UserId) -> Result<(), StoreError> {
+        let user = user.clone();
         self.run(move |conn| {
             let tx = conn.transaction().map_err(unavailable)?;
             for sql in [
@@ -592,7 +721,8 @@ impl Store for SqliteStore {
                 "DELETE FROM conversations WHERE user = ?1",
                 "DELETE FROM audit WHERE user = ?1",
             ] {
-                tx.execute(sql, params![user]).map_err(unavailable)?;
+                tx.execute(sql, params![user.as_str()])
+                    .map_err(unavailable)?;
             }
             tx.commit().map_err(unavailable)
         })
@@ -620,6 +750,10 @@ impl Store for SqliteStore {
     }
 }
 
+/// What a closed interrupted answer's error says.
+pub const INTERRUPTED_MESSAGE: &str =
+    "the answer was interrupted (the server stopped); this is what was saved of it";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -628,7 +762,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "skald-sqlite-{tag}-{}-{}",
             std::process::id(),
-            skald_actors::new_id()
+            uuid::Uuid::now_v7()
         ));
         std::fs::create_dir_all(&dir).unwrap();
         dir
@@ -638,22 +772,27 @@ mod tests {
     async fn passes_the_store_contract() {
         let dir = temp_dir("contract");
         let store = SqliteStore::open_in(&dir).unwrap();
-        skald_actors::store_contract::run_all(&store, "sqlite").await;
+        skald_actors::testkit::store::run_all(&store, "sqlite").await;
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]
     async fn survives_reopening_and_migrates_once() {
         let dir = temp_dir("reopen");
-        let ex = skald_actors::store_contract::exchange("u", "k", None, "kept");
+        let user = UserId::from("u");
+        let ex = skald_actors::testkit::store::exchange(&user, "k", None, "kept");
         {
             let store = SqliteStore::open_in(&dir).unwrap();
             store.begin_exchange(ex.clone()).await.unwrap();
         }
         let store = SqliteStore::open_in(&dir).unwrap();
-        assert!(store.exchange("u", "k").await.unwrap().is_some());
         assert!(store
-            .conversation("u", &ex.conversation_id)
+            .exchange(&user, &ClientMessageId::from("k"))
+            .await
+            .unwrap()
+            .is_some());
+        assert!(store
+            .conversation(&user, &ex.conversation_id)
             .await
             .unwrap()
             .is_some());
@@ -676,7 +815,7 @@ mod tests {
         store.append_audit(record("old", 1_000)).await.unwrap();
         store.append_audit(record("new", 10_000)).await.unwrap();
         assert_eq!(store.anonymise_addresses(5_000).await.unwrap(), 1);
-        let audit = store.export_user("u").await.unwrap().audit;
+        let audit = store.export_user(&"u".into()).await.unwrap().audit;
         assert_eq!(audit[0].address, None);
         assert_eq!(audit[0].address_anonymised.as_deref(), Some("198.51.100.0"));
         assert_eq!(audit[1].address.as_deref(), Some("198.51.100.23"));

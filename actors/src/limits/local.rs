@@ -6,10 +6,13 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use skald_protocol::{StreamId, UserId};
+
 use crate::ports::limits::{
-    LimitsBackend, LimitsError, QuotaLimits, QuotaUsage, RateDecision, RateLimit, Reservation,
-    ReserveDecision,
+    LimitsBackend, LimitsError, QuotaLimits, QuotaUsage, RateDecision, RateKey, RateLimit,
+    Reservation, ReserveDecision, Settle, SlotKey,
 };
+use crate::time::Month;
 
 /// Past this many rate keys, expired ones are dropped on the next check.
 const PRUNE_ABOVE: usize = 10_000;
@@ -22,21 +25,21 @@ pub struct LocalLimits {
 #[derive(Default)]
 struct Inner {
     /// Theoretical arrival time per key, µs.
-    tats: HashMap<String, i64>,
+    tats: HashMap<RateKey, i64>,
     /// Holder -> lease expiry (ms) per key.
-    slots: HashMap<String, HashMap<String, i64>>,
-    months: HashMap<(String, String), Month>,
+    slots: HashMap<SlotKey, HashMap<String, i64>>,
+    months: HashMap<(UserId, Month), MonthUsage>,
 }
 
 #[derive(Default)]
-struct Month {
+struct MonthUsage {
     tokens_used: u64,
     requests_used: u64,
     /// Reservation id -> (tokens, made at ms).
-    reservations: HashMap<String, (u64, i64)>,
+    reservations: HashMap<StreamId, (u64, i64)>,
 }
 
-impl Month {
+impl MonthUsage {
     fn drop_expired(&mut self, lease_ms: u64, now_ms: i64) {
         self.reservations
             .retain(|_, (_, at)| now_ms - *at < lease_ms as i64);
@@ -81,7 +84,7 @@ pub fn gcra(tat_us: Option<i64>, limit: RateLimit, now_ms: i64) -> (RateDecision
 impl LimitsBackend for LocalLimits {
     async fn rate(
         &self,
-        key: &str,
+        key: &RateKey,
         limit: RateLimit,
         now_ms: i64,
     ) -> Result<RateDecision, LimitsError> {
@@ -92,21 +95,21 @@ impl LimitsBackend for LocalLimits {
         }
         let (decision, new_tat) = gcra(inner.tats.get(key).copied(), limit, now_ms);
         if let Some(tat) = new_tat {
-            inner.tats.insert(key.to_owned(), tat);
+            inner.tats.insert(key.clone(), tat);
         }
         Ok(decision)
     }
 
     async fn acquire_slot(
         &self,
-        key: &str,
+        key: &SlotKey,
         holder: &str,
         max: u32,
         lease_ms: u64,
         now_ms: i64,
     ) -> Result<bool, LimitsError> {
         let mut inner = self.lock();
-        let slots = inner.slots.entry(key.to_owned()).or_default();
+        let slots = inner.slots.entry(key.clone()).or_default();
         slots.retain(|_, expiry| *expiry > now_ms);
         if !slots.contains_key(holder) && slots.len() >= max as usize {
             return Ok(false);
@@ -115,7 +118,7 @@ impl LimitsBackend for LocalLimits {
         Ok(true)
     }
 
-    async fn release_slot(&self, key: &str, holder: &str) -> Result<(), LimitsError> {
+    async fn release_slot(&self, key: &SlotKey, holder: &str) -> Result<(), LimitsError> {
         let mut inner = self.lock();
         if let Some(slots) = inner.slots.get_mut(key) {
             slots.remove(holder);
@@ -134,10 +137,7 @@ impl LimitsBackend for LocalLimits {
         now_ms: i64,
     ) -> Result<ReserveDecision, LimitsError> {
         let mut inner = self.lock();
-        let month = inner
-            .months
-            .entry((r.user.clone(), r.month.clone()))
-            .or_default();
+        let month = inner.months.entry((r.user.clone(), r.month)).or_default();
         month.drop_expired(lease_ms, now_ms);
         if let Some((tokens, _)) = month.reservations.get(&r.id) {
             return Ok(ReserveDecision::Granted { tokens: *tokens });
@@ -157,40 +157,33 @@ impl LimitsBackend for LocalLimits {
         Ok(ReserveDecision::Granted { tokens: grant })
     }
 
-    async fn settle(
-        &self,
-        user: &str,
-        month: &str,
-        id: &str,
-        tokens: u64,
-        count_request: bool,
-    ) -> Result<bool, LimitsError> {
+    async fn settle(&self, settles: &[Settle]) -> Result<Vec<bool>, LimitsError> {
         let mut inner = self.lock();
-        let Some(m) = inner.months.get_mut(&(user.to_owned(), month.to_owned())) else {
-            return Ok(false);
-        };
-        if m.reservations.remove(id).is_none() {
-            return Ok(false);
-        }
-        m.tokens_used += tokens;
-        if count_request {
-            m.requests_used += 1;
-        }
-        Ok(true)
+        Ok(settles
+            .iter()
+            .map(|settle| {
+                let Some(m) = inner.months.get_mut(&(settle.user.clone(), settle.month)) else {
+                    return false;
+                };
+                if m.reservations.remove(&settle.id).is_none() {
+                    return false;
+                }
+                m.tokens_used += settle.tokens;
+                m.requests_used += u64::from(settle.count_request);
+                true
+            })
+            .collect())
     }
 
     async fn add_usage(
         &self,
-        user: &str,
-        month: &str,
+        user: &UserId,
+        month: Month,
         tokens: u64,
         requests: u64,
     ) -> Result<(), LimitsError> {
         let mut inner = self.lock();
-        let m = inner
-            .months
-            .entry((user.to_owned(), month.to_owned()))
-            .or_default();
+        let m = inner.months.entry((user.clone(), month)).or_default();
         m.tokens_used += tokens;
         m.requests_used += requests;
         Ok(())
@@ -198,29 +191,25 @@ impl LimitsBackend for LocalLimits {
 
     async fn usage(
         &self,
-        user: &str,
-        month: &str,
+        user: &UserId,
+        month: Month,
         lease_ms: u64,
         now_ms: i64,
     ) -> Result<QuotaUsage, LimitsError> {
         let mut inner = self.lock();
-        Ok(
-            match inner.months.get_mut(&(user.to_owned(), month.to_owned())) {
-                Some(m) => {
-                    m.drop_expired(lease_ms, now_ms);
-                    m.usage()
-                }
-                None => QuotaUsage::default(),
-            },
-        )
+        Ok(match inner.months.get_mut(&(user.clone(), month)) {
+            Some(m) => {
+                m.drop_expired(lease_ms, now_ms);
+                m.usage()
+            }
+            None => QuotaUsage::default(),
+        })
     }
 
     async fn forget(
         &self,
-        rate_keys: &[String],
-        slot_keys: &[String],
-        user: &str,
-        months: &[String],
+        rate_keys: &[RateKey],
+        slot_keys: &[SlotKey],
     ) -> Result<(), LimitsError> {
         let mut inner = self.lock();
         for key in rate_keys {
@@ -228,9 +217,6 @@ impl LimitsBackend for LocalLimits {
         }
         for key in slot_keys {
             inner.slots.remove(key);
-        }
-        for month in months {
-            inner.months.remove(&(user.to_owned(), month.clone()));
         }
         Ok(())
     }
@@ -250,6 +236,6 @@ mod tests {
 
     #[tokio::test]
     async fn passes_the_contract() {
-        crate::limits::contract::run_all(&LocalLimits::new(), "local").await;
+        crate::testkit::limits::run_all(&LocalLimits::new(), "local").await;
     }
 }

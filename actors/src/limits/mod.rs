@@ -1,7 +1,6 @@
-//! Rate limits and quotas: the in-process backend, the contract every
-//! backend must pass, the failover policy, and the two actors.
+//! Rate limits and quotas: the in-process backend, the failover policy,
+//! and the two actors that own the decisions.
 
-pub mod contract;
 pub mod guard;
 pub mod local;
 pub mod quota_keeper;

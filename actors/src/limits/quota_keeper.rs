@@ -1,125 +1,592 @@
 //! The QuotaKeeper actor: monthly token and request quotas, reserved when a
 //! `send` is accepted and settled when its stream ends.
 //!
-//! Like the RateLimiter, it answers each request from its own task. It also
-//! probes the shared backend every second: that is what notices Redis coming
-//! back, replays the settles it could not take and adds the usage spent
-//! meanwhile (see [`LimitsGuard::probe`]).
+//! It owns what a quota outage leaves behind, so nothing else needs a lock
+//! on it:
+//! - the reservations this instance's fallback granted while the shared
+//!   backend was down (their settles go to the fallback, and into the
+//!   ledger);
+//! - the **ledger**: tokens and requests spent meanwhile, per user and
+//!   month, added to the shared backend when it is back;
+//! - the settles the shared backend could not take, replayed then.
+//!
+//! Settles arrive as casts and are **batched**: those that arrive within
+//! [`SETTLE_WINDOW`] go to the backend in one call (one Redis pipeline).
+//! Decisions that wait on the backend (reserve, usage, a batch of settles,
+//! the probe) run in tasks of their own, so a thousand sessions reserving
+//! at once cost a thousand pipelined round trips, not a queue; a task
+//! reports back to the actor what the state must remember.
+//!
+//! Every second the actor probes the shared backend; when it answers, the
+//! deferred settles and the ledger are applied, and only then are
+//! decisions routed to it again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use skald_protocol::{StreamId, UserId};
 
-use super::guard::LimitsGuard;
-use crate::ports::limits::{LimitsError, QuotaLimits, QuotaUsage, Reservation, ReserveDecision};
+use super::guard::{DecidedBy, LimitsGuard};
+use crate::ports::limits::{
+    LimitsBackend, LimitsError, QuotaLimits, QuotaUsage, Reservation, ReserveDecision, Settle,
+};
+use crate::slot::Slot;
+use crate::time::Month;
+use crate::ActorsError;
 
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Settles that arrive this close together share one backend call.
+pub const SETTLE_WINDOW: Duration = Duration::from_millis(2);
+const MAX_SETTLE_BATCH: usize = 128;
 
 pub enum QuotaMsg {
     Reserve {
         reservation: Reservation,
         limits: QuotaLimits,
-        lease_ms: u64,
         now_ms: i64,
         reply: RpcReplyPort<Result<ReserveDecision, LimitsError>>,
     },
-    Settle {
-        user: String,
-        month: String,
-        id: String,
-        tokens: u64,
-        count_request: bool,
-    },
+    Settle(Settle),
     Usage {
-        user: String,
-        month: String,
-        lease_ms: u64,
+        user: UserId,
+        month: Month,
         now_ms: i64,
         reply: RpcReplyPort<Result<QuotaUsage, LimitsError>>,
     },
+    /// Send the batched settles (self-scheduled).
+    FlushSettles,
     Probe,
+    /// From a reserve task: the fallback granted this reservation.
+    FallbackGranted(StreamId),
+    /// From a settle task: the shared backend could not take these.
+    Deferred(Vec<Settle>),
+    /// From the probe task: what it could not apply, and whether the
+    /// shared backend is reconciled.
+    Probed {
+        deferred: Vec<Settle>,
+        ledger: Ledger,
+        reconciled: bool,
+    },
 }
+
+/// Usage spent on the fallback, per user and month: (tokens, requests).
+pub type Ledger = HashMap<(UserId, Month), (u64, u64)>;
 
 pub struct QuotaKeeper;
 
+pub struct QuotaArgs {
+    pub guard: Arc<LimitsGuard>,
+    /// How long a reservation lives if never settled.
+    pub lease_ms: u64,
+}
+
 pub struct QuotaState {
     guard: Arc<LimitsGuard>,
-    probing: Arc<AtomicBool>,
+    lease_ms: u64,
+    fallback_reservations: HashSet<StreamId>,
+    ledger: Ledger,
+    deferred: Vec<Settle>,
+    batch: Vec<Settle>,
+    flush_scheduled: bool,
+    probing: bool,
 }
 
 impl Actor for QuotaKeeper {
     type Msg = QuotaMsg;
     type State = QuotaState;
-    type Arguments = Arc<LimitsGuard>;
+    type Arguments = QuotaArgs;
 
     async fn pre_start(
         &self,
         myself: ActorRef<QuotaMsg>,
-        guard: Arc<LimitsGuard>,
+        args: QuotaArgs,
     ) -> Result<QuotaState, ActorProcessingErr> {
-        myself.send_interval(PROBE_EVERY, || QuotaMsg::Probe);
+        if args.guard.is_shared() {
+            myself.send_interval(PROBE_EVERY, || QuotaMsg::Probe);
+        }
         Ok(QuotaState {
-            guard,
-            probing: Arc::new(AtomicBool::new(false)),
+            guard: args.guard,
+            lease_ms: args.lease_ms,
+            fallback_reservations: HashSet::new(),
+            ledger: Ledger::new(),
+            deferred: Vec::new(),
+            batch: Vec::new(),
+            flush_scheduled: false,
+            probing: false,
         })
+    }
+
+    /// Settles still batched are sent before the actor goes (a restart or
+    /// the shutdown must not lose them).
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<QuotaMsg>,
+        state: &mut QuotaState,
+    ) -> Result<(), ActorProcessingErr> {
+        let batch = std::mem::take(&mut state.batch);
+        if !batch.is_empty() {
+            if let Err(e) = state.guard.primary().settle(&batch).await {
+                tracing::error!(error = %e, settles = batch.len(), "settles lost at stop");
+            }
+        }
+        Ok(())
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<QuotaMsg>,
+        myself: ActorRef<QuotaMsg>,
         message: QuotaMsg,
         state: &mut QuotaState,
     ) -> Result<(), ActorProcessingErr> {
-        let guard = state.guard.clone();
         match message {
             QuotaMsg::Reserve {
                 reservation,
                 limits,
-                lease_ms,
                 now_ms,
                 reply,
             } => {
+                let guard = state.guard.clone();
+                let lease_ms = state.lease_ms;
                 tokio::spawn(async move {
-                    let _ = reply.send(guard.reserve(&reservation, limits, lease_ms, now_ms).await);
+                    let decided = guard
+                        .reserve(&reservation, limits, lease_ms, now_ms)
+                        .await
+                        .map(|(decision, by)| {
+                            if by == DecidedBy::Fallback
+                                && matches!(decision, ReserveDecision::Granted { .. })
+                            {
+                                // Before the reply: the settle that ends this
+                                // reservation is cast after it.
+                                let _ = myself.cast(QuotaMsg::FallbackGranted(reservation.id));
+                            }
+                            decision
+                        });
+                    let _ = reply.send(decided);
                 });
             }
-            QuotaMsg::Settle {
-                user,
-                month,
-                id,
-                tokens,
-                count_request,
-            } => {
-                tokio::spawn(async move {
-                    guard
-                        .settle(&user, &month, &id, tokens, count_request)
-                        .await;
-                });
+            QuotaMsg::FallbackGranted(id) => {
+                state.fallback_reservations.insert(id);
+            }
+            QuotaMsg::Settle(settle) => state.settle(&myself, settle).await,
+            QuotaMsg::FlushSettles => {
+                state.flush_scheduled = false;
+                state.flush(&myself);
+            }
+            QuotaMsg::Deferred(settles) => {
+                tracing::warn!(
+                    settles = settles.len(),
+                    "settles deferred until the limits backend is back"
+                );
+                state.deferred.extend(settles);
             }
             QuotaMsg::Usage {
                 user,
                 month,
-                lease_ms,
                 now_ms,
                 reply,
             } => {
+                let guard = state.guard.clone();
+                let lease_ms = state.lease_ms;
                 tokio::spawn(async move {
-                    let _ = reply.send(guard.usage(&user, &month, lease_ms, now_ms).await);
+                    let _ = reply.send(guard.usage(&user, month, lease_ms, now_ms).await);
                 });
             }
             QuotaMsg::Probe => {
                 // One probe at a time: a slow backend must not pile them up.
-                if !state.probing.swap(true, Ordering::AcqRel) {
-                    let probing = state.probing.clone();
-                    tokio::spawn(async move {
-                        guard.probe().await;
-                        probing.store(false, Ordering::Release);
-                    });
+                if !state.probing {
+                    state.probing = true;
+                    let deferred = std::mem::take(&mut state.deferred);
+                    let ledger = std::mem::take(&mut state.ledger);
+                    tokio::spawn(probe(state.guard.clone(), deferred, ledger, myself));
+                }
+            }
+            QuotaMsg::Probed {
+                deferred,
+                ledger,
+                reconciled,
+            } => {
+                state.probing = false;
+                state.deferred.extend(deferred);
+                for (key, (tokens, requests)) in ledger {
+                    let entry = state.ledger.entry(key).or_default();
+                    entry.0 += tokens;
+                    entry.1 += requests;
+                }
+                // Back only with nothing left to reconcile (what arrived
+                // during the probe goes with the next one).
+                if reconciled && state.deferred.is_empty() && state.ledger.is_empty() {
+                    state.guard.mark_up();
                 }
             }
         }
         Ok(())
+    }
+}
+
+impl QuotaState {
+    async fn settle(&mut self, myself: &ActorRef<QuotaMsg>, settle: Settle) {
+        if self.fallback_reservations.remove(&settle.id) {
+            if let Some(fallback) = self.guard.fallback() {
+                let _ = fallback.settle(std::slice::from_ref(&settle)).await;
+            }
+            let entry = self.ledger.entry((settle.user, settle.month)).or_default();
+            entry.0 += settle.tokens;
+            entry.1 += u64::from(settle.count_request);
+            return;
+        }
+        self.batch.push(settle);
+        if self.batch.len() >= MAX_SETTLE_BATCH {
+            self.flush(myself);
+        } else if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            myself.send_after(SETTLE_WINDOW, || QuotaMsg::FlushSettles);
+        }
+    }
+
+    /// Sends the batch in one call; what the backend cannot take comes back
+    /// as [`QuotaMsg::Deferred`].
+    fn flush(&mut self, myself: &ActorRef<QuotaMsg>) {
+        let batch = std::mem::take(&mut self.batch);
+        if batch.is_empty() {
+            return;
+        }
+        if self.guard.is_shared() && !self.guard.is_healthy() {
+            self.deferred.extend(batch);
+            return;
+        }
+        let guard = self.guard.clone();
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            match guard.primary().settle(&batch).await {
+                Ok(applied) => {
+                    let missing = applied.iter().filter(|a| !**a).count();
+                    if missing > 0 {
+                        tracing::debug!(
+                            missing,
+                            "settles found no reservation (expired or applied)"
+                        );
+                    }
+                }
+                Err(e) => {
+                    guard.mark_down(&e);
+                    if guard.is_shared() {
+                        let _ = myself.cast(QuotaMsg::Deferred(batch));
+                    } else {
+                        tracing::error!(error = %e, settles = batch.len(), "settles failed");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Pings the shared backend; when it answers, applies the deferred settles
+/// and adds the ledger, and reports what is left.
+async fn probe(
+    guard: Arc<LimitsGuard>,
+    deferred: Vec<Settle>,
+    ledger: Ledger,
+    myself: ActorRef<QuotaMsg>,
+) {
+    let primary: &dyn LimitsBackend = guard.primary();
+    if let Err(e) = primary.ping().await {
+        guard.mark_down(&e);
+        let _ = myself.cast(QuotaMsg::Probed {
+            deferred,
+            ledger,
+            reconciled: false,
+        });
+        return;
+    }
+    let mut left = Vec::new();
+    if !deferred.is_empty() {
+        match primary.settle(&deferred).await {
+            Ok(applied) => {
+                metrics::counter!("skald_limits_reconciled_total").increment(applied.len() as u64);
+            }
+            Err(_) => left = deferred,
+        }
+    }
+    let mut unsent = Ledger::new();
+    for ((user, month), (tokens, requests)) in ledger {
+        match primary.add_usage(&user, month, tokens, requests).await {
+            Ok(()) => metrics::counter!("skald_limits_reconciled_total").increment(1),
+            Err(_) => {
+                unsent.insert((user, month), (tokens, requests));
+            }
+        }
+    }
+    let reconciled = left.is_empty() && unsent.is_empty();
+    let _ = myself.cast(QuotaMsg::Probed {
+        deferred: left,
+        ledger: unsent,
+        reconciled,
+    });
+}
+
+/// The calls sessions and streams make to the QuotaKeeper.
+impl Slot<QuotaMsg> {
+    pub async fn reserve(
+        &self,
+        reservation: Reservation,
+        limits: QuotaLimits,
+        now_ms: i64,
+    ) -> Result<ReserveDecision, LimitsError> {
+        self.call(|reply| QuotaMsg::Reserve {
+            reservation,
+            limits,
+            now_ms,
+            reply,
+        })
+        .await
+        .map_err(LimitsError::unavailable)?
+    }
+
+    /// Ends a reservation (fire and forget: once the QuotaKeeper has a
+    /// settle, it never loses it).
+    pub fn settle(&self, settle: Settle) {
+        let id = settle.id.clone();
+        if let Err(e) = self.cast(QuotaMsg::Settle(settle)) {
+            tracing::error!(%id, error = %e, "no QuotaKeeper to settle with");
+        }
+    }
+
+    pub async fn usage(
+        &self,
+        user: &UserId,
+        month: Month,
+        now_ms: i64,
+    ) -> Result<QuotaUsage, LimitsError> {
+        self.call(|reply| QuotaMsg::Usage {
+            user: user.clone(),
+            month,
+            now_ms,
+            reply,
+        })
+        .await
+        .map_err(|e: ActorsError| LimitsError::unavailable(e))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::limits::guard::FailurePolicy;
+    use crate::limits::local::LocalLimits;
+    use crate::ports::limits::{RateDecision, RateKey, RateLimit, SlotKey};
+
+    /// The in-process backend behind a switch: a real backend whose
+    /// reachability the test controls.
+    struct Switchable {
+        inner: LocalLimits,
+        up: AtomicBool,
+    }
+
+    impl Switchable {
+        fn check(&self) -> Result<(), LimitsError> {
+            if self.up.load(Ordering::Relaxed) {
+                Ok(())
+            } else {
+                Err(LimitsError::unavailable("switched off"))
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl LimitsBackend for Switchable {
+        async fn rate(
+            &self,
+            key: &RateKey,
+            limit: RateLimit,
+            now_ms: i64,
+        ) -> Result<RateDecision, LimitsError> {
+            self.check()?;
+            self.inner.rate(key, limit, now_ms).await
+        }
+        async fn acquire_slot(
+            &self,
+            key: &SlotKey,
+            holder: &str,
+            max: u32,
+            lease_ms: u64,
+            now_ms: i64,
+        ) -> Result<bool, LimitsError> {
+            self.check()?;
+            self.inner
+                .acquire_slot(key, holder, max, lease_ms, now_ms)
+                .await
+        }
+        async fn release_slot(&self, key: &SlotKey, holder: &str) -> Result<(), LimitsError> {
+            self.check()?;
+            self.inner.release_slot(key, holder).await
+        }
+        async fn reserve(
+            &self,
+            r: &Reservation,
+            limits: QuotaLimits,
+            lease_ms: u64,
+            now_ms: i64,
+        ) -> Result<ReserveDecision, LimitsError> {
+            self.check()?;
+            self.inner.reserve(r, limits, lease_ms, now_ms).await
+        }
+        async fn settle(&self, settles: &[Settle]) -> Result<Vec<bool>, LimitsError> {
+            self.check()?;
+            self.inner.settle(settles).await
+        }
+        async fn add_usage(
+            &self,
+            user: &UserId,
+            month: Month,
+            tokens: u64,
+            requests: u64,
+        ) -> Result<(), LimitsError> {
+            self.check()?;
+            self.inner.add_usage(user, month, tokens, requests).await
+        }
+        async fn usage(
+            &self,
+            user: &UserId,
+            month: Month,
+            lease_ms: u64,
+            now_ms: i64,
+        ) -> Result<QuotaUsage, LimitsError> {
+            self.check()?;
+            self.inner.usage(user, month, lease_ms, now_ms).await
+        }
+        async fn forget(
+            &self,
+            rate_keys: &[RateKey],
+            slot_keys: &[SlotKey],
+        ) -> Result<(), LimitsError> {
+            self.check()?;
+            self.inner.forget(rate_keys, slot_keys).await
+        }
+        async fn ping(&self) -> Result<(), LimitsError> {
+            self.check()
+        }
+        fn name(&self) -> &'static str {
+            "switchable"
+        }
+    }
+
+    const LIMITS: QuotaLimits = QuotaLimits {
+        monthly_tokens: 10_000,
+        monthly_requests: 100,
+    };
+    const T0: i64 = 1_767_225_600_000;
+
+    fn reservation(id: &str) -> Reservation {
+        Reservation {
+            id: id.into(),
+            user: "u".into(),
+            month: Month::of(T0),
+            tokens: 100,
+            min_tokens: 1,
+        }
+    }
+
+    fn settle(id: &str, tokens: u64) -> Settle {
+        Settle {
+            id: id.into(),
+            user: "u".into(),
+            month: Month::of(T0),
+            tokens,
+            count_request: true,
+        }
+    }
+
+    async fn keeper(
+        policy: FailurePolicy,
+    ) -> (Arc<Switchable>, Arc<LimitsGuard>, Arc<Slot<QuotaMsg>>) {
+        let backend = Arc::new(Switchable {
+            inner: LocalLimits::new(),
+            up: AtomicBool::new(true),
+        });
+        let guard = Arc::new(LimitsGuard::shared(backend.clone(), policy));
+        let args = QuotaArgs {
+            guard: guard.clone(),
+            lease_ms: 600_000,
+        };
+        let (actor, _) = Actor::spawn(None, QuotaKeeper, args).await.unwrap();
+        let slot = Slot::empty();
+        slot.set(Some(actor));
+        (backend, guard, slot)
+    }
+
+    async fn used(backend: &Switchable) -> (u64, u64, u64) {
+        let u = backend
+            .inner
+            .usage(&"u".into(), Month::of(T0), 600_000, T0)
+            .await
+            .unwrap();
+        (u.tokens_used, u.requests_used, u.tokens_reserved)
+    }
+
+    /// Waits (bounded) until the keeper has applied what it was given.
+    async fn until(mut done: impl AsyncFnMut() -> bool) {
+        for _ in 0..200 {
+            if done().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the QuotaKeeper did not get there");
+    }
+
+    #[tokio::test]
+    async fn fail_open_decides_locally_and_reconciles_every_token() {
+        let (backend, guard, keeper) = keeper(FailurePolicy::Open).await;
+        // Reserved while up, settled while down: deferred, then replayed.
+        keeper
+            .reserve(reservation("before"), LIMITS, T0)
+            .await
+            .unwrap();
+        backend.up.store(false, Ordering::Relaxed);
+        // This reservation fails on the shared backend: decided in-process.
+        assert!(matches!(
+            keeper
+                .reserve(reservation("during"), LIMITS, T0)
+                .await
+                .unwrap(),
+            ReserveDecision::Granted { .. }
+        ));
+        assert!(!guard.is_healthy());
+        keeper.settle(settle("before", 30));
+        keeper.settle(settle("during", 12));
+        // Nothing reaches the shared backend while it is down.
+        tokio::time::sleep(SETTLE_WINDOW * 10).await;
+        backend.up.store(true, Ordering::Relaxed);
+        assert_eq!(used(&backend).await.0, 0);
+        until(async || guard.is_healthy()).await;
+        assert_eq!(
+            used(&backend).await,
+            (42, 2, 0),
+            "nothing lost, nothing twice"
+        );
+        // Later probes add nothing again.
+        tokio::time::sleep(PROBE_EVERY * 2).await;
+        assert_eq!(used(&backend).await, (42, 2, 0));
+    }
+
+    #[tokio::test]
+    async fn fail_closed_refuses_while_down_and_batches_settles_when_up() {
+        let (backend, guard, keeper) = keeper(FailurePolicy::Closed).await;
+        for id in ["a", "b", "c"] {
+            keeper.reserve(reservation(id), LIMITS, T0).await.unwrap();
+        }
+        for (id, tokens) in [("a", 1), ("b", 2), ("c", 3)] {
+            keeper.settle(settle(id, tokens));
+        }
+        until(async || used(&backend).await == (6, 3, 0)).await;
+        backend.up.store(false, Ordering::Relaxed);
+        assert!(keeper.reserve(reservation("x"), LIMITS, T0).await.is_err());
+        backend.up.store(true, Ordering::Relaxed);
+        until(async || guard.is_healthy()).await;
+        assert!(keeper.reserve(reservation("y"), LIMITS, T0).await.is_ok());
     }
 }

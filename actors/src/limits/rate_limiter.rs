@@ -1,28 +1,30 @@
 //! The RateLimiter actor: rate limits (messages per user, requests per
 //! address) and connection slots per user.
 //!
-//! Checks never queue behind each other: each request runs in its own task
-//! and answers its `RpcReplyPort` itself, so a thousand sessions checking
-//! at once cost a thousand concurrent (pipelined) Redis round trips, not a
-//! thousand sequential ones. The actor is the supervised owner of the
-//! shared [`LimitsGuard`], which survives its restarts.
+//! Checks never queue behind each other: each one runs in its own task and
+//! answers its `RpcReplyPort` itself, so a thousand sessions checking at
+//! once cost a thousand concurrent (pipelined) Redis round trips, not a
+//! thousand sequential ones. The failure policy it decides under is the
+//! [`LimitsGuard`] it shares with the QuotaKeeper (which probes the backend
+//! back up).
 
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::guard::LimitsGuard;
-use crate::ports::limits::{LimitsError, RateDecision, RateLimit};
+use crate::ports::limits::{LimitsError, RateDecision, RateKey, RateLimit, SlotKey};
+use crate::slot::Slot;
 
 pub enum RateLimiterMsg {
     Check {
-        key: String,
+        key: RateKey,
         limit: RateLimit,
         now_ms: i64,
         reply: RpcReplyPort<Result<RateDecision, LimitsError>>,
     },
     AcquireSlot {
-        key: String,
+        key: SlotKey,
         holder: String,
         max: u32,
         lease_ms: u64,
@@ -30,8 +32,14 @@ pub enum RateLimiterMsg {
         reply: RpcReplyPort<Result<bool, LimitsError>>,
     },
     ReleaseSlot {
-        key: String,
+        key: SlotKey,
         holder: String,
+    },
+    /// GDPR erasure of rate and slot state.
+    Forget {
+        rate_keys: Vec<RateKey>,
+        slot_keys: Vec<SlotKey>,
+        reply: RpcReplyPort<Result<(), LimitsError>>,
     },
 }
 
@@ -87,7 +95,76 @@ impl Actor for RateLimiter {
             RateLimiterMsg::ReleaseSlot { key, holder } => {
                 tokio::spawn(async move { guard.release_slot(&key, &holder).await });
             }
+            RateLimiterMsg::Forget {
+                rate_keys,
+                slot_keys,
+                reply,
+            } => {
+                tokio::spawn(async move {
+                    let _ = reply.send(guard.forget(&rate_keys, &slot_keys).await);
+                });
+            }
         }
         Ok(())
+    }
+}
+
+/// The calls sessions and the edge make to the RateLimiter.
+impl Slot<RateLimiterMsg> {
+    pub async fn check(
+        &self,
+        key: RateKey,
+        limit: RateLimit,
+        now_ms: i64,
+    ) -> Result<RateDecision, LimitsError> {
+        self.call(|reply| RateLimiterMsg::Check {
+            key,
+            limit,
+            now_ms,
+            reply,
+        })
+        .await
+        .map_err(LimitsError::unavailable)?
+    }
+
+    pub async fn acquire_slot(
+        &self,
+        key: SlotKey,
+        holder: &str,
+        max: u32,
+        lease_ms: u64,
+        now_ms: i64,
+    ) -> Result<bool, LimitsError> {
+        self.call(|reply| RateLimiterMsg::AcquireSlot {
+            key,
+            holder: holder.to_owned(),
+            max,
+            lease_ms,
+            now_ms,
+            reply,
+        })
+        .await
+        .map_err(LimitsError::unavailable)?
+    }
+
+    pub fn release_slot(&self, key: SlotKey, holder: &str) {
+        let _ = self.cast(RateLimiterMsg::ReleaseSlot {
+            key,
+            holder: holder.to_owned(),
+        });
+    }
+
+    pub async fn forget(
+        &self,
+        rate_keys: Vec<RateKey>,
+        slot_keys: Vec<SlotKey>,
+    ) -> Result<(), LimitsError> {
+        self.call(|reply| RateLimiterMsg::Forget {
+            rate_keys,
+            slot_keys,
+            reply,
+        })
+        .await
+        .map_err(LimitsError::unavailable)?
     }
 }

@@ -9,6 +9,41 @@
 //! same id changes nothing. Time is passed in by the caller (its injectable
 //! clock), so the backends agree and tests can move the month.
 
+use std::net::IpAddr;
+
+use skald_protocol::{StreamId, UserId};
+
+use crate::time::Month;
+
+/// Who a rate limit counts: a user's messages, or an address's new
+/// connections and HTTP requests, or its demo tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RateKey {
+    User(UserId),
+    Address(IpAddr),
+    DemoTokens(IpAddr),
+}
+
+impl std::fmt::Display for RateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RateKey::User(user) => write!(f, "user:{user}"),
+            RateKey::Address(address) => write!(f, "addr:{address}"),
+            RateKey::DemoTokens(address) => write!(f, "demo:{address}"),
+        }
+    }
+}
+
+/// A set of slots: a user's open connections.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SlotKey(pub UserId);
+
+impl std::fmt::Display for SlotKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "conn:{}", self.0)
+    }
+}
+
 /// A rate: `per_minute` events a minute, and a burst of as many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
@@ -44,15 +79,41 @@ pub struct QuotaLimits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     /// The stream id: one reservation per stream.
-    pub id: String,
-    pub user: String,
-    /// `YYYY-MM`, UTC.
-    pub month: String,
+    pub id: StreamId,
+    pub user: UserId,
+    pub month: Month,
     /// Tokens wanted: the prompt estimate plus the bot's max tokens.
     pub tokens: u64,
     /// Fewer tokens than this left is `quota_exceeded` (the prompt alone
     /// would not fit).
     pub min_tokens: u64,
+}
+
+/// The end of a reservation: what its stream really used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settle {
+    /// The reservation's id (its stream's).
+    pub id: StreamId,
+    pub user: UserId,
+    pub month: Month,
+    /// Tokens to count (0 gives the reservation back).
+    pub tokens: u64,
+    /// Whether the request counts (false when the `send` was refused
+    /// before its `ack`).
+    pub count_request: bool,
+}
+
+impl Settle {
+    /// Gives a reservation back unused (its `send` was refused).
+    pub fn release(reservation: &Reservation) -> Settle {
+        Settle {
+            id: reservation.id.clone(),
+            user: reservation.user.clone(),
+            month: reservation.month,
+            tokens: 0,
+            count_request: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,12 +143,18 @@ pub enum LimitsError {
     Unavailable(String),
 }
 
+impl LimitsError {
+    pub fn unavailable(why: impl std::fmt::Display) -> LimitsError {
+        LimitsError::Unavailable(why.to_string())
+    }
+}
+
 #[async_trait::async_trait]
 pub trait LimitsBackend: Send + Sync + 'static {
     /// One event against a GCRA rate limit.
     async fn rate(
         &self,
-        key: &str,
+        key: &RateKey,
         limit: RateLimit,
         now_ms: i64,
     ) -> Result<RateDecision, LimitsError>;
@@ -96,14 +163,14 @@ pub trait LimitsBackend: Send + Sync + 'static {
     /// refreshed within `lease_ms` expire. False when all slots are taken.
     async fn acquire_slot(
         &self,
-        key: &str,
+        key: &SlotKey,
         holder: &str,
         max: u32,
         lease_ms: u64,
         now_ms: i64,
     ) -> Result<bool, LimitsError>;
 
-    async fn release_slot(&self, key: &str, holder: &str) -> Result<(), LimitsError>;
+    async fn release_slot(&self, key: &SlotKey, holder: &str) -> Result<(), LimitsError>;
 
     /// Reserves a request and up to `reservation.tokens` tokens. Idempotent
     /// on `reservation.id`. Reservations older than `lease_ms` are dropped
@@ -116,44 +183,34 @@ pub trait LimitsBackend: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<ReserveDecision, LimitsError>;
 
-    /// Ends a reservation: adds `tokens` (and the request, if
-    /// `count_request`) to the month and releases the rest. Returns false
+    /// Ends reservations: adds each one's tokens (and its request, if
+    /// counted) to its month and releases the rest. Returns, for each, false
     /// when there was no such reservation (already settled, or expired).
-    async fn settle(
-        &self,
-        user: &str,
-        month: &str,
-        id: &str,
-        tokens: u64,
-        count_request: bool,
-    ) -> Result<bool, LimitsError>;
+    /// A backend that can send them together (Redis: one pipeline) does.
+    async fn settle(&self, settles: &[Settle]) -> Result<Vec<bool>, LimitsError>;
 
     /// Adds usage directly (usage spent while this backend was down).
     async fn add_usage(
         &self,
-        user: &str,
-        month: &str,
+        user: &UserId,
+        month: Month,
         tokens: u64,
         requests: u64,
     ) -> Result<(), LimitsError>;
 
     async fn usage(
         &self,
-        user: &str,
-        month: &str,
+        user: &UserId,
+        month: Month,
         lease_ms: u64,
         now_ms: i64,
     ) -> Result<QuotaUsage, LimitsError>;
 
-    /// Deletes a user's limit state (GDPR erasure): these rate keys and slot
-    /// keys, and the user's quota months listed.
-    async fn forget(
-        &self,
-        rate_keys: &[String],
-        slot_keys: &[String],
-        user: &str,
-        months: &[String],
-    ) -> Result<(), LimitsError>;
+    /// Deletes limit state (GDPR erasure): these rate keys and slot keys.
+    /// Quota counters are kept: they are counters without content, and
+    /// erasing them would give an erased user a fresh month.
+    async fn forget(&self, rate_keys: &[RateKey], slot_keys: &[SlotKey])
+        -> Result<(), LimitsError>;
 
     /// Reachability, for readiness and recovery.
     async fn ping(&self) -> Result<(), LimitsError>;

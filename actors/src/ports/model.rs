@@ -28,10 +28,10 @@ pub struct ModelRequest {
     /// The upstream model name; `None` means the provider's default.
     pub model: Option<String>,
     pub messages: Vec<PromptMessage>,
-    pub temperature: f32,
+    pub temperature: f64,
     pub max_tokens: u32,
     /// The end user, passed upstream for abuse tracking (OpenAI's `user`).
-    pub user: String,
+    pub user: skald_protocol::UserId,
 }
 
 /// What a token stream yields.

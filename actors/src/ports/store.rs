@@ -7,37 +7,26 @@
 //! respect to the idempotency key, so that two connections of one user
 //! racing with the same `send.id` create one message, not two.
 
-use skald_protocol::{FinishReason, Usage};
+use skald_protocol::{
+    ClientMessageId, ConversationId, ErrorBody, FinishReason, MessageId, StreamId, Usage, UserId,
+};
+
+pub use skald_protocol::http::{AuditAction, MessageRole};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conversation {
-    pub id: String,
-    pub user: String,
+    pub id: ConversationId,
+    pub user: UserId,
     pub bot: String,
     pub title: String,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageRole {
-    User,
-    Assistant,
-}
-
-impl MessageRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MessageRole::User => "user",
-            MessageRole::Assistant => "assistant",
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
-    pub id: String,
-    pub conversation_id: String,
+    pub id: MessageId,
+    pub conversation_id: ConversationId,
     pub role: MessageRole,
     pub content: String,
     pub created_at_ms: i64,
@@ -50,16 +39,16 @@ pub struct StoredMessage {
 /// Everything one accepted `send` writes before its `ack`.
 #[derive(Debug, Clone)]
 pub struct NewExchange {
-    pub user: String,
+    pub user: UserId,
     /// The client's `send.id`: the idempotency key, unique per user.
-    pub client_id: String,
-    pub conversation_id: String,
+    pub client_id: ClientMessageId,
+    pub conversation_id: ConversationId,
     /// Set when the conversation is new: created in the same write.
     pub new_conversation: Option<NewConversation>,
-    pub user_message_id: String,
+    pub user_message_id: MessageId,
     pub text: String,
-    pub assistant_message_id: String,
-    pub stream_id: String,
+    pub assistant_message_id: MessageId,
+    pub stream_id: StreamId,
     pub at_ms: i64,
 }
 
@@ -72,12 +61,21 @@ pub struct NewConversation {
 /// What an idempotency key points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exchange {
-    pub conversation_id: String,
-    pub user_message_id: String,
-    pub assistant_message_id: String,
-    pub stream_id: String,
-    /// Set once the answer was stored.
-    pub finished: Option<(FinishReason, Usage)>,
+    pub conversation_id: ConversationId,
+    pub user_message_id: MessageId,
+    pub assistant_message_id: MessageId,
+    pub stream_id: StreamId,
+    /// Set once the answer was stored as finished.
+    pub finished: Option<AnswerEnd>,
+}
+
+/// How a stored answer ended: what its `done` said.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AnswerEnd {
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+    /// Set with `finish_reason: error`.
+    pub error: Option<ErrorBody>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,12 +88,21 @@ pub enum BeginOutcome {
 /// The final state of an answer.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FinishedAnswer {
-    pub user: String,
-    pub conversation_id: String,
-    pub message_id: String,
+    pub user: UserId,
+    pub conversation_id: ConversationId,
+    pub message_id: MessageId,
     pub content: String,
-    pub finish_reason: FinishReason,
-    pub usage: Usage,
+    pub end: AnswerEnd,
+    pub at_ms: i64,
+}
+
+/// What a live answer holds so far, written about once a second while it
+/// streams, so that a crash loses at most the last interval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerCheckpoint {
+    pub conversation_id: ConversationId,
+    pub message_id: MessageId,
+    pub content: String,
     pub at_ms: i64,
 }
 
@@ -111,41 +118,6 @@ pub struct Page<T> {
 /// Largest page a listing returns, whatever the caller asks.
 pub const MAX_PAGE: usize = 200;
 
-/// What the audit log records (the seed's list).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AuditAction {
-    ConversationCreated,
-    ConversationDeleted,
-    Exported,
-    Erased,
-    AuthFailed,
-}
-
-impl AuditAction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditAction::ConversationCreated => "conversation_created",
-            AuditAction::ConversationDeleted => "conversation_deleted",
-            AuditAction::Exported => "exported",
-            AuditAction::Erased => "erased",
-            AuditAction::AuthFailed => "auth_failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<AuditAction> {
-        [
-            AuditAction::ConversationCreated,
-            AuditAction::ConversationDeleted,
-            AuditAction::Exported,
-            AuditAction::Erased,
-            AuditAction::AuthFailed,
-        ]
-        .into_iter()
-        .find(|a| a.as_str() == s)
-    }
-}
-
 /// One audit record. `address` is the client address in full for 30 days,
 /// then only its anonymised form (IPv4 /24, IPv6 /48) remains.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -153,7 +125,7 @@ pub struct AuditRecord {
     pub id: String,
     pub at_ms: i64,
     /// The user, when known (failed authentications have none).
-    pub user: Option<String>,
+    pub user: Option<UserId>,
     pub action: AuditAction,
     pub address: Option<String>,
     pub address_anonymised: Option<String>,
@@ -165,14 +137,14 @@ impl AuditRecord {
     /// A record made now; the address is kept in full and anonymised.
     pub fn now(
         action: AuditAction,
-        user: Option<&str>,
+        user: Option<&UserId>,
         address: Option<std::net::IpAddr>,
         detail: impl Into<String>,
     ) -> AuditRecord {
         AuditRecord {
-            id: crate::new_id(),
+            id: uuid::Uuid::now_v7().to_string(),
             at_ms: crate::time::now_ms(),
-            user: user.map(str::to_owned),
+            user: user.cloned(),
             action,
             address: address.map(|a| a.to_string()),
             address_anonymised: address.map(crate::addresses::anonymise),
@@ -188,60 +160,88 @@ pub struct UserExport {
     pub messages: Vec<StoredMessage>,
     pub audit: Vec<AuditRecord>,
     /// (client id, exchange) pairs: the idempotency keys.
-    pub idempotency_keys: Vec<(String, Exchange)>,
+    pub idempotency_keys: Vec<(ClientMessageId, Exchange)>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// The error of an adapter, kept as the source of a [`StoreError`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot be reached or refused the operation; retrying later
     /// may work. Sessions answer `unavailable`.
     #[error("store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] BoxError),
     /// The operation referenced something that does not exist.
     #[error("not found: {0}")]
-    NotFound(String),
+    NotFound(&'static str),
+}
+
+impl StoreError {
+    pub fn unavailable(source: impl Into<BoxError>) -> StoreError {
+        StoreError::Unavailable(source.into())
+    }
 }
 
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The conversation if it exists and belongs to `user` (another user's
     /// conversation is `None`, exactly like a missing one).
-    async fn conversation(&self, user: &str, id: &str) -> Result<Option<Conversation>, StoreError>;
+    async fn conversation(
+        &self,
+        user: &UserId,
+        id: &ConversationId,
+    ) -> Result<Option<Conversation>, StoreError>;
 
     /// The exchange an idempotency key points at.
-    async fn exchange(&self, user: &str, client_id: &str) -> Result<Option<Exchange>, StoreError>;
+    async fn exchange(
+        &self,
+        user: &UserId,
+        client_id: &ClientMessageId,
+    ) -> Result<Option<Exchange>, StoreError>;
 
     /// Atomically: claim the idempotency key, create the conversation if new,
-    /// store the user message and the pending assistant message.
+    /// store the user message and the pending assistant message. Durable
+    /// when it returns.
     async fn begin_exchange(&self, exchange: NewExchange) -> Result<BeginOutcome, StoreError>;
 
-    /// Stores the answer's final content, finish reason and usage.
-    /// Idempotent; an answer whose message no longer exists (its
+    /// Stores answers' final content, end and usage (the Persister's
+    /// batches). Each is idempotent: storing the same answer twice leaves
+    /// one answer; an answer whose message no longer exists (its
     /// conversation was deleted meanwhile) is dropped without error.
-    async fn finish_answer(&self, answer: FinishedAnswer) -> Result<(), StoreError>;
+    async fn finish_answers(&self, answers: Vec<FinishedAnswer>) -> Result<(), StoreError>;
+
+    /// Stores what live answers hold so far. A checkpoint never overwrites
+    /// a finished answer.
+    async fn checkpoint_answers(
+        &self,
+        checkpoints: Vec<AnswerCheckpoint>,
+    ) -> Result<(), StoreError>;
+
+    /// Ends, as `finish_reason: "error"` with what was checkpointed,
+    /// every unfinished answer last written before `older_than_ms`: the
+    /// answers of an instance that died. Returns how many.
+    async fn close_interrupted(&self, older_than_ms: i64) -> Result<u64, StoreError>;
+
+    /// Whether other server instances write this store too (then only
+    /// answers that stopped being checkpointed are interrupted ones).
+    fn is_shared(&self) -> bool {
+        false
+    }
 
     /// The last `limit` messages of a conversation, oldest first.
     async fn recent_messages(
         &self,
-        conversation_id: &str,
+        conversation_id: &ConversationId,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError>;
-
-    /// Stores several answers at once (the Persister's batches). Each is
-    /// idempotent: storing the same answer twice leaves one answer.
-    async fn finish_answers(&self, answers: Vec<FinishedAnswer>) -> Result<(), StoreError> {
-        for answer in answers {
-            self.finish_answer(answer).await?;
-        }
-        Ok(())
-    }
 
     /// The user's conversations, newest first, older than `before` (the
     /// `next` of the previous page: an id; the HTTP layer makes it opaque).
     /// `limit` is capped at [`MAX_PAGE`].
     async fn list_conversations(
         &self,
-        user: &str,
+        user: &UserId,
         limit: usize,
         before: Option<&str>,
     ) -> Result<Page<Conversation>, StoreError>;
@@ -250,24 +250,28 @@ pub trait Store: Send + Sync + 'static {
     /// `None` when the conversation does not exist or is another user's.
     async fn list_messages(
         &self,
-        user: &str,
-        conversation_id: &str,
+        user: &UserId,
+        conversation_id: &ConversationId,
         limit: usize,
         after: Option<&str>,
     ) -> Result<Option<Page<StoredMessage>>, StoreError>;
 
     /// Deletes a conversation of the user with its messages and their
     /// idempotency keys. False when there was none to delete.
-    async fn delete_conversation(&self, user: &str, id: &str) -> Result<bool, StoreError>;
+    async fn delete_conversation(
+        &self,
+        user: &UserId,
+        id: &ConversationId,
+    ) -> Result<bool, StoreError>;
 
     async fn append_audit(&self, record: AuditRecord) -> Result<(), StoreError>;
 
     /// Every record about the user.
-    async fn export_user(&self, user: &str) -> Result<UserExport, StoreError>;
+    async fn export_user(&self, user: &UserId) -> Result<UserExport, StoreError>;
 
     /// Erases every record about the user: conversations, messages,
     /// idempotency keys, audit records. An export afterwards is empty.
-    async fn erase_user(&self, user: &str) -> Result<(), StoreError>;
+    async fn erase_user(&self, user: &UserId) -> Result<(), StoreError>;
 
     /// Replaces full client addresses older than `older_than_ms` by their
     /// anonymised form. Returns how many records changed.

@@ -3,14 +3,65 @@
 // `SKALD_BLESS=1 cargo test -p skald-protocol typescript`.
 
 /**
+ * A user: the `sub` of their token.
+ */
+export type UserId = string;
+
+/**
+ * A conversation of one user.
+ */
+export type ConversationId = string;
+
+/**
+ * A stored message (the user's, or the assistant's answer).
+ */
+export type MessageId = string;
+
+/**
+ * One generation: the unit of `delta` frames, `cancel` and `resume`.
+ */
+export type StreamId = string;
+
+/**
+ * One authenticated connection.
+ */
+export type SessionId = string;
+
+/**
+ * A client's `send.id`: its idempotency key within the user.
+ */
+export type ClientMessageId = string;
+
+/**
  * A frame from client to server.
  */
-export type ClientFrame = { "type": "hello", token?: string | null, client?: string | null, } | { "type": "send", id: string, conversation_id?: string | null, bot?: string | null, text: string, } | { "type": "cancel", stream_id: string, } | { "type": "resume", stream_id: string, after_seq: number, } | { "type": "ping", ts: number, };
+export type ClientFrame = { "type": "hello", token?: string | null, client?: string | null, } | { "type": "send", id: ClientMessageId, conversation_id?: ConversationId | null, bot?: string | null, text: string, } | { "type": "cancel", stream_id: StreamId, } | { "type": "resume", stream_id: StreamId, after_seq: number, 
+/**
+ * The last `reasoning` seq seen; absent means -1 (replay all).
+ */
+after_reasoning_seq?: number, } | { "type": "ping", ts: number, };
 
 /**
  * A frame from server to client.
  */
-export type ServerFrame = { "type": "ready", session_id: string, user: string, protocol: number, limits: Limits, } | { "type": "ack", id: string, conversation_id: string, message_id: string, stream_id: string, } | { "type": "delta", stream_id: string, seq: number, text: string, } | { "type": "done", stream_id: string, message_id: string, finish_reason: FinishReason, usage: Usage, error?: ErrorBody | null, } | { "type": "error", code: ErrorCode, message: string, id?: string | null, retry_after_ms?: number | null, } | { "type": "pong", ts: number, };
+export type ServerFrame = { "type": "ready", session_id: SessionId, user: UserId, protocol: number, limits: Limits, } | { "type": "ack", id: ClientMessageId, conversation_id: ConversationId, message_id: MessageId, stream_id: StreamId, } | { "type": "reasoning", stream_id: StreamId, seq: number, text: string, } | { "type": "delta", stream_id: StreamId, seq: number, text: string, } | { "type": "done", stream_id: StreamId, message_id: MessageId, finish_reason: FinishReason, usage: Usage, error?: ErrorBody | null, } | { "type": "error", code: ErrorCode, message: string, 
+/**
+ * The `send.id` of a refused `send`.
+ */
+id?: ClientMessageId | null, retry_after_ms?: number | null, 
+/**
+ * The stream a refused `cancel` or `resume` named.
+ */
+stream_id?: StreamId | null, } | { "type": "started", conversation_id: ConversationId, stream_id: StreamId, message_id: MessageId, bot: string, user_message: StartedMessage, } | { "type": "pong", ts: number, };
+
+/**
+ * `started.user_message`: the message that started the stream.
+ */
+export type StartedMessage = { id: MessageId, content: string, 
+/**
+ * RFC 3339.
+ */
+created_at: string, };
 
 /**
  * `ready.limits`: what this user may do, as known when the session starts.
@@ -20,7 +71,12 @@ export type Limits = { max_message_chars: number, messages_per_minute: number, t
 /**
  * Token counts of one generation.
  */
-export type Usage = { prompt_tokens: number, completion_tokens: number, };
+export type Usage = { prompt_tokens: number, completion_tokens: number, 
+/**
+ * Tokens of the model's thinking, when the upstream reports them
+ * (counted within `completion_tokens`).
+ */
+reasoning_tokens?: number, };
 
 /**
  * `{"code":…,"message":…}`, as in `done.error` and HTTP error bodies.
@@ -35,12 +91,121 @@ export type HttpError = { error: ErrorBody, };
 /**
  * The `code` of an `error` frame (and of HTTP error bodies).
  */
-export type ErrorCode = "unauthorized" | "invalid_request" | "message_too_long" | "rate_limited" | "quota_exceeded" | "busy" | "not_found" | "upstream_error" | "upstream_timeout" | "unavailable" | "internal";
+export type ErrorCode = "unauthorized" | "invalid_request" | "message_too_long" | "rate_limited" | "quota_exceeded" | "busy" | "not_found" | "upstream_error" | "upstream_timeout" | "unavailable" | "internal" | "forbidden";
 
 /**
  * Why a stream ended (`done.finish_reason`).
  */
 export type FinishReason = "stop" | "length" | "cancelled" | "error";
+
+/**
+ * Who wrote a stored message.
+ */
+export type MessageRole = "user" | "assistant";
+
+/**
+ * What the audit log records (the seed's list).
+ */
+export type AuditAction = "conversation_created" | "conversation_deleted" | "exported" | "erased" | "auth_failed";
+
+/**
+ * A conversation of the caller (`GET /v1/conversations`).
+ */
+export type Conversation = { id: ConversationId, bot: string, title: string, 
+/**
+ * RFC 3339.
+ */
+created_at: string, 
+/**
+ * RFC 3339.
+ */
+updated_at: string, };
+
+/**
+ * A stored message (`GET /v1/conversations/{id}/messages`).
+ */
+export type StoredMessage = { id: MessageId, conversation_id: ConversationId, role: MessageRole, content: string, 
+/**
+ * RFC 3339.
+ */
+created_at: string, 
+/**
+ * Null for user messages and answers still being generated.
+ */
+finish_reason: FinishReason | null, usage: Usage | null, };
+
+/**
+ * `GET /v1/conversations`: newest first.
+ */
+export type ConversationPage = { conversations: Array<Conversation>, 
+/**
+ * Pass as `before` for the next page; null on the last one.
+ */
+next: string | null, };
+
+/**
+ * `GET /v1/conversations/{id}/messages`: oldest first.
+ */
+export type MessagePage = { messages: Array<StoredMessage>, 
+/**
+ * Pass as `after` for the next page; null on the last one.
+ */
+next: string | null, };
+
+/**
+ * `GET /v1/usage`: this month's counters (UTC).
+ */
+export type UsageReport = { 
+/**
+ * `YYYY-MM`.
+ */
+month: string, tokens_used: number, tokens_limit: number, requests_used: number, requests_limit: number, };
+
+/**
+ * An idempotency key in the export: a `send.id` and what it created.
+ */
+export type ExportedKey = { send_id: ClientMessageId, conversation_id: ConversationId, message_id: MessageId, stream_id: StreamId, };
+
+/**
+ * An audit record about the caller.
+ */
+export type AuditView = { id: string, 
+/**
+ * RFC 3339.
+ */
+at: string, action: AuditAction, 
+/**
+ * The full client address for 30 days, then null.
+ */
+address: string | null, 
+/**
+ * The address with its last bits cleared (IPv4 /24, IPv6 /48).
+ */
+address_anonymised: string | null, detail: string, };
+
+/**
+ * The usage counters kept for the caller (they survive erasure: counters
+ * without content).
+ */
+export type ExportedUsage = { month: string, tokens_used: number, requests_used: number, };
+
+/**
+ * `GET /v1/export`: every record the server holds about the caller.
+ */
+export type Export = { user: UserId, 
+/**
+ * RFC 3339.
+ */
+exported_at: string, conversations: Array<Conversation>, messages: Array<StoredMessage>, idempotency_keys: Array<ExportedKey>, audit: Array<AuditView>, 
+/**
+ * Null when the limits backend could not say.
+ */
+usage: ExportedUsage | null, };
+
+/**
+ * `POST /v1/demo/token`: an anonymous, short-lived token for the demo.
+ */
+export type DemoToken = { token: string, expires_in: number, };
 
 /** The protocol version carried in `ready.protocol`. */
 export const PROTOCOL_VERSION = 1;
@@ -61,6 +226,7 @@ export const ERROR_CODES: readonly ErrorCode[] = [
   "upstream_timeout",
   "unavailable",
   "internal",
+  "forbidden",
 ];
 
 /** The HTTP status PROTOCOL.md pairs with each error code. */
@@ -76,12 +242,15 @@ export const ERROR_HTTP_STATUS: { readonly [code in ErrorCode]: number } = {
   upstream_timeout: 504,
   unavailable: 503,
   internal: 500,
+  forbidden: 403,
 };
 
 /** WebSocket close codes used by Skald. */
 export const CloseCode = {
   Normal: 1000,
   GoingAway: 1001,
+  ProtocolViolation: 1002,
+  InvalidPayload: 1007,
   TooBig: 1009,
   Internal: 1011,
   ProtocolError: 4400,

@@ -397,7 +397,6 @@ async fn prepare_lock(
 
 #[cfg(test)]
 mod tests {
-    use super::super::schema_check::{analyse, encode, marker_specs, schema};
     use super::*;
 
     /// The embedded list is the directory: every `*.cql` file, in order,
@@ -459,72 +458,6 @@ mod tests {
         assert_eq!(checksum(""), "cbf29ce484222325");
         assert_eq!(checksum("a"), "af63dc4c8601ec8c");
         assert_eq!(checksum("a\r\nb"), checksum("a\nb"));
-    }
-
-    #[test]
-    fn the_first_migration_creates_the_tables() {
-        let statements = statements(MIGRATIONS[0].cql);
-        let tables: Vec<String> = statements
-            .iter()
-            .map(|s| {
-                let t = super::super::schema_check::parse_create_table(s).unwrap();
-                t.name
-            })
-            .collect();
-        assert_eq!(
-            tables,
-            [
-                "conversations_by_user",
-                "messages_by_conversation",
-                "idempotency_keys",
-                "audit_by_user",
-                "audit_months_by_user",
-                "audit_anonymous"
-            ]
-        );
-        let schema = schema();
-        let keys = |t: &str| {
-            let t = &schema[t];
-            (t.partition_key.clone(), t.clustering_key.clone())
-        };
-        let v = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            keys("conversations_by_user"),
-            (v(&["user_id"]), v(&["conversation_id"]))
-        );
-        assert_eq!(
-            keys("messages_by_conversation"),
-            (v(&["conversation_id"]), v(&["message_id"]))
-        );
-        assert_eq!(
-            keys("idempotency_keys"),
-            (v(&["user_id"]), v(&["client_id"]))
-        );
-        assert_eq!(
-            keys("audit_by_user"),
-            (v(&["user_id", "month"]), v(&["audit_id"]))
-        );
-        assert_eq!(
-            keys("audit_months_by_user"),
-            (v(&["user_id"]), v(&["month"]))
-        );
-        assert_eq!(keys("audit_anonymous"), (v(&["hour"]), v(&["audit_id"])));
-        assert_eq!(keys("schema_migrations"), (v(&["version"]), v(&[])));
-        assert_eq!(keys("schema_migration_lock"), (v(&["name"]), v(&[])));
-        for s in &statements {
-            assert!(s.starts_with("CREATE TABLE IF NOT EXISTS "), "{s}");
-            let upper = s.to_uppercase();
-            assert!(
-                !upper.contains("KEYSPACE") && !upper.contains("USE "),
-                "{s}"
-            );
-        }
-        assert!(MIGRATIONS[0]
-            .cql
-            .contains("CLUSTERING ORDER BY (conversation_id DESC)"));
-        assert!(MIGRATIONS[0]
-            .cql
-            .contains("CLUSTERING ORDER BY (message_id ASC)"));
     }
 
     #[test]
@@ -611,37 +544,5 @@ mod tests {
         assert!(supports_tablets("TABLETS"));
         assert!(!supports_tablets("CDC,LWT,TABLETS_V2_IN_THE_FUTURE"));
         assert!(!supports_tablets(""));
-    }
-
-    /// The machinery's own statements: pinned, and their values type-check.
-    #[test]
-    fn the_lock_and_version_statements_fit_their_tables() {
-        assert_eq!(
-            [ACQUIRE_LOCK, RENEW_LOCK, RELEASE_LOCK, SELECT_APPLIED, RECORD_APPLIED],
-            [
-                "INSERT INTO schema_migration_lock (name, owner) VALUES ('migrate', ?) IF NOT EXISTS USING TTL ?",
-                "UPDATE schema_migration_lock USING TTL ? SET owner = ? WHERE name = 'migrate' IF owner = ?",
-                "DELETE FROM schema_migration_lock WHERE name = 'migrate' IF owner = ?",
-                "SELECT version, name, checksum FROM schema_migrations",
-                "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, ?)",
-            ]
-        );
-        let schema = schema();
-        let specs = |cql: &str| {
-            let a = analyse(cql).unwrap();
-            marker_specs(&a, &schema[&a.table])
-        };
-        for cql in [ACQUIRE_LOCK, RENEW_LOCK, RELEASE_LOCK] {
-            assert!(analyse(cql).unwrap().lwt, "{cql}");
-        }
-        encode(&specs(ACQUIRE_LOCK), &acquire_values("o"));
-        encode(&specs(RENEW_LOCK), &renew_values("o"));
-        encode(&specs(RELEASE_LOCK), &release_values("o"));
-        encode(&specs(RECORD_APPLIED), &record_values(&MIGRATIONS[0], 1));
-        assert_eq!(
-            analyse(SELECT_APPLIED).unwrap().selected,
-            ["version", "name", "checksum"]
-        );
-        assert!(LOCK_TTL_SECS > 0 && LOCK_WAIT.as_secs() > LOCK_TTL_SECS as u64);
     }
 }

@@ -1,6 +1,5 @@
 //! Shared test fixtures: a real server on a free loopback port, real
 //! WebSocket clients, tokens signed with the test secret.
-#![allow(dead_code)]
 
 pub mod faulty_store;
 pub mod redis_server;
@@ -15,7 +14,6 @@ use skald::auth::{self, Claims};
 use skald::config::Config;
 use skald::server::Server;
 use skald::store::sqlite::SqliteStore;
-use skald_actors::ports::model::ModelProvider;
 use skald_actors::ports::store::Store;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -81,7 +79,6 @@ pub fn test_config() -> Config {
 pub struct Builder {
     pub config: Config,
     pub store: Option<Arc<dyn Store>>,
-    pub model: Option<Arc<dyn ModelProvider>>,
     pub clock: Option<Arc<dyn skald_actors::time::Clock>>,
     /// A data dir that outlives the server (restart tests); else a temporary one.
     pub data_dir: Option<std::path::PathBuf>,
@@ -92,7 +89,6 @@ impl TestServer {
         Builder {
             config: test_config(),
             store: None,
-            model: None,
             clock: None,
             data_dir: None,
         }
@@ -173,11 +169,6 @@ impl Builder {
         self
     }
 
-    pub fn model(mut self, model: Arc<dyn ModelProvider>) -> Builder {
-        self.model = Some(model);
-        self
-    }
-
     pub fn data_dir(mut self, dir: &std::path::Path) -> Builder {
         self.data_dir = Some(dir.to_owned());
         self
@@ -203,9 +194,6 @@ impl Builder {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
         let mut server = Server::new(self.config).with_store(store);
-        if let Some(model) = self.model {
-            server = server.with_model(model);
-        }
         if let Some(clock) = self.clock {
             server = server.with_clock(clock);
         }
@@ -462,7 +450,7 @@ pub async fn stored(
     message_id: &str,
 ) -> Option<skald_actors::ports::store::StoredMessage> {
     store
-        .recent_messages(conversation_id, 1000)
+        .recent_messages(&conversation_id.into(), 1000)
         .await
         .unwrap()
         .into_iter()
@@ -499,3 +487,9 @@ pub async fn wait_healthy(port: u16) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Held by every test that reads `/metrics`: the metrics registry is one
+/// per process (the `metrics` facade is global), and each server writes its
+/// own counters into it at a scrape, so two servers scraped at once would
+/// overwrite each other's absolute values.
+pub static METRICS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

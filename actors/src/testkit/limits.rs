@@ -3,12 +3,41 @@
 //! real `redis-server` processes). Keys are prefixed with `ns` so runs on a
 //! shared Redis never see each other.
 
+use skald_protocol::{StreamId, UserId};
+
 use crate::ports::limits::{
-    LimitsBackend, QuotaLimits, RateDecision, RateLimit, Reservation, ReserveDecision,
+    LimitsBackend, QuotaLimits, RateDecision, RateKey, RateLimit, Reservation, ReserveDecision,
+    Settle, SlotKey,
 };
+use crate::time::Month;
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 const LEASE: u64 = 600_000;
+
+fn jan() -> Month {
+    Month::of(T0)
+}
+
+fn user(ns: &str, name: &str) -> UserId {
+    UserId::from(format!("{ns}:{name}"))
+}
+
+fn settle(user: &UserId, id: &str, tokens: u64, count_request: bool) -> Settle {
+    Settle {
+        id: StreamId::from(id),
+        user: user.clone(),
+        month: jan(),
+        tokens,
+        count_request,
+    }
+}
+
+/// Settles one reservation; whether there was one to settle.
+async fn settle_one(b: &dyn LimitsBackend, s: Settle) -> bool {
+    let applied = b.settle(std::slice::from_ref(&s)).await.unwrap();
+    assert_eq!(applied.len(), 1, "one answer per settle");
+    applied[0]
+}
 
 pub async fn run_all(backend: &dyn LimitsBackend, ns: &str) {
     gcra_is_exact_and_keys_are_isolated(backend, ns).await;
@@ -16,25 +45,27 @@ pub async fn run_all(backend: &dyn LimitsBackend, ns: &str) {
     reserve_and_settle_never_double_spend(backend, ns).await;
     concurrent_reservations_are_exact(backend, ns).await;
     expired_reservations_release_their_quota(backend, ns).await;
-    forget_erases_a_users_state(backend, ns).await;
+    forget_erases_rates_and_slots_but_keeps_quota_counters(backend, ns).await;
+    settles_in_one_call_apply_each_once(backend, ns).await;
 }
 
-pub async fn forget_erases_a_users_state(b: &dyn LimitsBackend, ns: &str) {
-    let user = format!("{ns}:gone");
-    let rate_key = format!("{ns}:rate:gone");
-    let slot_key = format!("{ns}:slots:gone");
+pub async fn forget_erases_rates_and_slots_but_keeps_quota_counters(
+    b: &dyn LimitsBackend,
+    ns: &str,
+) {
+    let gone = user(ns, "gone");
+    let rate_key = RateKey::User(gone.clone());
+    let slot_key = SlotKey(gone.clone());
     let limit = RateLimit { per_minute: 1 };
     assert_eq!(
         b.rate(&rate_key, limit, T0).await.unwrap(),
         RateDecision::Allowed
     );
     assert!(b.acquire_slot(&slot_key, "s", 1, LEASE, T0).await.unwrap());
-    b.add_usage(&user, "2026-01", 10, 1).await.unwrap();
+    b.add_usage(&gone, jan(), 10, 1).await.unwrap();
     b.forget(
         std::slice::from_ref(&rate_key),
         std::slice::from_ref(&slot_key),
-        &user,
-        &["2026-01".into()],
     )
     .await
     .unwrap();
@@ -46,12 +77,46 @@ pub async fn forget_erases_a_users_state(b: &dyn LimitsBackend, ns: &str) {
         .acquire_slot(&slot_key, "other", 1, LEASE, T0)
         .await
         .unwrap());
-    let usage = b.usage(&user, "2026-01", LEASE, T0).await.unwrap();
-    assert_eq!((usage.tokens_used, usage.requests_used), (0, 0));
+    // The month's counters stay: erasure must not hand out a new quota.
+    let usage = b.usage(&gone, jan(), LEASE, T0).await.unwrap();
+    assert_eq!((usage.tokens_used, usage.requests_used), (10, 1));
+}
+
+pub async fn settles_in_one_call_apply_each_once(b: &dyn LimitsBackend, ns: &str) {
+    let who = user(ns, "batch");
+    let limits = QuotaLimits {
+        monthly_tokens: 10_000,
+        monthly_requests: 100,
+    };
+    for id in ["b1", "b2", "b3"] {
+        let r = Reservation {
+            id: id.into(),
+            user: who.clone(),
+            month: jan(),
+            tokens: 100,
+            min_tokens: 1,
+        };
+        b.reserve(&r, limits, LEASE, T0).await.unwrap();
+    }
+    let applied = b
+        .settle(&[
+            settle(&who, "b1", 10, true),
+            settle(&who, "b2", 20, true),
+            settle(&who, "b1", 10, true),
+            settle(&who, "missing", 5, true),
+            settle(&who, "b3", 0, false),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(applied, [true, true, false, false, true]);
+    let usage = b.usage(&who, jan(), LEASE, T0).await.unwrap();
+    assert_eq!((usage.tokens_used, usage.requests_used), (30, 2));
+    assert_eq!((usage.tokens_reserved, usage.requests_reserved), (0, 0));
+    assert!(b.settle(&[]).await.unwrap().is_empty());
 }
 
 pub async fn gcra_is_exact_and_keys_are_isolated(b: &dyn LimitsBackend, ns: &str) {
-    let key = format!("{ns}:rate:a");
+    let key = RateKey::User(user(ns, "rate-a"));
     let limit = RateLimit { per_minute: 3 };
     for i in 0..3 {
         assert_eq!(
@@ -82,7 +147,7 @@ pub async fn gcra_is_exact_and_keys_are_isolated(b: &dyn LimitsBackend, ns: &str
         RateDecision::Limited { .. }
     ));
     // Another key is untouched.
-    let other = format!("{ns}:rate:b");
+    let other = RateKey::User(user(ns, "rate-b"));
     assert_eq!(
         b.rate(&other, limit, T0).await.unwrap(),
         RateDecision::Allowed
@@ -97,7 +162,7 @@ pub async fn gcra_is_exact_and_keys_are_isolated(b: &dyn LimitsBackend, ns: &str
 }
 
 pub async fn slots_are_bounded_refreshable_and_expire(b: &dyn LimitsBackend, ns: &str) {
-    let key = format!("{ns}:slots:u");
+    let key = SlotKey(user(ns, "slots"));
     assert!(b.acquire_slot(&key, "a", 2, 1_000, T0).await.unwrap());
     assert!(b.acquire_slot(&key, "b", 2, 1_000, T0).await.unwrap());
     assert!(!b.acquire_slot(&key, "c", 2, 1_000, T0).await.unwrap());
@@ -117,8 +182,8 @@ pub async fn slots_are_bounded_refreshable_and_expire(b: &dyn LimitsBackend, ns:
 }
 
 pub async fn reserve_and_settle_never_double_spend(b: &dyn LimitsBackend, ns: &str) {
-    let user = format!("{ns}:user");
-    let month = "2026-01";
+    let user = user(ns, "user");
+    let month = jan();
     let limits = QuotaLimits {
         monthly_tokens: 1_000,
         monthly_requests: 3,
@@ -126,7 +191,7 @@ pub async fn reserve_and_settle_never_double_spend(b: &dyn LimitsBackend, ns: &s
     let r = |id: &str, tokens: u64, min_tokens: u64| Reservation {
         id: id.into(),
         user: user.clone(),
-        month: month.into(),
+        month,
         tokens,
         min_tokens,
     };
@@ -157,9 +222,9 @@ pub async fn reserve_and_settle_never_double_spend(b: &dyn LimitsBackend, ns: &s
             .unwrap(),
         ReserveDecision::TokensExhausted
     );
-    assert!(b.settle(&user, month, "r1", 100, true).await.unwrap());
+    assert!(settle_one(b, settle(&user, "r1", 100, true)).await);
     assert!(
-        !b.settle(&user, month, "r1", 100, true).await.unwrap(),
+        !settle_one(b, settle(&user, "r1", 100, true)).await,
         "settled once"
     );
     let usage = b.usage(&user, month, LEASE, T0).await.unwrap();
@@ -177,7 +242,7 @@ pub async fn reserve_and_settle_never_double_spend(b: &dyn LimitsBackend, ns: &s
         ReserveDecision::RequestsExhausted
     );
     // A release (the send failed before its ack) gives the request back.
-    assert!(b.settle(&user, month, "r2", 0, false).await.unwrap());
+    assert!(settle_one(b, settle(&user, "r2", 0, false)).await);
     assert_eq!(
         b.reserve(&r("r4", 10, 1), limits, LEASE, T0).await.unwrap(),
         granted(10)
@@ -187,7 +252,10 @@ pub async fn reserve_and_settle_never_double_spend(b: &dyn LimitsBackend, ns: &s
     let usage = b.usage(&user, month, LEASE, T0).await.unwrap();
     assert_eq!((usage.tokens_used, usage.requests_used), (150, 3));
     // Another month starts from zero.
-    let next = b.usage(&user, "2026-02", LEASE, T0).await.unwrap();
+    let next = b
+        .usage(&user, Month::of(month.next_start_ms()), LEASE, T0)
+        .await
+        .unwrap();
     assert_eq!(
         (next.tokens_used, next.requests_used, next.tokens_reserved),
         (0, 0, 0)
@@ -195,16 +263,16 @@ pub async fn reserve_and_settle_never_double_spend(b: &dyn LimitsBackend, ns: &s
 }
 
 pub async fn concurrent_reservations_are_exact(b: &dyn LimitsBackend, ns: &str) {
-    let user = format!("{ns}:crowd");
+    let user = user(ns, "crowd");
     let limits = QuotaLimits {
         monthly_tokens: 1_000_000,
         monthly_requests: 10,
     };
     let attempts = (0..30).map(|i| {
         let r = Reservation {
-            id: format!("s{i}"),
+            id: StreamId::from(format!("s{i}")),
             user: user.clone(),
-            month: "2026-01".into(),
+            month: jan(),
             tokens: 100,
             min_tokens: 1,
         };
@@ -219,7 +287,7 @@ pub async fn concurrent_reservations_are_exact(b: &dyn LimitsBackend, ns: &str) 
 }
 
 pub async fn expired_reservations_release_their_quota(b: &dyn LimitsBackend, ns: &str) {
-    let user = format!("{ns}:crashed");
+    let user = user(ns, "crashed");
     let limits = QuotaLimits {
         monthly_tokens: 100,
         monthly_requests: 100,
@@ -227,7 +295,7 @@ pub async fn expired_reservations_release_their_quota(b: &dyn LimitsBackend, ns:
     let r = |id: &str| Reservation {
         id: id.into(),
         user: user.clone(),
-        month: "2026-01".into(),
+        month: jan(),
         tokens: 100,
         min_tokens: 1,
     };
@@ -248,5 +316,5 @@ pub async fn expired_reservations_release_their_quota(b: &dyn LimitsBackend, ns:
         ReserveDecision::Granted { tokens: 100 }
     ));
     // The expired reservation cannot be settled any more.
-    assert!(!b.settle(&user, "2026-01", "lost", 10, true).await.unwrap());
+    assert!(!settle_one(b, settle(&user, "lost", 10, true)).await);
 }

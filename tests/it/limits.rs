@@ -3,13 +3,11 @@
 //! Then what only Redis can show: two instances sharing one limit, and
 //! Redis failing and coming back.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::redis_server::RedisServer;
-use common::*;
+use crate::common::redis_server::RedisServer;
+use crate::common::*;
 use serde_json::{json, Value};
 use skald::config::Config;
 use skald_actors::limits::guard::FailurePolicy;
@@ -29,7 +27,7 @@ impl Backend {
 
     fn apply(&self, config: &mut Config) {
         if let Backend::Redis(redis) = self {
-            config.redis.url = Some(redis.url());
+            config.redis.url = Some(redis.url().as_str().into());
         }
     }
 
@@ -177,7 +175,7 @@ async fn quotas_count_every_token_of_every_done() {
         assert_eq!(usage["tokens_limit"], 100_000);
         assert_eq!(
             usage["month"],
-            skald_actors::time::month_of(skald_actors::time::now_ms())
+            skald_actors::time::Month::of(skald_actors::time::now_ms()).to_string()
         );
         // A new session is told what is left.
         let mut again = Client::connect(&server.url(), Some(&token("dan"))).await;
@@ -303,7 +301,7 @@ async fn quotas_roll_over_with_the_utc_month() {
             "quota_exceeded"
         );
         let now = skald_actors::time::now_ms();
-        clock.advance_ms(skald_actors::time::next_month_start_ms(now) - now + 1_000);
+        clock.advance_ms(skald_actors::time::Month::of(now).next_start_ms() - now + 1_000);
         assert_eq!(
             try_send(&mut hal, "r2", json!({})).await["type"],
             "ack",
@@ -374,7 +372,7 @@ async fn redis_down_fails_open_then_reconciles_every_token() {
     let url = redis_server.url();
     let server = TestServer::builder()
         .config(|c| {
-            c.redis.url = Some(url.clone());
+            c.redis.url = Some(url.clone().as_str().into());
             c.model.simulated_tokens_per_second = 0.0;
         })
         .start()
@@ -431,7 +429,7 @@ async fn redis_down_fails_closed_when_configured() {
     let url = redis_server.url();
     let server = TestServer::builder()
         .config(|c| {
-            c.redis.url = Some(url.clone());
+            c.redis.url = Some(url.clone().as_str().into());
             c.redis.failure_policy = FailurePolicy::Closed;
         })
         .start()
@@ -460,5 +458,79 @@ async fn redis_down_fails_closed_when_configured() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(readyz(&server).await.0, 200);
+    server.stop().await;
+}
+
+/// Defect: `DELETE /v1/me` handed a user at `quota_exceeded` a fresh
+/// month. Erasure removes personal data, not the usage counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasing_yourself_does_not_reset_the_quota() {
+    for backend in Backend::both() {
+        let server = server(&backend, |c| c.limits.monthly_requests = 2).await;
+        let mut eve = server.client("eve").await;
+        for i in 0..2 {
+            let ack = try_send(&mut eve, &format!("e{i}"), json!({})).await;
+            assert_eq!(ack["type"], "ack", "{}: {ack}", backend.name());
+            collect_stream(&mut eve, ack["stream_id"].as_str().unwrap(), 0).await;
+        }
+        poll_usage(&server, "eve", |u| u["requests_used"] == 2).await;
+        let refused = try_send(&mut eve, "e2", json!({})).await;
+        assert_eq!(refused["code"], "quota_exceeded", "{}", backend.name());
+        let erased = server
+            .http(reqwest::Method::DELETE, "/v1/me", Some("eve"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(erased.status(), 204);
+        let mut eve = server.client("eve").await;
+        for i in 3..6 {
+            let refused = try_send(&mut eve, &format!("e{i}"), json!({})).await;
+            assert_eq!(
+                refused["code"],
+                "quota_exceeded",
+                "{}: after erasure, {refused}",
+                backend.name()
+            );
+        }
+        let (_, usage, _) = http_get(&server, "/v1/usage", "eve").await;
+        assert_eq!(usage["requests_used"], 2, "{}", backend.name());
+        server.stop().await;
+    }
+}
+
+/// Defect: the default (in-process) limits forgot the month's usage at
+/// every restart. The embedded default keeps it in the data dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_quota_survives_a_restart() {
+    let dir = TempDir::new("quota-restart");
+    let start = || {
+        let mut builder = TestServer::builder().data_dir(&dir.0);
+        builder.config.limits.monthly_requests = 3;
+        builder.start()
+    };
+    let server = start().await;
+    let mut kai = server.client("kai").await;
+    let ack = try_send(&mut kai, "k0", json!({})).await;
+    let result = collect_stream(&mut kai, ack["stream_id"].as_str().unwrap(), 0).await;
+    let spent = result.done["usage"]["prompt_tokens"].as_u64().unwrap()
+        + result.done["usage"]["completion_tokens"].as_u64().unwrap();
+    let before = poll_usage(&server, "kai", |u| u["requests_used"] == 1).await;
+    assert_eq!(before["tokens_used"].as_u64(), Some(spent));
+    server.stop().await;
+
+    let server = start().await;
+    let (_, after, _) = http_get(&server, "/v1/usage", "kai").await;
+    assert_eq!(after["requests_used"], 1, "{after}");
+    assert_eq!(after["tokens_used"].as_u64(), Some(spent), "{after}");
+    let mut kai = server.client("kai").await;
+    for i in 1..3 {
+        let ack = try_send(&mut kai, &format!("k{i}"), json!({})).await;
+        collect_stream(&mut kai, ack["stream_id"].as_str().unwrap(), 0).await;
+    }
+    let refused = try_send(&mut kai, "k3", json!({})).await;
+    assert_eq!(
+        refused["code"], "quota_exceeded",
+        "three in the month, restart or not"
+    );
     server.stop().await;
 }

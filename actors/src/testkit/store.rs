@@ -3,17 +3,21 @@
 //! available. Users are prefixed with `ns` so that runs on a shared
 //! database never see each other.
 
-use skald_protocol::{FinishReason, Usage};
+use skald_protocol::{
+    ClientMessageId, ConversationId, ErrorBody, ErrorCode, FinishReason, MessageId, StreamId,
+    Usage, UserId,
+};
 
-use crate::new_id;
 use crate::ports::store::{
-    AuditAction, AuditRecord, BeginOutcome, FinishedAnswer, MessageRole, NewConversation,
-    NewExchange, Store,
+    AnswerCheckpoint, AnswerEnd, AuditAction, AuditRecord, BeginOutcome, FinishedAnswer,
+    MessageRole, NewConversation, NewExchange, Store,
 };
 
 pub async fn run_all(store: &dyn Store, ns: &str) {
     exchanges_are_idempotent_and_private(store, ns).await;
     answers_are_stored_once(store, ns).await;
+    checkpoints_keep_partial_answers_and_never_undo_an_end(store, ns).await;
+    interrupted_answers_are_closed_with_their_checkpoint(store, ns).await;
     conversations_page_newest_first(store, ns).await;
     messages_page_oldest_first_in_order(store, ns).await;
     delete_removes_a_conversation_and_its_keys(store, ns).await;
@@ -21,28 +25,45 @@ pub async fn run_all(store: &dyn Store, ns: &str) {
     concurrent_resends_create_one_message(store, ns).await;
 }
 
+/// A user of this run (runs on a shared database never see each other).
+pub fn ns_user(ns: &str, name: &str) -> UserId {
+    UserId::from(format!("{ns}-{name}"))
+}
+
+fn key(id: &str) -> ClientMessageId {
+    ClientMessageId::from(id)
+}
+
 /// A new exchange in a new conversation (or `conversation` if given).
 pub fn exchange(
-    user: &str,
+    user: &UserId,
     client_id: &str,
-    conversation: Option<&str>,
+    conversation: Option<&ConversationId>,
     text: &str,
 ) -> NewExchange {
     NewExchange {
-        user: user.into(),
-        client_id: client_id.into(),
-        conversation_id: conversation.map(str::to_owned).unwrap_or_else(new_id),
+        user: user.clone(),
+        client_id: key(client_id),
+        conversation_id: conversation
+            .cloned()
+            .unwrap_or_else(ConversationId::generate),
         new_conversation: conversation.is_none().then(|| NewConversation {
             bot: "default".into(),
             title: text.chars().take(20).collect(),
         }),
-        user_message_id: new_id(),
+        user_message_id: MessageId::generate(),
         text: text.into(),
-        assistant_message_id: new_id(),
-        stream_id: new_id(),
+        assistant_message_id: MessageId::generate(),
+        stream_id: StreamId::generate(),
         at_ms: crate::time::now_ms(),
     }
 }
+
+const USAGE: Usage = Usage {
+    prompt_tokens: 3,
+    completion_tokens: 4,
+    reasoning_tokens: None,
+};
 
 fn answer(ex: &NewExchange, content: &str, reason: FinishReason) -> FinishedAnswer {
     FinishedAnswer {
@@ -50,17 +71,29 @@ fn answer(ex: &NewExchange, content: &str, reason: FinishReason) -> FinishedAnsw
         conversation_id: ex.conversation_id.clone(),
         message_id: ex.assistant_message_id.clone(),
         content: content.into(),
-        finish_reason: reason,
-        usage: Usage {
-            prompt_tokens: 3,
-            completion_tokens: 4,
+        end: AnswerEnd {
+            finish_reason: reason,
+            usage: USAGE,
+            error: (reason == FinishReason::Error).then(|| ErrorBody {
+                code: ErrorCode::UpstreamError,
+                message: "the model failed".into(),
+            }),
         },
         at_ms: crate::time::now_ms(),
     }
 }
 
+fn checkpoint(ex: &NewExchange, content: &str, at_ms: i64) -> AnswerCheckpoint {
+    AnswerCheckpoint {
+        conversation_id: ex.conversation_id.clone(),
+        message_id: ex.assistant_message_id.clone(),
+        content: content.into(),
+        at_ms,
+    }
+}
+
 pub async fn exchanges_are_idempotent_and_private(store: &dyn Store, ns: &str) {
-    let alice = format!("{ns}-alice");
+    let alice = ns_user(ns, "alice");
     let ex = exchange(&alice, "c-1", None, "Bonjour");
     assert_eq!(
         store.begin_exchange(ex.clone()).await.unwrap(),
@@ -74,7 +107,7 @@ pub async fn exchanges_are_idempotent_and_private(store: &dyn Store, ns: &str) {
     assert_eq!(conversation.user, alice);
     assert_eq!(conversation.bot, "default");
     assert!(store
-        .conversation(&format!("{ns}-mallory"), &ex.conversation_id)
+        .conversation(&ns_user(ns, "mallory"), &ex.conversation_id)
         .await
         .unwrap()
         .is_none());
@@ -93,18 +126,18 @@ pub async fn exchanges_are_idempotent_and_private(store: &dyn Store, ns: &str) {
         .await
         .unwrap()
         .is_none());
-    let found = store.exchange(&alice, "c-1").await.unwrap().unwrap();
+    let found = store.exchange(&alice, &key("c-1")).await.unwrap().unwrap();
     assert_eq!(found.conversation_id, ex.conversation_id);
     // Keys are per user.
     assert!(store
-        .exchange(&format!("{ns}-bob"), "c-1")
+        .exchange(&ns_user(ns, "bob"), &key("c-1"))
         .await
         .unwrap()
         .is_none());
 }
 
 pub async fn answers_are_stored_once(store: &dyn Store, ns: &str) {
-    let user = format!("{ns}-ann");
+    let user = ns_user(ns, "ann");
     let ex = exchange(&user, "a-1", None, "question");
     store.begin_exchange(ex.clone()).await.unwrap();
     let pending = store
@@ -120,7 +153,7 @@ pub async fn answers_are_stored_once(store: &dyn Store, ns: &str) {
     assert_eq!(pending[1].finish_reason, None);
     let text = "la réponse, byte for byte: \u{1F642} \"quoted\" \\ ";
     store
-        .finish_answer(answer(&ex, text, FinishReason::Cancelled))
+        .finish_answers(vec![answer(&ex, text, FinishReason::Cancelled)])
         .await
         .unwrap();
     // Stored twice (a retried batch): still one answer.
@@ -135,22 +168,121 @@ pub async fn answers_are_stored_once(store: &dyn Store, ns: &str) {
     assert_eq!(messages.len(), 2);
     assert_eq!(messages[1].content, text);
     assert_eq!(messages[1].finish_reason, Some(FinishReason::Cancelled));
+    assert_eq!(messages[1].usage, Some(USAGE));
+    let found = store.exchange(&user, &key("a-1")).await.unwrap().unwrap();
     assert_eq!(
-        messages[1].usage,
-        Some(Usage {
-            prompt_tokens: 3,
-            completion_tokens: 4
-        })
-    );
-    let found = store.exchange(&user, "a-1").await.unwrap().unwrap();
-    assert_eq!(
-        found.finished.map(|(r, _)| r),
+        found.finished.map(|end| end.finish_reason),
         Some(FinishReason::Cancelled)
     );
+    // A failed answer keeps the error its `done` carried.
+    let failed = exchange(&user, "a-2", None, "again");
+    store.begin_exchange(failed.clone()).await.unwrap();
+    store
+        .finish_answers(vec![answer(&failed, "part", FinishReason::Error)])
+        .await
+        .unwrap();
+    let found = store.exchange(&user, &key("a-2")).await.unwrap().unwrap();
+    let end = found.finished.expect("finished");
+    assert_eq!(end.finish_reason, FinishReason::Error);
+    assert_eq!(end.usage, USAGE);
+    assert_eq!(end.error.map(|e| e.code), Some(ErrorCode::UpstreamError));
+}
+
+pub async fn checkpoints_keep_partial_answers_and_never_undo_an_end(store: &dyn Store, ns: &str) {
+    let user = ns_user(ns, "cp");
+    let ex = exchange(&user, "k-1", None, "question");
+    store.begin_exchange(ex.clone()).await.unwrap();
+    let now = crate::time::now_ms();
+    store
+        .checkpoint_answers(vec![checkpoint(&ex, "partial", now)])
+        .await
+        .unwrap();
+    let messages = store
+        .recent_messages(&ex.conversation_id, 10)
+        .await
+        .unwrap();
+    assert_eq!(messages[1].content, "partial");
+    assert_eq!(messages[1].finish_reason, None, "still live");
+    store
+        .finish_answers(vec![answer(&ex, "partial and done", FinishReason::Stop)])
+        .await
+        .unwrap();
+    // A late checkpoint (the batch raced the end) changes nothing.
+    store
+        .checkpoint_answers(vec![checkpoint(&ex, "partial", now + 1)])
+        .await
+        .unwrap();
+    let messages = store
+        .recent_messages(&ex.conversation_id, 10)
+        .await
+        .unwrap();
+    assert_eq!(messages[1].content, "partial and done");
+    assert_eq!(messages[1].finish_reason, Some(FinishReason::Stop));
+    // A checkpoint of a deleted conversation's answer is dropped quietly.
+    store
+        .delete_conversation(&user, &ex.conversation_id)
+        .await
+        .unwrap();
+    store
+        .checkpoint_answers(vec![checkpoint(&ex, "gone", now + 2)])
+        .await
+        .unwrap();
+    assert!(store
+        .recent_messages(&ex.conversation_id, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+pub async fn interrupted_answers_are_closed_with_their_checkpoint(store: &dyn Store, ns: &str) {
+    let user = ns_user(ns, "crash");
+    let now = crate::time::now_ms();
+    let dead = exchange(&user, "x-1", None, "lost mid-answer");
+    let live = exchange(&user, "x-2", None, "still streaming");
+    let done = exchange(&user, "x-3", None, "finished");
+    for ex in [&dead, &live, &done] {
+        store.begin_exchange(ex.clone()).await.unwrap();
+    }
+    store
+        .checkpoint_answers(vec![
+            checkpoint(&dead, "what was streamed", now - 60_000),
+            checkpoint(&live, "recent", now + 60_000),
+        ])
+        .await
+        .unwrap();
+    store
+        .finish_answers(vec![answer(&done, "complete", FinishReason::Stop)])
+        .await
+        .unwrap();
+    let closed = store.close_interrupted(now).await.unwrap();
+    assert!(closed >= 1, "the dead answer is closed");
+    let dead_key = store.exchange(&user, &key("x-1")).await.unwrap().unwrap();
+    let end = dead_key.finished.expect("closed");
+    assert_eq!(end.finish_reason, FinishReason::Error);
+    assert!(end.error.is_some(), "a closed answer says why");
+    let messages = store
+        .recent_messages(&dead.conversation_id, 10)
+        .await
+        .unwrap();
+    assert_eq!(messages[1].content, "what was streamed");
+    assert_eq!(messages[1].finish_reason, Some(FinishReason::Error));
+    // Checkpointed after the cutoff: left alone.
+    let live_key = store.exchange(&user, &key("x-2")).await.unwrap().unwrap();
+    assert_eq!(live_key.finished, None);
+    // Finished answers are never touched.
+    let done_key = store.exchange(&user, &key("x-3")).await.unwrap().unwrap();
+    assert_eq!(
+        done_key.finished.map(|e| e.finish_reason),
+        Some(FinishReason::Stop)
+    );
+    // Closing again closes nothing more of these.
+    store.close_interrupted(now).await.unwrap();
+    let again = store.exchange(&user, &key("x-1")).await.unwrap().unwrap();
+    assert_eq!(again.finished, Some(end));
 }
 
 pub async fn conversations_page_newest_first(store: &dyn Store, ns: &str) {
-    let user = format!("{ns}-pat");
+    let user = ns_user(ns, "pat");
     let mut ids = Vec::new();
     for i in 0..5 {
         let ex = exchange(&user, &format!("p-{i}"), None, &format!("conversation {i}"));
@@ -177,14 +309,14 @@ pub async fn conversations_page_newest_first(store: &dyn Store, ns: &str) {
     }
     assert_eq!(seen, ids, "newest first, each once");
     let other = store
-        .list_conversations(&format!("{ns}-nobody"), 10, None)
+        .list_conversations(&ns_user(ns, "nobody"), 10, None)
         .await
         .unwrap();
     assert!(other.items.is_empty() && other.next.is_none());
 }
 
 pub async fn messages_page_oldest_first_in_order(store: &dyn Store, ns: &str) {
-    let user = format!("{ns}-ord");
+    let user = ns_user(ns, "ord");
     let first = exchange(&user, "o-0", None, "m0");
     let conversation = first.conversation_id.clone();
     store.begin_exchange(first).await.unwrap();
@@ -220,12 +352,12 @@ pub async fn messages_page_oldest_first_in_order(store: &dyn Store, ns: &str) {
     }
     assert_eq!(texts, ["m0", "m1", "m2", "m3"]);
     assert!(store
-        .list_messages(&format!("{ns}-mallory"), &conversation, 10, None)
+        .list_messages(&ns_user(ns, "mallory"), &conversation, 10, None)
         .await
         .unwrap()
         .is_none());
     assert!(store
-        .list_messages(&user, "no-such-id", 10, None)
+        .list_messages(&user, &ConversationId::from("no-such-id"), 10, None)
         .await
         .unwrap()
         .is_none());
@@ -235,11 +367,11 @@ pub async fn messages_page_oldest_first_in_order(store: &dyn Store, ns: &str) {
 }
 
 pub async fn delete_removes_a_conversation_and_its_keys(store: &dyn Store, ns: &str) {
-    let user = format!("{ns}-del");
+    let user = ns_user(ns, "del");
     let ex = exchange(&user, "d-1", None, "forget me");
     store.begin_exchange(ex.clone()).await.unwrap();
     assert!(!store
-        .delete_conversation(&format!("{ns}-mallory"), &ex.conversation_id)
+        .delete_conversation(&ns_user(ns, "mallory"), &ex.conversation_id)
         .await
         .unwrap());
     assert!(store
@@ -261,7 +393,7 @@ pub async fn delete_removes_a_conversation_and_its_keys(store: &dyn Store, ns: &
         .await
         .unwrap()
         .is_none());
-    assert!(store.exchange(&user, "d-1").await.unwrap().is_none());
+    assert!(store.exchange(&user, &key("d-1")).await.unwrap().is_none());
     assert!(!store
         .delete_conversation(&user, &ex.conversation_id)
         .await
@@ -269,20 +401,20 @@ pub async fn delete_removes_a_conversation_and_its_keys(store: &dyn Store, ns: &
 }
 
 pub async fn export_then_erase_leaves_nothing(store: &dyn Store, ns: &str) {
-    let user = format!("{ns}-gdpr");
-    let other = format!("{ns}-keep");
+    let user = ns_user(ns, "gdpr");
+    let other = ns_user(ns, "keep");
     let ex = exchange(&user, "g-1", None, "personal data");
     store.begin_exchange(ex.clone()).await.unwrap();
     store
-        .finish_answer(answer(&ex, "an answer", FinishReason::Stop))
+        .finish_answers(vec![answer(&ex, "an answer", FinishReason::Stop)])
         .await
         .unwrap();
     let kept = exchange(&other, "g-1", None, "not erased");
     store.begin_exchange(kept.clone()).await.unwrap();
-    let audit = |who: &str, action| AuditRecord {
-        id: new_id(),
+    let audit = |who: &UserId, action| AuditRecord {
+        id: uuid::Uuid::now_v7().to_string(),
         at_ms: crate::time::now_ms(),
-        user: Some(who.into()),
+        user: Some(who.clone()),
         action,
         address: Some("203.0.113.7".into()),
         address_anonymised: Some("203.0.113.0".into()),
@@ -310,7 +442,7 @@ pub async fn export_then_erase_leaves_nothing(store: &dyn Store, ns: &str) {
         Default::default(),
         "export after erase returns nothing"
     );
-    assert!(store.exchange(&user, "g-1").await.unwrap().is_none());
+    assert!(store.exchange(&user, &key("g-1")).await.unwrap().is_none());
     assert!(store
         .conversation(&user, &ex.conversation_id)
         .await
@@ -323,7 +455,7 @@ pub async fn export_then_erase_leaves_nothing(store: &dyn Store, ns: &str) {
 }
 
 pub async fn concurrent_resends_create_one_message(store: &dyn Store, ns: &str) {
-    let user = format!("{ns}-race");
+    let user = ns_user(ns, "race");
     let attempts = (0..8).map(|_| store.begin_exchange(exchange(&user, "same", None, "once")));
     let outcomes = futures::future::join_all(attempts).await;
     let created = outcomes

@@ -3,20 +3,20 @@
 //! killed, paused and restarted under a live client, and retried settles.
 //! Every wait is bounded; nothing asserts a tight timing.
 
-mod common;
-
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use common::redis_server::RedisServer;
+use crate::common::redis_server::RedisServer;
 use fred::interfaces::{ClientLike, KeysInterface};
 use skald::limits::redis::{connect, RedisLimits, RedisSettings, RedisSetupError};
 use skald_actors::ports::limits::{
-    LimitsBackend, LimitsError, QuotaLimits, RateDecision, RateLimit, Reservation, ReserveDecision,
+    LimitsBackend, LimitsError, QuotaLimits, RateDecision, RateKey, RateLimit, Reservation,
+    ReserveDecision, Settle, SlotKey,
 };
+use skald_actors::time::Month;
+use skald_actors::UserId;
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
-const MONTH: &str = "2026-01";
 const LEASE: u64 = 600_000;
 /// The most one operation may take while Redis is down (generous: the
 /// configured command timeout is 300 ms).
@@ -44,11 +44,45 @@ async fn bounded<T>(what: &str, f: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("{what} did not return within {BOUND:?}"))
 }
 
+fn month() -> Month {
+    Month::of(T0)
+}
+
+fn uid(user: &str) -> UserId {
+    user.into()
+}
+
+fn rk(key: &str) -> RateKey {
+    RateKey::User(uid(key))
+}
+
+fn sk(key: &str) -> SlotKey {
+    SlotKey(uid(key))
+}
+
+/// One settle on its own; whether it applied.
+async fn settle_one(
+    b: &RedisLimits,
+    user: &str,
+    id: &str,
+    tokens: u64,
+    count_request: bool,
+) -> Result<bool, LimitsError> {
+    let settle = Settle {
+        id: id.into(),
+        user: uid(user),
+        month: month(),
+        tokens,
+        count_request,
+    };
+    Ok(b.settle(&[settle]).await?[0])
+}
+
 fn reservation(id: &str, user: &str, tokens: u64) -> Reservation {
     Reservation {
         id: id.into(),
         user: user.into(),
-        month: MONTH.into(),
+        month: month(),
         tokens,
         min_tokens: 1,
     }
@@ -69,14 +103,18 @@ async fn every_operation_fails(b: &RedisLimits) {
     };
     let rate = RateLimit { per_minute: 5 };
     let r = reservation("down", "down-user", 10);
-    unavailable("rate", bounded("rate", b.rate("down", rate, T0)).await);
+    unavailable("rate", bounded("rate", b.rate(&rk("down"), rate, T0)).await);
     unavailable(
         "acquire_slot",
-        bounded("acquire_slot", b.acquire_slot("down", "h", 2, 1_000, T0)).await,
+        bounded(
+            "acquire_slot",
+            b.acquire_slot(&sk("down"), "h", 2, 1_000, T0),
+        )
+        .await,
     );
     unavailable(
         "release_slot",
-        bounded("release_slot", b.release_slot("down", "h")).await,
+        bounded("release_slot", b.release_slot(&sk("down"), "h")).await,
     );
     unavailable(
         "reserve",
@@ -84,15 +122,15 @@ async fn every_operation_fails(b: &RedisLimits) {
     );
     unavailable(
         "settle",
-        bounded("settle", b.settle("down-user", MONTH, "down", 5, true)).await,
+        bounded("settle", settle_one(b, "down-user", "down", 5, true)).await,
     );
     unavailable(
         "add_usage",
-        bounded("add_usage", b.add_usage("down-user", MONTH, 1, 1)).await,
+        bounded("add_usage", b.add_usage(&uid("down-user"), month(), 1, 1)).await,
     );
     unavailable(
         "usage",
-        bounded("usage", b.usage("down-user", MONTH, LEASE, T0)).await,
+        bounded("usage", b.usage(&uid("down-user"), month(), LEASE, T0)).await,
     );
     unavailable("ping", bounded("ping", b.ping()).await);
 }
@@ -108,19 +146,19 @@ async fn every_operation_works(b: &RedisLimits, n: u32) -> Result<(), LimitsErro
     };
     b.ping().await?;
     assert_eq!(
-        b.rate(&key, RateLimit { per_minute: 1 }, T0).await?,
+        b.rate(&rk(&key), RateLimit { per_minute: 1 }, T0).await?,
         RateDecision::Allowed
     );
-    assert!(b.acquire_slot(&key, "h", 1, 1_000, T0).await?);
-    b.release_slot(&key, "h").await?;
+    assert!(b.acquire_slot(&sk(&key), "h", 1, 1_000, T0).await?);
+    b.release_slot(&sk(&key), "h").await?;
     assert_eq!(
         b.reserve(&reservation("r", &user, 100), limits, LEASE, T0)
             .await?,
         ReserveDecision::Granted { tokens: 100 }
     );
-    assert!(b.settle(&user, MONTH, "r", 40, true).await?);
-    b.add_usage(&user, MONTH, 2, 1).await?;
-    let usage = b.usage(&user, MONTH, LEASE, T0).await?;
+    assert!(settle_one(b, &user, "r", 40, true).await?);
+    b.add_usage(&uid(&user), month(), 2, 1).await?;
+    let usage = b.usage(&uid(&user), month(), LEASE, T0).await?;
     assert_eq!((usage.tokens_used, usage.requests_used), (42, 2));
     assert_eq!((usage.tokens_reserved, usage.requests_reserved), (0, 0));
     Ok(())
@@ -148,7 +186,7 @@ async fn redis_backend_passes_the_contract() {
     let b = backend(&server).await;
     assert_eq!(b.name(), "redis");
     assert!(b.is_connected(), "connected to a running Redis");
-    skald_actors::limits::contract::run_all(&b, "t1").await;
+    skald_actors::testkit::limits::run_all(&b, "t1").await;
 
     // Each script was loaded once, then run by its SHA: no EVAL of bodies.
     let raw = raw_client(&server).await;
@@ -201,7 +239,7 @@ async fn two_instances_share_one_quota_and_one_rate() {
     );
     for backend in instances {
         let usage = backend
-            .usage("shared-user", MONTH, LEASE, T0)
+            .usage(&uid("shared-user"), month(), LEASE, T0)
             .await
             .unwrap();
         assert_eq!(
@@ -212,7 +250,8 @@ async fn two_instances_share_one_quota_and_one_rate() {
 
     // 5 a minute, consumed concurrently from both instances: exactly 5.
     let rate = RateLimit { per_minute: 5 };
-    let events = (0..12).map(|i| instances[i % 2].rate("shared-key", rate, T0));
+    let shared = rk("shared-key");
+    let events = (0..12).map(|i| instances[i % 2].rate(&shared, rate, T0));
     let decisions: Vec<RateDecision> = futures::future::join_all(events)
         .await
         .into_iter()
@@ -234,11 +273,11 @@ async fn two_instances_share_one_quota_and_one_rate() {
     }
     // After that wait, exactly one more, whichever instance asks.
     assert_eq!(
-        b.rate("shared-key", rate, T0 + 12_000).await.unwrap(),
+        b.rate(&rk("shared-key"), rate, T0 + 12_000).await.unwrap(),
         RateDecision::Allowed
     );
     assert!(matches!(
-        a.rate("shared-key", rate, T0 + 12_000).await.unwrap(),
+        a.rate(&rk("shared-key"), rate, T0 + 12_000).await.unwrap(),
         RateDecision::Limited { .. }
     ));
 }
@@ -258,7 +297,7 @@ async fn redis_killed_answers_stay_bounded_and_the_same_client_recovers() {
 
     server.restart();
     recovers(&b, "after a restart on the same port").await;
-    skald_actors::limits::contract::run_all(&b, "after-restart").await;
+    skald_actors::testkit::limits::run_all(&b, "after-restart").await;
     // The restarted Redis had no scripts cached: the client got NOSCRIPT
     // and ran the body with EVAL, which cached it again for EVALSHA.
     let raw = raw_client(&server).await;
@@ -320,14 +359,14 @@ async fn a_retried_settle_applies_once_across_instances() {
         b.reserve(&r1, limits, LEASE, T0).await.unwrap(),
         ReserveDecision::Granted { tokens: 100 }
     );
-    let usage = a.usage(user, MONTH, LEASE, T0).await.unwrap();
+    let usage = a.usage(&uid(user), month(), LEASE, T0).await.unwrap();
     assert_eq!((usage.requests_reserved, usage.tokens_reserved), (1, 100));
 
     // Sequential retries, on both instances.
-    assert!(a.settle(user, MONTH, "stream-1", 40, true).await.unwrap());
-    assert!(!a.settle(user, MONTH, "stream-1", 40, true).await.unwrap());
-    assert!(!b.settle(user, MONTH, "stream-1", 40, true).await.unwrap());
-    let usage = b.usage(user, MONTH, LEASE, T0).await.unwrap();
+    assert!(settle_one(&a, user, "stream-1", 40, true).await.unwrap());
+    assert!(!settle_one(&a, user, "stream-1", 40, true).await.unwrap());
+    assert!(!settle_one(&b, user, "stream-1", 40, true).await.unwrap());
+    let usage = b.usage(&uid(user), month(), LEASE, T0).await.unwrap();
     assert_eq!((usage.tokens_used, usage.requests_used), (40, 1));
     assert_eq!((usage.tokens_reserved, usage.requests_reserved), (0, 0));
 
@@ -337,7 +376,7 @@ async fn a_retried_settle_applies_once_across_instances() {
         b.reserve(&r2, limits, LEASE, T0).await.unwrap(),
         ReserveDecision::Granted { .. }
     ));
-    let settles = (0..8).map(|i| [&a, &b][i % 2].settle(user, MONTH, "stream-2", 30, true));
+    let settles = (0..8).map(|i| settle_one([&a, &b][i % 2], user, "stream-2", 30, true));
     let applied = futures::future::join_all(settles)
         .await
         .into_iter()
@@ -345,7 +384,7 @@ async fn a_retried_settle_applies_once_across_instances() {
         .filter(|applied| *applied)
         .count();
     assert_eq!(applied, 1);
-    let usage = a.usage(user, MONTH, LEASE, T0).await.unwrap();
+    let usage = a.usage(&uid(user), month(), LEASE, T0).await.unwrap();
     assert_eq!((usage.tokens_used, usage.requests_used), (70, 2));
     assert_eq!(usage.requests_reserved, 0);
 }
@@ -361,12 +400,12 @@ async fn keys_are_encoded_cluster_safe_and_expire() {
     // Ids that would break a naive hash tag or collide once encoded.
     let users = ["a{b}", "a%7Bb%7D", "a}{", "a|2026-01", "a"];
     for (i, user) in users.iter().enumerate() {
-        b.add_usage(user, MONTH, 10 * (i as u64 + 1), 1)
+        b.add_usage(&uid(user), month(), 10 * (i as u64 + 1), 1)
             .await
             .unwrap();
     }
     for (i, user) in users.iter().enumerate() {
-        let usage = b.usage(user, MONTH, LEASE, T0).await.unwrap();
+        let usage = b.usage(&uid(user), month(), LEASE, T0).await.unwrap();
         assert_eq!(usage.tokens_used, 10 * (i as u64 + 1), "{user}");
     }
     let r = reservation("x", "a{b}", 5);
@@ -374,15 +413,15 @@ async fn keys_are_encoded_cluster_safe_and_expire() {
         b.reserve(&r, limits, LEASE, T0).await.unwrap(),
         ReserveDecision::Granted { tokens: 5 }
     ));
-    b.rate("a{b}", RateLimit { per_minute: 2 }, crate_now())
+    b.rate(&rk("a{b}"), RateLimit { per_minute: 2 }, crate_now())
         .await
         .unwrap();
     assert!(b
-        .acquire_slot("a{b}", "h", 1, 30_000, crate_now())
+        .acquire_slot(&sk("a{b}"), "h", 1, 30_000, crate_now())
         .await
         .unwrap());
 
-    let (counters, reservations) = b.quota_keys("a{b}", MONTH);
+    let (counters, reservations) = b.quota_keys(&uid("a{b}"), month());
     assert_eq!(counters, "skald-test:q:{a%7Bb%7D|2026-01}");
     assert_eq!(reservations, "skald-test:q:{a%7Bb%7D|2026-01}:res");
     assert_eq!(
@@ -398,9 +437,9 @@ async fn keys_are_encoded_cluster_safe_and_expire() {
         assert!(ttl > 61 * day && ttl <= 62 * day, "{key}: {ttl}");
     }
     // A rate key lives until its TAT (30 s ahead) plus a margin.
-    let ttl: i64 = raw.pttl(b.rate_key("a{b}")).await.unwrap();
+    let ttl: i64 = raw.pttl(b.rate_key(&rk("a{b}"))).await.unwrap();
     assert!(ttl > 30_000 && ttl <= 91_000, "rate key ttl {ttl}");
-    let ttl: i64 = raw.pttl(b.slots_key("a{b}")).await.unwrap();
+    let ttl: i64 = raw.pttl(b.slots_key(&sk("a{b}"))).await.unwrap();
     assert!(ttl > 30_000 && ttl <= 91_000, "slots key ttl {ttl}");
     let keys: Vec<String> = raw
         .custom(
@@ -469,7 +508,7 @@ async fn settings_are_checked_and_passwords_never_shown() {
     server.stop();
     let url = format!("redis://u:hunter2@127.0.0.1:{}", server.port);
     let b = connect(settings(url)).await.unwrap();
-    match bounded("rate", b.rate("k", RateLimit { per_minute: 1 }, T0)).await {
+    match bounded("rate", b.rate(&rk("k"), RateLimit { per_minute: 1 }, T0)).await {
         Err(LimitsError::Unavailable(message)) => assert!(!message.contains("hunter2")),
         other => panic!("expected Unavailable, got {other:?}"),
     }

@@ -1,9 +1,7 @@
 //! Authentication and admission at the WebSocket edge, against a real
 //! server: hello vs header, every kind of bad token, auth timeout, origins.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 

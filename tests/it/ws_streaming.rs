@@ -1,9 +1,7 @@
 //! The chat path end to end on the simulated model: streaming, idempotency,
 //! conversations, bad input, cancel, busy, disconnect and resume.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 use skald_protocol::FinishReason;
 use tokio_tungstenite::tungstenite::Message;
@@ -82,7 +80,7 @@ async fn resending_an_id_never_creates_a_second_message() {
     assert_eq!(result.done["finish_reason"], "stop");
     let messages = skald_actors::ports::store::Store::recent_messages(
         &server.store,
-        ack["conversation_id"].as_str().unwrap(),
+        &ack["conversation_id"].as_str().unwrap().into(),
         100,
     )
     .await

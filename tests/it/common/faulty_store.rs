@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use skald::store::sqlite::SqliteStore;
 use skald_actors::ports::store::{
-    AuditRecord, BeginOutcome, Conversation, Exchange, FinishedAnswer, NewExchange, Page, Store,
-    StoreError, StoredMessage, UserExport,
+    AnswerCheckpoint, AuditRecord, BeginOutcome, Conversation, Exchange, FinishedAnswer,
+    NewExchange, Page, Store, StoreError, StoredMessage, UserExport,
 };
+use skald_protocol::{ClientMessageId, ConversationId, UserId};
 
 pub struct FaultyStore {
     pub inner: SqliteStore,
@@ -32,7 +33,7 @@ impl FaultyStore {
 
     fn check(&self) -> Result<(), StoreError> {
         if self.down.load(Ordering::SeqCst) {
-            Err(StoreError::Unavailable("switched off by the test".into()))
+            Err(StoreError::unavailable("switched off by the test"))
         } else {
             Ok(())
         }
@@ -41,11 +42,19 @@ impl FaultyStore {
 
 #[async_trait::async_trait]
 impl Store for FaultyStore {
-    async fn conversation(&self, user: &str, id: &str) -> Result<Option<Conversation>, StoreError> {
+    async fn conversation(
+        &self,
+        user: &UserId,
+        id: &ConversationId,
+    ) -> Result<Option<Conversation>, StoreError> {
         self.check()?;
         self.inner.conversation(user, id).await
     }
-    async fn exchange(&self, user: &str, client_id: &str) -> Result<Option<Exchange>, StoreError> {
+    async fn exchange(
+        &self,
+        user: &UserId,
+        client_id: &ClientMessageId,
+    ) -> Result<Option<Exchange>, StoreError> {
         self.check()?;
         self.inner.exchange(user, client_id).await
     }
@@ -58,17 +67,24 @@ impl Store for FaultyStore {
         self.check()?;
         self.inner.begin_exchange(exchange).await
     }
-    async fn finish_answer(&self, answer: FinishedAnswer) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.finish_answer(answer).await
-    }
     async fn finish_answers(&self, answers: Vec<FinishedAnswer>) -> Result<(), StoreError> {
         self.check()?;
         self.inner.finish_answers(answers).await
     }
+    async fn checkpoint_answers(
+        &self,
+        checkpoints: Vec<AnswerCheckpoint>,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.checkpoint_answers(checkpoints).await
+    }
+    async fn close_interrupted(&self, older_than_ms: i64) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.close_interrupted(older_than_ms).await
+    }
     async fn recent_messages(
         &self,
-        id: &str,
+        id: &ConversationId,
         limit: usize,
     ) -> Result<Vec<StoredMessage>, StoreError> {
         self.check()?;
@@ -76,7 +92,7 @@ impl Store for FaultyStore {
     }
     async fn list_conversations(
         &self,
-        user: &str,
+        user: &UserId,
         limit: usize,
         before: Option<&str>,
     ) -> Result<Page<Conversation>, StoreError> {
@@ -85,8 +101,8 @@ impl Store for FaultyStore {
     }
     async fn list_messages(
         &self,
-        user: &str,
-        conversation_id: &str,
+        user: &UserId,
+        conversation_id: &ConversationId,
         limit: usize,
         after: Option<&str>,
     ) -> Result<Option<Page<StoredMessage>>, StoreError> {
@@ -95,7 +111,11 @@ impl Store for FaultyStore {
             .list_messages(user, conversation_id, limit, after)
             .await
     }
-    async fn delete_conversation(&self, user: &str, id: &str) -> Result<bool, StoreError> {
+    async fn delete_conversation(
+        &self,
+        user: &UserId,
+        id: &ConversationId,
+    ) -> Result<bool, StoreError> {
         self.check()?;
         self.inner.delete_conversation(user, id).await
     }
@@ -103,11 +123,11 @@ impl Store for FaultyStore {
         self.check()?;
         self.inner.append_audit(record).await
     }
-    async fn export_user(&self, user: &str) -> Result<UserExport, StoreError> {
+    async fn export_user(&self, user: &UserId) -> Result<UserExport, StoreError> {
         self.check()?;
         self.inner.export_user(user).await
     }
-    async fn erase_user(&self, user: &str) -> Result<(), StoreError> {
+    async fn erase_user(&self, user: &UserId) -> Result<(), StoreError> {
         self.check()?;
         self.inner.erase_user(user).await
     }

@@ -4,11 +4,9 @@
 //! that goes silent, one that fails, and a cancel that must close the
 //! upstream request.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use skald_actors::settings::BotSettings;
 use skald_loadtest::mock_upstream::{answer_text, MockConfig, MockUpstream};
@@ -32,7 +30,7 @@ async fn server_for(mock: &MockUpstream) -> TestServer {
     let base_url = mock.base_url();
     TestServer::builder()
         .config(move |c| {
-            c.model.upstream_url = Some(base_url);
+            c.model.upstream_url = Some(base_url.parse().unwrap());
             c.model.upstream_api_key = Some("sk-test-secret".into());
             c.model.upstream_model = "mock-normal".into();
             c.sessions.first_token_timeout_ms = 700;

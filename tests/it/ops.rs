@@ -1,14 +1,12 @@
 //! Operations: Prometheus metrics, readiness while draining, a clean drain
 //! on SIGTERM with nothing lost, and logs that hold no message text.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 /// Parses Prometheus text format: every sample line is `name{labels} value`.
@@ -55,6 +53,7 @@ fn get(samples: &HashMap<String, f64>, series: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_parse_and_move_as_a_session_runs() {
+    let _metrics = METRICS.lock().await;
     let server = TestServer::start().await;
     let before = scrape(&server).await;
     let mut client = server.client("metered").await;
@@ -85,7 +84,7 @@ async fn metrics_parse_and_move_as_a_session_runs() {
                 ) >= 1.0
             );
             assert_eq!(
-                get(&after, r#"skald_limits_backend_up{backend="in-process"}"#),
+                get(&after, r#"skald_limits_backend_up{backend="embedded"}"#),
                 1.0
             );
             // Label values are bounded: no user id anywhere.
@@ -219,7 +218,7 @@ fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_fifty_streams_loses_nothing_and_exits_0() {
     let data = TempDir::new("drain");
-    let port = common::redis_server::free_port();
+    let port = crate::common::redis_server::free_port();
     let (mut child, _log) = start_binary(
         &data.0,
         port,
@@ -267,7 +266,7 @@ async fn sigterm_during_fifty_streams_loses_nothing_and_exits_0() {
     assert!(status.success(), "exit status {status}");
 
     // Every accepted message and its answer were stored.
-    let port = common::redis_server::free_port();
+    let port = crate::common::redis_server::free_port();
     let (mut child, _log) = start_binary(&data.0, port, "", &[]);
     wait_healthy(port).await;
     for (user, conversation, text) in finished {
@@ -282,7 +281,7 @@ async fn sigterm_during_fifty_streams_loses_nothing_and_exits_0() {
 #[tokio::test]
 async fn a_drain_timeout_ends_streams_with_unavailable_and_keeps_their_text() {
     let data = TempDir::new("drain-timeout");
-    let port = common::redis_server::free_port();
+    let port = crate::common::redis_server::free_port();
     let (mut child, _log) = start_binary(
         &data.0,
         port,
@@ -303,7 +302,7 @@ async fn a_drain_timeout_ends_streams_with_unavailable_and_keeps_their_text() {
     assert_eq!(result.done["finish_reason"], "error");
     assert_eq!(result.done["error"]["code"], "unavailable");
     assert!(wait_exit(&mut child).success());
-    let port = common::redis_server::free_port();
+    let port = crate::common::redis_server::free_port();
     let (mut child, _log) = start_binary(&data.0, port, "", &[]);
     wait_healthy(port).await;
     let conversation = ack["conversation_id"].as_str().unwrap();
@@ -320,7 +319,7 @@ async fn a_drain_timeout_ends_streams_with_unavailable_and_keeps_their_text() {
 #[tokio::test]
 async fn json_logs_of_a_session_hold_no_message_text() {
     let data = TempDir::new("logs");
-    let port = common::redis_server::free_port();
+    let port = crate::common::redis_server::free_port();
     let (mut child, log) = start_binary(
         &data.0,
         port,

@@ -69,7 +69,7 @@ fn request(model: Option<&str>, max_tokens: u32) -> ModelRequest {
         ],
         temperature: 0.25,
         max_tokens,
-        user: "user-42".to_owned(),
+        user: "user-42".into(),
     }
 }
 
@@ -166,6 +166,7 @@ async fn a_normal_stream_gives_the_answer_then_stop_then_usage() {
             Ok(ModelEvent::Usage(Usage {
                 prompt_tokens,
                 completion_tokens: 12,
+                reasoning_tokens: None,
             })),
         ]
     );
@@ -214,7 +215,7 @@ async fn the_default_model_and_max_tokens_field_are_used_when_asked() {
     let provider = provider(mock.base_url()).with_max_tokens_field(MaxTokensField::MaxTokens);
     assert_eq!(provider.default_model(), "default-model");
     let mut request = request(None, 9);
-    request.user = String::new();
+    request.user = String::new().into();
 
     let events = drain(start(&provider, request).await).await;
     assert!(events.contains(&Ok(ModelEvent::Finish(ModelFinish::Stop))));

@@ -3,9 +3,7 @@
 //! harness and the server agree on the protocol; it asserts on counts only,
 //! never on time (the figures themselves are benchmarks: docs/benchmarks.md).
 
-mod common;
-
-use common::{TestServer, SECRET};
+use crate::common::{TestServer, SECRET};
 use skald_loadtest::mock_upstream::{MockConfig, MockUpstream, STAMPED_MODEL};
 use skald_loadtest::{run, RunConfig};
 
@@ -24,7 +22,7 @@ async fn a_short_bounded_load_through_skald_measures_every_token() {
     let base_url = mock.base_url();
     let server = TestServer::builder()
         .config(move |c| {
-            c.model.upstream_url = Some(base_url);
+            c.model.upstream_url = Some(base_url.parse().unwrap());
             c.model.upstream_api_key = Some("sk-test".into());
             c.model.upstream_model = STAMPED_MODEL.into();
         })
@@ -57,6 +55,7 @@ async fn a_short_bounded_load_through_skald_measures_every_token() {
 
 #[tokio::test]
 async fn a_held_connection_storm_keeps_every_session_open() {
+    let _metrics = crate::common::METRICS.lock().await;
     let server = TestServer::builder().start().await;
     let mut load = RunConfig::new(server.url(), SECRET);
     load.sessions = 30;
@@ -66,7 +65,7 @@ async fn a_held_connection_storm_keeps_every_session_open() {
     load.max_duration_s = 30;
     let holding = tokio::spawn(run(load));
     // While the storm holds its sessions, the server has them all open
-    // (this binary's other test never renders /metrics, which sets the gauge).
+    // (the metrics lock keeps other servers from setting the gauge).
     let mut open = String::new();
     for _ in 0..250 {
         let metrics = server

@@ -1,11 +1,9 @@
 //! Many sessions at once, and a session that panics while others stream on.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::faulty_store::FaultyStore;
-use common::*;
+use crate::common::faulty_store::FaultyStore;
+use crate::common::*;
 use serde_json::json;
 use skald::store::sqlite::SqliteStore;
 

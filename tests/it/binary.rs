@@ -1,12 +1,10 @@
 //! The `skald` binary as a user runs it: no configuration at all, a token
 //! from `skald token`, a chat, and a clean stop on SIGTERM.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{collect_stream, messages_via_http, send, wait_healthy, Client, TempDir, WAIT};
+use crate::common::{collect_stream, messages_via_http, send, wait_healthy, Client, TempDir, WAIT};
 
 fn skald(data_dir: &std::path::Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_skald"));
@@ -68,7 +66,7 @@ async fn runs_with_nothing_configured_and_mints_dev_tokens() {
     assert_eq!(client.recv().await["user"], "alice");
     let ack = send(&mut client, "1", None, "hello").await;
     let result = collect_stream(&mut client, ack["stream_id"].as_str().unwrap(), 0).await;
-    assert_eq!(result.text, common::simulated_answer("hello", 7));
+    assert_eq!(result.text, crate::common::simulated_answer("hello", 7));
 
     // The container's health check command.
     let health = skald(&data.0)
@@ -98,14 +96,14 @@ async fn runs_with_nothing_configured_and_mints_dev_tokens() {
         waited += std::time::Duration::from_millis(50);
     };
     assert!(status.success(), "exit status {status}");
-    assert_eq!(client.closed().await, common::Closed::Code(1001));
+    assert_eq!(client.closed().await, crate::common::Closed::Code(1001));
 }
 
 /// Starts the binary on a free port; returns the child and its address.
 fn start(data: &std::path::Path, port: u16) -> std::process::Child {
     skald(data)
         .env("SKALD_LISTEN", format!("127.0.0.1:{port}"))
-        .env("SKALD_JWT_SECRET", common::SECRET)
+        .env("SKALD_JWT_SECRET", crate::common::SECRET)
         .env("SKALD_SIMULATED_TOKENS_PER_SECOND", "5")
         .env("SKALD_SIMULATED_ANSWER_TOKENS", "50")
         .stdout(Stdio::null())
@@ -114,17 +112,32 @@ fn start(data: &std::path::Path, port: u16) -> std::process::Child {
         .unwrap()
 }
 
+/// SIGKILL mid-answer, then a restart: the user message survived (it was
+/// durable before its `ack`), and the interrupted answer is closed as
+/// `error` holding what was checkpointed (a prefix of what was streamed,
+/// at most a checkpoint interval short), in the history and to a resend of
+/// its `send.id` alike.
 #[tokio::test]
-async fn an_acked_message_survives_sigkill() {
+async fn an_answer_interrupted_by_sigkill_is_closed_with_what_was_streamed() {
     let data = TempDir::new("sigkill");
-    let port = common::redis_server::free_port();
+    let port = crate::common::redis_server::free_port();
     let mut child = start(&data.0, port);
     wait_healthy(port).await;
     let url = format!("ws://127.0.0.1:{port}/v1/ws");
-    let mut client = Client::connect(&url, Some(&common::token("kim"))).await;
+    let mut client = Client::connect(&url, Some(&crate::common::token("kim"))).await;
     client.recv().await;
     let ack = send(&mut client, "k-1", None, "do not lose me").await;
-    child.kill().unwrap(); // SIGKILL, right after the ack
+    // Five tokens a second: after 2.5 s, two checkpoints (one a second) hold
+    // a part of what was streamed.
+    let mut streamed = String::new();
+    let until = tokio::time::Instant::now() + std::time::Duration::from_millis(2500);
+    while tokio::time::Instant::now() < until {
+        let frame = client.recv().await;
+        if frame["type"] == "delta" {
+            streamed.push_str(frame["text"].as_str().unwrap());
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
     let mut child = start(&data.0, port);
@@ -132,9 +145,17 @@ async fn an_acked_message_survives_sigkill() {
     let conversation = ack["conversation_id"].as_str().unwrap();
     let body = messages_via_http(port, "kim", conversation).await;
     assert_eq!(body["messages"][0]["content"], "do not lose me", "{body}");
-    // The interrupted answer: resending the id gives its ack and a done
-    // that says it was interrupted, never a second message.
-    let mut client = Client::connect(&url, Some(&common::token("kim"))).await;
+    let answer = &body["messages"][1];
+    assert_eq!(answer["finish_reason"], "error", "{body}");
+    let stored = answer["content"].as_str().unwrap();
+    assert!(!stored.is_empty(), "a checkpoint was kept: {body}");
+    assert!(
+        streamed.starts_with(stored),
+        "the stored answer is a prefix of what was streamed: {stored:?} / {streamed:?}"
+    );
+    // A resend of the id: its ack, and a done that says the same as the
+    // history, never a second message.
+    let mut client = Client::connect(&url, Some(&crate::common::token("kim"))).await;
     client.recv().await;
     client
         .send(serde_json::json!({"type":"send","id":"k-1","text":"do not lose me"}))
@@ -142,7 +163,7 @@ async fn an_acked_message_survives_sigkill() {
     assert_eq!(client.recv().await, ack);
     let done = client.recv().await;
     assert_eq!(done["finish_reason"], "error");
-    assert_eq!(done["error"]["code"], "internal");
+    assert_eq!(done["error"]["code"], "unavailable");
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -186,7 +207,7 @@ async fn runs_as_an_unprivileged_user_writing_only_its_data_dir() {
         .status()
         .unwrap()
         .success());
-    let port = common::redis_server::free_port();
+    let port = crate::common::redis_server::free_port();
     let mut child = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(&binary)

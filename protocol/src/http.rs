@@ -1,0 +1,187 @@
+//! The bodies of the HTTP API (PROTOCOL.md's tables), typed once here and
+//! exported to TypeScript with the frames, so the server builds them from
+//! types rather than `json!` and the TypeScript client holds no copy.
+//!
+//! Times are RFC 3339 strings (UTC), as the API returns them.
+
+use serde::{Deserialize, Serialize};
+use strum::{EnumString, IntoStaticStr, VariantArray};
+
+use crate::codes::FinishReason;
+use crate::ids::{ClientMessageId, ConversationId, MessageId, StreamId, UserId};
+use crate::server::Usage;
+
+/// Who wrote a stored message.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum MessageRole {
+    User,
+    Assistant,
+}
+
+impl MessageRole {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// What the audit log records (the seed's list).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    IntoStaticStr,
+    EnumString,
+    VariantArray,
+)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum AuditAction {
+    ConversationCreated,
+    ConversationDeleted,
+    Exported,
+    Erased,
+    AuthFailed,
+}
+
+impl AuditAction {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// A conversation of the caller (`GET /v1/conversations`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(rename = "Conversation"))]
+pub struct ConversationView {
+    pub id: ConversationId,
+    pub bot: String,
+    pub title: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// A stored message (`GET /v1/conversations/{id}/messages`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS), ts(rename = "StoredMessage"))]
+pub struct MessageView {
+    pub id: MessageId,
+    pub conversation_id: ConversationId,
+    pub role: MessageRole,
+    pub content: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Null for user messages and answers still being generated.
+    pub finish_reason: Option<FinishReason>,
+    pub usage: Option<Usage>,
+}
+
+/// `GET /v1/conversations`: newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct ConversationPage {
+    pub conversations: Vec<ConversationView>,
+    /// Pass as `before` for the next page; null on the last one.
+    pub next: Option<String>,
+}
+
+/// `GET /v1/conversations/{id}/messages`: oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct MessagePage {
+    pub messages: Vec<MessageView>,
+    /// Pass as `after` for the next page; null on the last one.
+    pub next: Option<String>,
+}
+
+/// `GET /v1/usage`: this month's counters (UTC).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct UsageReport {
+    /// `YYYY-MM`.
+    pub month: String,
+    pub tokens_used: u64,
+    pub tokens_limit: u64,
+    pub requests_used: u64,
+    pub requests_limit: u64,
+}
+
+/// An idempotency key in the export: a `send.id` and what it created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct ExportedKey {
+    pub send_id: ClientMessageId,
+    pub conversation_id: ConversationId,
+    pub message_id: MessageId,
+    pub stream_id: StreamId,
+}
+
+/// An audit record about the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct AuditView {
+    pub id: String,
+    /// RFC 3339.
+    pub at: String,
+    pub action: AuditAction,
+    /// The full client address for 30 days, then null.
+    pub address: Option<String>,
+    /// The address with its last bits cleared (IPv4 /24, IPv6 /48).
+    pub address_anonymised: Option<String>,
+    pub detail: String,
+}
+
+/// The usage counters kept for the caller (they survive erasure: counters
+/// without content).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct ExportedUsage {
+    pub month: String,
+    pub tokens_used: u64,
+    pub requests_used: u64,
+}
+
+/// `GET /v1/export`: every record the server holds about the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct Export {
+    pub user: UserId,
+    /// RFC 3339.
+    pub exported_at: String,
+    pub conversations: Vec<ConversationView>,
+    pub messages: Vec<MessageView>,
+    pub idempotency_keys: Vec<ExportedKey>,
+    pub audit: Vec<AuditView>,
+    /// Null when the limits backend could not say.
+    pub usage: Option<ExportedUsage>,
+}
+
+/// `POST /v1/demo/token`: an anonymous, short-lived token for the demo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct DemoToken {
+    pub token: String,
+    pub expires_in: u64,
+}

@@ -1,0 +1,154 @@
+//! The one error type of the HTTP API: PROTOCOL.md's body
+//! `{"error":{"code","message"}}`, with the status its code pairs with
+//! (and `Retry-After` when a limit says when to come back). Handlers return
+//! `Result<Json<T>, ApiError>`; the extractors' own rejections (a bad query
+//! string, a bad path) become `invalid_request` through the same type, so
+//! no answer of this server is the framework's plain text.
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use skald_actors::ports::limits::LimitsError;
+use skald_actors::ports::store::StoreError;
+use skald_protocol::{ErrorBody, ErrorCode, HttpError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// When a limit refused: how long to wait.
+    pub retry_after_ms: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    pub fn retry_after_ms(mut self, ms: u64) -> ApiError {
+        self.retry_after_ms = Some(ms);
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let retry_after = self.retry_after_ms;
+        let body = HttpError {
+            error: ErrorBody {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(ms) = retry_after {
+            let seconds = ms.div_ceil(1000).max(1);
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound(what) => {
+                ApiError::new(ErrorCode::NotFound, format!("no such {what}"))
+            }
+            StoreError::Unavailable(source) => {
+                tracing::warn!(error = %source, "store unavailable");
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "storage is unavailable, try again later",
+                )
+            }
+        }
+    }
+}
+
+impl From<LimitsError> for ApiError {
+    fn from(e: LimitsError) -> ApiError {
+        tracing::warn!(error = %e, "limits unavailable");
+        ApiError::new(
+            ErrorCode::Unavailable,
+            "limits are unavailable, try again later",
+        )
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> ApiError {
+        ApiError::new(ErrorCode::InvalidRequest, e.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> ApiError {
+        ApiError::new(ErrorCode::InvalidRequest, e.body_text())
+    }
+}
+
+/// Unknown routes.
+pub async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such route")
+}
+
+/// A known route with a method it does not take.
+pub async fn method_not_allowed() -> Response {
+    let mut response =
+        ApiError::new(ErrorCode::InvalidRequest, "method not allowed").into_response();
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+/// `Query<T>` whose rejection is an [`ApiError`].
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let axum::extract::Query(value) =
+            axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        Ok(ApiQuery(value))
+    }
+}
+
+/// `Path<T>` whose rejection is an [`ApiError`].
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let axum::extract::Path(value) =
+            axum::extract::Path::<T>::from_request_parts(parts, state).await?;
+        Ok(ApiPath(value))
+    }
+}

@@ -1,0 +1,22 @@
+//! Skald's integration tests: one test binary (so scylla, fred, rusqlite
+//! and the server link once), a module per area, sharing [`common`].
+//!
+//! Every test runs real parts: the server on a free loopback port, real
+//! WebSocket and HTTP clients, real `redis-server` processes. A test that
+//! cannot run here fails; the only skips are the ones allowed by name in
+//! `SKALD_ALLOW_SKIP` (see [`common::skip_allowed`]), which CI never sets.
+
+mod common;
+
+mod binary;
+mod docs;
+mod history;
+mod limits;
+mod limits_redis;
+mod loadtest_harness;
+mod openai_provider;
+mod ops;
+mod ws_auth;
+mod ws_concurrency;
+mod ws_streaming;
+mod ws_upstream;
