@@ -4,18 +4,8 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use crate::common::{collect_stream, messages_via_http, send, wait_healthy, Client, TempDir, WAIT};
-
-fn skald(data_dir: &std::path::Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_skald"));
-    // Nothing from the environment of the test runner.
-    command.env_clear();
-    command.env("PATH", std::env::var("PATH").unwrap_or_default());
-    command.env("SKALD_DATA_DIR", data_dir);
-    command.env("SKALD_SIMULATED_TOKENS_PER_SECOND", "0");
-    command.env("SKALD_SIMULATED_ANSWER_TOKENS", "7");
-    command
-}
+use crate::common::spawned::{skald, start};
+use crate::common::{collect_stream, messages_via_http, send, Client, TempDir, WAIT};
 
 #[tokio::test]
 async fn runs_with_nothing_configured_and_mints_dev_tokens() {
@@ -99,19 +89,6 @@ async fn runs_with_nothing_configured_and_mints_dev_tokens() {
     assert_eq!(client.closed().await, crate::common::Closed::Code(1001));
 }
 
-/// Starts the binary on a free port; returns the child and its address.
-fn start(data: &std::path::Path, port: u16) -> std::process::Child {
-    skald(data)
-        .env("SKALD_LISTEN", format!("127.0.0.1:{port}"))
-        .env("SKALD_JWT_SECRET", crate::common::SECRET)
-        .env("SKALD_SIMULATED_TOKENS_PER_SECOND", "5")
-        .env("SKALD_SIMULATED_ANSWER_TOKENS", "50")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
 /// SIGKILL mid-answer, then a restart: the user message survived (it was
 /// durable before its `ack`), and the interrupted answer is closed as
 /// `error` holding what was checkpointed (a prefix of what was streamed,
@@ -121,8 +98,7 @@ fn start(data: &std::path::Path, port: u16) -> std::process::Child {
 async fn an_answer_interrupted_by_sigkill_is_closed_with_what_was_streamed() {
     let data = TempDir::new("sigkill");
     let port = crate::common::redis_server::free_port();
-    let mut child = start(&data.0, port);
-    wait_healthy(port).await;
+    let mut child = start(&data.0, port, &[]).await;
     let url = format!("ws://127.0.0.1:{port}/v1/ws");
     let mut client = Client::connect(&url, Some(&crate::common::token("kim"))).await;
     client.recv().await;
@@ -140,8 +116,7 @@ async fn an_answer_interrupted_by_sigkill_is_closed_with_what_was_streamed() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
-    let mut child = start(&data.0, port);
-    wait_healthy(port).await;
+    let mut child = start(&data.0, port, &[]).await;
     let conversation = ack["conversation_id"].as_str().unwrap();
     let body = messages_via_http(port, "kim", conversation).await;
     assert_eq!(body["messages"][0]["content"], "do not lose me", "{body}");
@@ -190,8 +165,7 @@ async fn runs_as_an_unprivileged_user_writing_only_its_data_dir() {
         .map(|o| o.stdout == b"0\n")
         .unwrap_or(false);
     if !is_root || Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("SKIPPED runs_as_an_unprivileged_user_writing_only_its_data_dir: needs root and setpriv to switch to nobody");
-        return;
+        crate::skip_or_fail!("root", "this test needs root and setpriv to switch to nobody");
     }
     use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("nobody");
@@ -220,7 +194,7 @@ async fn runs_as_an_unprivileged_user_writing_only_its_data_dir() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_healthy(port).await;
+    crate::common::wait_healthy(port).await;
     // It generated its development secret and its database in the data dir.
     let token = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])

@@ -10,6 +10,8 @@ mod common;
 
 mod binary;
 mod docs;
+mod edge_protocol;
+mod flood;
 mod history;
 mod limits;
 mod limits_redis;

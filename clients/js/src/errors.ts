@@ -80,6 +80,10 @@ export class UnavailableError extends SkaldError {
 export class InternalError extends SkaldError {
   override name = "InternalError";
 }
+/** An admin route called without the `admin` role (HTTP 403). */
+export class ForbiddenError extends SkaldError {
+  override name = "ForbiddenError";
+}
 
 type SkaldErrorClass = new (code: ErrorCode, message: string, details?: SkaldErrorDetails) => SkaldError;
 
@@ -95,6 +99,7 @@ const CLASSES: { readonly [code in ErrorCode]: SkaldErrorClass } = {
   upstream_timeout: UpstreamTimeoutError,
   unavailable: UnavailableError,
   internal: InternalError,
+  forbidden: ForbiddenError,
 };
 
 /**

@@ -1,58 +1,20 @@
 // The HTTP API of PROTOCOL.md: history (conversations, messages, delete),
 // usage, export and erasure, with the same JWT as the WebSocket.
 //
-// The bodies below follow PROTOCOL.md's table. They are the one part of the
-// protocol not generated from Rust yet: the server's HTTP bodies do not live
-// in the `skald-protocol` crate (when they do, they move to protocol.ts).
+// The bodies are the generated types of protocol.ts (from the Rust crate
+// skald-protocol): nothing here repeats them.
 
 import { ConnectionError, SkaldError, errorFromCode } from "./errors.js";
-import type { FinishReason, HttpError, Usage } from "./protocol.js";
+import type {
+  Conversation,
+  ConversationPage,
+  Export,
+  HttpError,
+  MessagePage,
+  StoredMessage,
+  UsageReport,
+} from "./protocol.js";
 import { TokenKeeper, type TokenSource } from "./token.js";
-
-/** A conversation of the caller (`GET /v1/conversations`). */
-export interface Conversation {
-  id: string;
-  bot: string;
-  title: string;
-  /** RFC 3339. */
-  created_at: string;
-  /** RFC 3339. */
-  updated_at: string;
-}
-
-/** A stored message (`GET /v1/conversations/{id}/messages`). */
-export interface StoredMessage {
-  id: string;
-  conversation_id: string;
-  role: "user" | "assistant";
-  content: string;
-  /** RFC 3339. */
-  created_at: string;
-  /** Null for user messages and answers still being generated. */
-  finish_reason: FinishReason | null;
-  usage: Usage | null;
-}
-
-export interface ConversationPage {
-  conversations: Conversation[];
-  /** Pass as `before` for the next page; null on the last one. */
-  next: string | null;
-}
-
-export interface MessagePage {
-  messages: StoredMessage[];
-  /** Pass as `after` for the next page; null on the last one. */
-  next: string | null;
-}
-
-/** `GET /v1/usage`: this month's counters (UTC). */
-export interface UsageReport {
-  month: string;
-  tokens_used: number;
-  tokens_limit: number;
-  requests_used: number;
-  requests_limit: number;
-}
 
 export interface ApiOptions {
   /** The server's HTTP base, e.g. `https://chat.example.com` (paths start with `/v1/`). */
@@ -131,7 +93,7 @@ export class SkaldApi {
   }
 
   /** Every record the server holds about the caller (GDPR export). */
-  exportData(): Promise<unknown> {
+  exportData(): Promise<Export> {
     return this.json("GET", "/v1/export");
   }
 

@@ -18,6 +18,7 @@ export type { AckInfo, DoneInfo } from "./stream.js";
 export {
   BusyError,
   ConnectionError,
+  ForbiddenError,
   InternalError,
   InvalidRequestError,
   MessageTooLongError,
@@ -34,7 +35,7 @@ export {
 } from "./errors.js";
 export type { ConnectionErrorReason, FailedStreamInfo, SkaldErrorDetails } from "./errors.js";
 export { SkaldApi, httpBaseFromWebSocketUrl, httpError } from "./http.js";
-export type { ApiOptions, Conversation, ConversationPage, MessagePage, StoredMessage, UsageReport } from "./http.js";
+export type { ApiOptions } from "./http.js";
 export { backoffDelay } from "./backoff.js";
 export type { ReconnectOptions } from "./backoff.js";
 export { TokenKeeper, jwtExpiry } from "./token.js";

@@ -2,7 +2,9 @@
 //! WebSocket clients, tokens signed with the test secret.
 
 pub mod faulty_store;
+pub mod raw_ws;
 pub mod redis_server;
+pub mod spawned;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -493,3 +495,29 @@ pub async fn wait_healthy(port: u16) {
 /// own counters into it at a scrape, so two servers scraped at once would
 /// overwrite each other's absolute values.
 pub static METRICS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Whether a test that cannot run here may skip: only when its name is in
+/// `SKALD_ALLOW_SKIP` (comma-separated, e.g. `cql,root`), which CI never
+/// sets. Otherwise the caller fails. Prints the SKIPPED line when allowed.
+pub fn skip_allowed(name: &str, why: &str) -> bool {
+    let allowed = std::env::var("SKALD_ALLOW_SKIP")
+        .map(|list| list.split(',').any(|n| n.trim() == name))
+        .unwrap_or(false);
+    if allowed {
+        eprintln!("SKIPPED ({name}, allowed by SKALD_ALLOW_SKIP): {why}");
+    }
+    allowed
+}
+
+/// Skips (when allowed by name) or fails: the one way a test says it
+/// cannot run here.
+#[macro_export]
+macro_rules! skip_or_fail {
+    ($name:expr, $($why:tt)+) => {{
+        let why = format!($($why)+);
+        if $crate::common::skip_allowed($name, &why) {
+            return;
+        }
+        panic!("{why} (allow this skip with SKALD_ALLOW_SKIP={})", $name);
+    }};
+}
