@@ -6,12 +6,16 @@
 //! and the `Authorization` header are accepted whatever they hold) and relays
 //! each answer from the OpenAI-compatible upstream (the mock) as it streams.
 //! Its socket writer has the shape MEASURED.md found fastest: drain every
-//! queued frame with `feed`, then one `flush`.
+//! queued frame with `feed`, then one `flush`. The upstream's SSE is framed
+//! by `eventsource-stream` (the parser async-openai uses too), not by hand;
+//! an error inside the 200 stream (`event: error` or a chunk with `error`)
+//! ends the answer with `done` and an error, like an early end.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use eventsource_stream::{Event, Eventsource};
 use futures::{SinkExt, StreamExt};
 use skald_protocol::{
     encode_delta, ClientFrame, ErrorBody, ErrorCode, FinishReason, Limits, ServerFrame, Usage,
@@ -176,39 +180,28 @@ async fn relay_answer(
     let mut seq = 0u64;
     let outcome = match response {
         Ok(response) if response.status().is_success() => {
-            let mut bytes = response.bytes_stream();
-            let mut buffer: Vec<u8> = Vec::new();
-            let mut finished = false;
-            'read: while let Some(chunk) = bytes.next().await {
-                let Ok(chunk) = chunk else { break };
-                buffer.extend_from_slice(&chunk);
-                while let Some(end) = find(&buffer, b"\n\n") {
-                    let event: Vec<u8> = buffer.drain(..end + 2).collect();
-                    let Ok(event) = std::str::from_utf8(&event) else {
-                        continue;
-                    };
-                    for line in event.lines() {
-                        let Some(data) = line.strip_prefix("data: ") else {
-                            continue;
-                        };
-                        if data.trim() == "[DONE]" {
-                            finished = true;
-                            break 'read;
+            let mut events = response.bytes_stream().eventsource();
+            let mut outcome = Err("upstream stream ended early".to_owned());
+            while let Some(Ok(event)) = events.next().await {
+                match classify(&event) {
+                    Upstream::Content(content) => {
+                        if tx.send(encode_delta(&stream_id, seq, &content)).is_err() {
+                            return; // the client left
                         }
-                        if let Some(content) = content_of(data) {
-                            if tx.send(encode_delta(&stream_id, seq, &content)).is_err() {
-                                return; // the client left
-                            }
-                            seq += 1;
-                        }
+                        seq += 1;
                     }
+                    Upstream::Done => {
+                        outcome = Ok(());
+                        break;
+                    }
+                    Upstream::Error(message) => {
+                        outcome = Err(format!("upstream error: {message}"));
+                        break;
+                    }
+                    Upstream::Other => {}
                 }
             }
-            if finished {
-                Ok(())
-            } else {
-                Err("upstream stream ended early".to_owned())
-            }
+            outcome
         }
         Ok(response) => Err(format!("upstream answered {}", response.status())),
         Err(error) => Err(format!("upstream request failed: {error}")),
@@ -233,30 +226,93 @@ async fn relay_answer(
     let _ = tx.send(done.encode());
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// What one upstream SSE event means to the relay.
+#[derive(Debug, PartialEq)]
+enum Upstream {
+    /// `choices[0].delta.content`, when not empty.
+    Content(String),
+    /// `data: [DONE]`.
+    Done,
+    /// An error inside the 200 stream: `event: error`, or a chunk with an
+    /// `error` object (the two forms upstreams use).
+    Error(String),
+    /// Anything else (role chunk, finish chunk, usage, comments).
+    Other,
 }
 
-/// `choices[0].delta.content` of a chunk, when non-empty.
-fn content_of(data: &str) -> Option<String> {
-    let chunk: serde_json::Value = serde_json::from_str(data).ok()?;
-    let content = chunk["choices"][0]["delta"]["content"].as_str()?;
-    (!content.is_empty()).then(|| content.to_owned())
+fn classify(event: &Event) -> Upstream {
+    let data = event.data.trim();
+    if data == "[DONE]" {
+        return Upstream::Done;
+    }
+    let chunk: Option<serde_json::Value> = serde_json::from_str(data).ok();
+    if event.event == "error" {
+        let message = chunk
+            .as_ref()
+            .and_then(error_message)
+            .unwrap_or_else(|| data.to_owned());
+        return Upstream::Error(message);
+    }
+    let Some(chunk) = chunk else {
+        return Upstream::Other;
+    };
+    if let Some(message) = error_message(&chunk) {
+        return Upstream::Error(message);
+    }
+    match chunk["choices"][0]["delta"]["content"].as_str() {
+        Some(content) if !content.is_empty() => Upstream::Content(content.to_owned()),
+        _ => Upstream::Other,
+    }
+}
+
+/// `error.message` (or the whole `error`) of an OpenAI error object.
+fn error_message(value: &serde_json::Value) -> Option<String> {
+    let error = value.get("error")?;
+    Some(
+        error["message"]
+            .as_str()
+            .map_or_else(|| error.to_string(), str::to_owned),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn event(kind: &str, data: &str) -> Event {
+        Event {
+            event: kind.to_owned(),
+            data: data.to_owned(),
+            ..Event::default()
+        }
+    }
+
     #[test]
-    fn extracts_content_from_chunks() {
+    fn classifies_upstream_events() {
         let chunk = r#"{"choices":[{"index":0,"delta":{"content":"lorem "}}]}"#;
-        assert_eq!(content_of(chunk).as_deref(), Some("lorem "));
         assert_eq!(
-            content_of(r#"{"choices":[{"delta":{"content":""}}]}"#),
-            None
+            classify(&event("message", chunk)),
+            Upstream::Content("lorem ".into())
         );
-        assert_eq!(content_of(r#"{"choices":[]}"#), None);
-        assert_eq!(find(b"ab\n\ncd", b"\n\n"), Some(2));
+        let empty = r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#;
+        assert_eq!(classify(&event("message", empty)), Upstream::Other);
+        assert_eq!(
+            classify(&event("message", r#"{"choices":[]}"#)),
+            Upstream::Other
+        );
+        assert_eq!(classify(&event("message", "[DONE]")), Upstream::Done);
+        let error = r#"{"error":{"message":"overloaded","type":"server_error"}}"#;
+        assert_eq!(
+            classify(&event("message", error)),
+            Upstream::Error("overloaded".into())
+        );
+        assert_eq!(
+            classify(&event("error", error)),
+            Upstream::Error("overloaded".into())
+        );
+        assert_eq!(
+            classify(&event("error", "not json")),
+            Upstream::Error("not json".into())
+        );
     }
 }
