@@ -41,11 +41,14 @@ const VOCABULARY: [&str; 32] = [
     "commodo",
 ];
 
-/// FNV-1a, chosen because it is stable across Rust releases (unlike `DefaultHasher`).
+/// FNV-1a 64 of the text's bytes, chosen because it is stable across Rust
+/// releases (unlike `DefaultHasher`). The bytes are written directly: hashing
+/// the `str` would append a terminator byte and change every answer.
 fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    use std::hash::Hasher;
+    let mut hasher = fnv::FnvHasher::default();
+    hasher.write(text.as_bytes());
+    hasher.finish()
 }
 
 /// SplitMix64 finaliser: spreads `seed ^ index` over the vocabulary.
