@@ -153,7 +153,8 @@ async fn normal_stream_is_openai_chunks_with_usage_and_done() {
             requests: 1,
             completed: 1,
             client_disconnects: 0,
-            tokens_sent: 12
+            tokens_sent: 12,
+            reasoning_tokens_sent: 0,
         }
     );
     let last = mock.last_request().unwrap();
@@ -384,7 +385,13 @@ async fn stats_and_healthz_endpoints() {
         .unwrap();
     assert_eq!(
         stats,
-        json!({ "requests": 1, "completed": 1, "client_disconnects": 0, "tokens_sent": 3 })
+        json!({
+            "requests": 1,
+            "completed": 1,
+            "client_disconnects": 0,
+            "tokens_sent": 3,
+            "reasoning_tokens_sent": 0,
+        })
     );
 }
 
