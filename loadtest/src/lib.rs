@@ -13,6 +13,7 @@
 pub mod client;
 pub mod idle;
 pub mod mock_upstream;
+pub mod openai_sse;
 pub mod plot;
 pub mod relay;
 pub mod report;

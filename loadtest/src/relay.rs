@@ -7,15 +7,16 @@
 //! each answer from the OpenAI-compatible upstream (the mock) as it streams.
 //! Its socket writer has the shape MEASURED.md found fastest: drain every
 //! queued frame with `feed`, then one `flush`. The upstream's SSE is framed
-//! by `eventsource-stream` (the parser async-openai uses too), not by hand;
-//! an error inside the 200 stream (`event: error` or a chunk with `error`)
-//! ends the answer with `done` and an error, like an early end.
+//! by `eventsource-stream` (the parser async-openai uses too) and read by
+//! [`openai_sse`](crate::openai_sse); an error inside the 200 stream
+//! (`event: error` or a chunk with `error`) ends the answer with `done` and
+//! an error, like an early end.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use eventsource_stream::{Event, Eventsource};
+use eventsource_stream::Eventsource;
 use futures::{SinkExt, StreamExt};
 use skald_protocol::{
     encode_delta, ClientFrame, ErrorBody, ErrorCode, FinishReason, Limits, ServerFrame, Usage,
@@ -24,6 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::openai_sse::{classify, StreamEvent};
 
 /// Where the relay gets its answers.
 #[derive(Clone, Debug)]
@@ -184,21 +187,21 @@ async fn relay_answer(
             let mut outcome = Err("upstream stream ended early".to_owned());
             while let Some(Ok(event)) = events.next().await {
                 match classify(&event) {
-                    Upstream::Content(content) => {
+                    StreamEvent::Chunk { content, .. } if !content.is_empty() => {
                         if tx.send(encode_delta(&stream_id, seq, &content)).is_err() {
                             return; // the client left
                         }
                         seq += 1;
                     }
-                    Upstream::Done => {
+                    StreamEvent::Done => {
                         outcome = Ok(());
                         break;
                     }
-                    Upstream::Error(message) => {
+                    StreamEvent::Error(message) => {
                         outcome = Err(format!("upstream error: {message}"));
                         break;
                     }
-                    Upstream::Other => {}
+                    StreamEvent::Chunk { .. } | StreamEvent::Other => {}
                 }
             }
             outcome
@@ -224,95 +227,4 @@ async fn relay_answer(
         }),
     };
     let _ = tx.send(done.encode());
-}
-
-/// What one upstream SSE event means to the relay.
-#[derive(Debug, PartialEq)]
-enum Upstream {
-    /// `choices[0].delta.content`, when not empty.
-    Content(String),
-    /// `data: [DONE]`.
-    Done,
-    /// An error inside the 200 stream: `event: error`, or a chunk with an
-    /// `error` object (the two forms upstreams use).
-    Error(String),
-    /// Anything else (role chunk, finish chunk, usage, comments).
-    Other,
-}
-
-fn classify(event: &Event) -> Upstream {
-    let data = event.data.trim();
-    if data == "[DONE]" {
-        return Upstream::Done;
-    }
-    let chunk: Option<serde_json::Value> = serde_json::from_str(data).ok();
-    if event.event == "error" {
-        let message = chunk
-            .as_ref()
-            .and_then(error_message)
-            .unwrap_or_else(|| data.to_owned());
-        return Upstream::Error(message);
-    }
-    let Some(chunk) = chunk else {
-        return Upstream::Other;
-    };
-    if let Some(message) = error_message(&chunk) {
-        return Upstream::Error(message);
-    }
-    match chunk["choices"][0]["delta"]["content"].as_str() {
-        Some(content) if !content.is_empty() => Upstream::Content(content.to_owned()),
-        _ => Upstream::Other,
-    }
-}
-
-/// `error.message` (or the whole `error`) of an OpenAI error object.
-fn error_message(value: &serde_json::Value) -> Option<String> {
-    let error = value.get("error")?;
-    Some(
-        error["message"]
-            .as_str()
-            .map_or_else(|| error.to_string(), str::to_owned),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(kind: &str, data: &str) -> Event {
-        Event {
-            event: kind.to_owned(),
-            data: data.to_owned(),
-            ..Event::default()
-        }
-    }
-
-    #[test]
-    fn classifies_upstream_events() {
-        let chunk = r#"{"choices":[{"index":0,"delta":{"content":"lorem "}}]}"#;
-        assert_eq!(
-            classify(&event("message", chunk)),
-            Upstream::Content("lorem ".into())
-        );
-        let empty = r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#;
-        assert_eq!(classify(&event("message", empty)), Upstream::Other);
-        assert_eq!(
-            classify(&event("message", r#"{"choices":[]}"#)),
-            Upstream::Other
-        );
-        assert_eq!(classify(&event("message", "[DONE]")), Upstream::Done);
-        let error = r#"{"error":{"message":"overloaded","type":"server_error"}}"#;
-        assert_eq!(
-            classify(&event("message", error)),
-            Upstream::Error("overloaded".into())
-        );
-        assert_eq!(
-            classify(&event("error", error)),
-            Upstream::Error("overloaded".into())
-        );
-        assert_eq!(
-            classify(&event("error", "not json")),
-            Upstream::Error("not json".into())
-        );
-    }
 }
