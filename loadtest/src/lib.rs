@@ -15,6 +15,7 @@ pub mod idle;
 pub mod mock_upstream;
 pub mod openai_sse;
 pub mod plot;
+pub mod procfs;
 pub mod relay;
 pub mod report;
 pub mod run;
