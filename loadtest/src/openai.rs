@@ -136,7 +136,8 @@ pub struct OpenAiReport {
     pub content_deltas: u64,
     /// Thinking deltas (`reasoning_content` / `reasoning`).
     pub reasoning_deltas: u64,
-    /// Tokens delivered: the usage's `completion_tokens`, else content deltas.
+    /// Tokens delivered: the usage's `completion_tokens`, else (no usage, or
+    /// a stream cut by the timeout or the deadline) the content deltas.
     pub tokens: u64,
     /// Streams that ended without a usage chunk.
     pub streams_without_usage: u64,
@@ -523,6 +524,10 @@ async fn one_request(
                     }
                     last_content = Some(now);
                     deltas += 1;
+                    // Counted as they arrive: a stream cut by the timeout or
+                    // the deadline is dropped here and never reaches the end.
+                    shared.content_deltas.fetch_add(1, Ordering::Relaxed);
+                    shared.tokens.fetch_add(1, Ordering::Relaxed);
                 }
                 if reasoning {
                     shared.reasoning_deltas.fetch_add(1, Ordering::Relaxed);
@@ -537,13 +542,19 @@ async fn one_request(
             StreamEvent::Other => {}
         }
     };
-    shared.content_deltas.fetch_add(deltas, Ordering::Relaxed);
-    if usage.is_none() {
-        shared.without_usage.fetch_add(1, Ordering::Relaxed);
+    match usage {
+        // The usage is the upstream's own count (thinking included): it
+        // replaces the deltas counted so far.
+        Some(usage) if usage >= deltas => {
+            shared.tokens.fetch_add(usage - deltas, Ordering::Relaxed);
+        }
+        Some(usage) => {
+            shared.tokens.fetch_sub(deltas - usage, Ordering::Relaxed);
+        }
+        None => {
+            shared.without_usage.fetch_add(1, Ordering::Relaxed);
+        }
     }
-    shared
-        .tokens
-        .fetch_add(usage.unwrap_or(deltas), Ordering::Relaxed);
     match outcome {
         Ok(()) => {
             shared.done.fetch_add(1, Ordering::Relaxed);

@@ -114,6 +114,10 @@ async fn timeouts_and_the_deadline_bound_the_run() {
         report.errors
     );
     assert_eq!(report.latency["time_to_first_token"].count, 2);
+    assert_eq!(
+        report.tokens, 2,
+        "a cut stream's tokens are delivered tokens"
+    );
 
     let mut endless = load(&mock, "mock-hang", 3, 1_000);
     endless.max_duration_s = 1;
