@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::Serialize;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -16,34 +16,64 @@ use tokio_tungstenite::WebSocketStream;
 /// A client WebSocket over plain TCP.
 pub type Ws = WebSocketStream<TcpStream>;
 
-/// A `ws://` URL whose host is a loopback address.
+/// A `ws://` (or, for the `openai` load, `http://`) URL whose host is a
+/// loopback address.
 #[derive(Clone, Debug)]
 pub struct Target {
     pub url: String,
     pub addr: SocketAddr,
 }
 
+/// Why a URL is not a target the harness may load.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("`{0}` is not a URL")]
+    NotAUrl(String),
+    #[error("`{url}`: only {scheme}:// URLs are supported")]
+    Scheme { url: String, scheme: &'static str },
+    #[error("`{0}` has no host")]
+    NoHost(String),
+    #[error("`{0}` is not an IP address (use 127.0.0.1)")]
+    NotAnIp(String),
+    #[error("`{0}` is not a loopback address: the harness only targets this machine")]
+    NotLoopback(String),
+}
+
 impl Target {
     /// Parses `url`, refusing anything that is not `ws://` on a loopback
     /// address (`localhost` counts as 127.0.0.1): the harness never loads
     /// another machine.
-    pub fn parse(url: &str) -> anyhow::Result<Target> {
+    pub fn parse(url: &str) -> Result<Target, TargetError> {
+        Target::parse_as(url, "ws")
+    }
+
+    /// The same for an `http://` URL (an OpenAI-compatible base URL).
+    pub fn parse_http(url: &str) -> Result<Target, TargetError> {
+        Target::parse_as(url, "http")
+    }
+
+    fn parse_as(url: &str, scheme: &'static str) -> Result<Target, TargetError> {
         let uri: Uri = url
             .parse()
-            .with_context(|| format!("`{url}` is not a URL"))?;
-        if uri.scheme_str() != Some("ws") {
-            bail!("`{url}`: only ws:// URLs are supported");
+            .map_err(|_| TargetError::NotAUrl(url.to_owned()))?;
+        if uri.scheme_str() != Some(scheme) {
+            return Err(TargetError::Scheme {
+                url: url.to_owned(),
+                scheme,
+            });
         }
-        let host = uri.host().context("the URL has no host")?;
+        let host = uri
+            .host()
+            .ok_or_else(|| TargetError::NoHost(url.to_owned()))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let ip: std::net::IpAddr = if host.eq_ignore_ascii_case("localhost") {
             Ipv4Addr::LOCALHOST.into()
         } else {
             host.parse()
-                .with_context(|| format!("`{host}` is not an IP address (use 127.0.0.1)"))?
+                .map_err(|_| TargetError::NotAnIp(host.to_owned()))?
         };
         if !ip.is_loopback() {
-            bail!("`{url}` is not a loopback address: the harness only targets this machine");
+            return Err(TargetError::NotLoopback(url.to_owned()));
         }
         let port = uri.port_u16().unwrap_or(80);
         Ok(Target {
@@ -137,6 +167,20 @@ mod tests {
         assert!(Target::parse("ws://example.com/v1/ws").is_err());
         assert!(Target::parse("wss://127.0.0.1/v1/ws").is_err());
         assert!(Target::parse("http://127.0.0.1/v1/ws").is_err());
+        assert!(Target::parse_http("http://127.0.0.1:9090/v1").is_ok());
+        assert!(Target::parse_http("http://localhost/v1").is_ok());
+        assert!(matches!(
+            Target::parse_http("http://192.0.2.1/v1"),
+            Err(TargetError::NotLoopback(_))
+        ));
+        assert!(matches!(
+            Target::parse_http("https://127.0.0.1/v1"),
+            Err(TargetError::Scheme { .. })
+        ));
+        assert!(matches!(
+            Target::parse_http("http://api.example.com/v1"),
+            Err(TargetError::NotAnIp(_))
+        ));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use tokio::time::{timeout, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Target, Ws};
+use crate::procfs::rss_kib;
 
 /// Sockets a process keeps for itself (stdio, runtime, listeners).
 const RESERVED_FDS: u64 = 64;
@@ -53,18 +54,6 @@ pub struct IdleReport {
     pub rss_after_kib: Option<u64>,
     pub kib_per_session: Option<f64>,
     pub open_s: f64,
-}
-
-/// VmRSS of process `pid`, KiB.
-pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
-    parse_vm_rss(&status).context("no VmRSS line")
-}
-
-fn parse_vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// This process's soft open-files limit.
@@ -320,14 +309,6 @@ pub async fn child(config: IdleConfig) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_vm_rss() {
-        let status = "Name:\tskald\nVmPeak:\t  900 kB\nVmRSS:\t   12345 kB\nThreads:\t3\n";
-        assert_eq!(parse_vm_rss(status), Some(12_345));
-        assert_eq!(parse_vm_rss("Name: x\n"), None);
-        assert!(rss_kib(std::process::id()).unwrap() > 0);
-    }
 
     #[test]
     fn knows_its_open_files_ceiling() {

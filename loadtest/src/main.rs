@@ -1,8 +1,9 @@
 //! The `skald-loadtest` command line.
 //!
-//! One binary with a subcommand per tool, so the mock upstream and the load
-//! generators `run`, `idle` and `baseline-relay` can be started from scripts
-//! and compose files with the same flags everywhere. See docs/loadtest.md.
+//! One binary with a subcommand per tool, so the mock upstream, the load
+//! generators `run`, `idle` and `openai`, and `baseline-relay` can be started
+//! from scripts and compose files with the same flags everywhere. See
+//! docs/loadtest.md.
 
 use std::net::SocketAddr;
 
@@ -10,6 +11,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use skald_loadtest::idle::{self, IdleConfig};
 use skald_loadtest::mock_upstream::{self, MockConfig};
+use skald_loadtest::openai::{self, OpenAiLoad};
 use skald_loadtest::plot;
 use skald_loadtest::relay::{self, RelayConfig};
 use skald_loadtest::report::comparison_table;
@@ -38,6 +40,62 @@ enum Command {
     Idle(IdleArgs),
     /// Serve the bare baseline relay (no actors, auth, limits or storage).
     BaselineRelay(RelayArgs),
+    /// Stream chat completions from an OpenAI-compatible endpoint (loopback
+    /// only) and report time to first token, tokens/s and errors.
+    Openai(OpenAiArgs),
+    /// Print `openai` JSON reports side by side, with ratios to the first.
+    OpenaiCompare(OpenAiCompareArgs),
+}
+
+#[derive(Args)]
+struct OpenAiArgs {
+    /// OpenAI base URL (loopback only), e.g. http://127.0.0.1:9090/v1.
+    #[arg(long, default_value = "http://127.0.0.1:9090/v1")]
+    url: String,
+    /// Bearer token (none when empty).
+    #[arg(
+        long,
+        env = "SKALD_LOADTEST_OPENAI_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
+    token: String,
+    #[arg(long, default_value = "default")]
+    model: String,
+    /// The target's name in tables (default: the URL).
+    #[arg(long)]
+    label: Option<String>,
+    /// Streams in flight at once.
+    #[arg(long, default_value_t = 10)]
+    concurrency: u64,
+    /// Requests in all.
+    #[arg(long, default_value_t = 100)]
+    requests: u64,
+    /// The run stops after this many seconds, finished or not.
+    #[arg(long, default_value_t = 60)]
+    max_duration: u64,
+    /// Longest wait for one whole request, s.
+    #[arg(long, default_value_t = 60)]
+    request_timeout: u64,
+    #[arg(long, default_value_t = 32)]
+    message_chars: usize,
+    /// `max_tokens` of every request.
+    #[arg(long)]
+    max_tokens: Option<u32>,
+    /// A server process to measure (CPU time and memory, with its
+    /// descendants); may be repeated.
+    #[arg(long)]
+    server_pid: Vec<u32>,
+    /// Write the JSON report here.
+    #[arg(long, default_value = "openai-report.json")]
+    report: std::path::PathBuf,
+}
+
+#[derive(Args)]
+struct OpenAiCompareArgs {
+    /// `openai` reports of the same load; ratios are to the first.
+    #[arg(required = true)]
+    reports: Vec<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -173,7 +231,48 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => run_command(args).await,
         Command::Idle(args) => idle_command(args).await,
         Command::BaselineRelay(args) => relay_command(args).await,
+        Command::Openai(args) => openai_command(args).await,
+        Command::OpenaiCompare(args) => openai_compare(&args),
     }
+}
+
+async fn openai_command(args: OpenAiArgs) -> anyhow::Result<()> {
+    let load = OpenAiLoad {
+        label: args.label.unwrap_or_else(|| args.url.clone()),
+        base_url: args.url,
+        token: (!args.token.is_empty()).then_some(args.token),
+        model: args.model,
+        concurrency: args.concurrency,
+        requests: args.requests,
+        max_duration_s: args.max_duration,
+        request_timeout_s: args.request_timeout,
+        message_chars: args.message_chars,
+        max_tokens: args.max_tokens,
+        server_pids: args.server_pid,
+    };
+    eprintln!(
+        "openai: {} x {} streams of {} against {}",
+        load.requests, load.concurrency, load.model, load.base_url
+    );
+    let report = openai::run(load).await?;
+    println!("{}", report.table());
+    std::fs::write(&args.report, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("cannot write {}", args.report.display()))?;
+    eprintln!("report written to {}", args.report.display());
+    Ok(())
+}
+
+fn openai_compare(args: &OpenAiCompareArgs) -> anyhow::Result<()> {
+    let mut reports = Vec::new();
+    for path in &args.reports {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let report: openai::OpenAiReport = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not an openai report", path.display()))?;
+        reports.push(report);
+    }
+    print!("{}", openai::comparison_table(&reports));
+    Ok(())
 }
 
 async fn run_command(args: RunArgs) -> anyhow::Result<()> {

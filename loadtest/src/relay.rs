@@ -6,12 +6,17 @@
 //! and the `Authorization` header are accepted whatever they hold) and relays
 //! each answer from the OpenAI-compatible upstream (the mock) as it streams.
 //! Its socket writer has the shape MEASURED.md found fastest: drain every
-//! queued frame with `feed`, then one `flush`.
+//! queued frame with `feed`, then one `flush`. The upstream's SSE is framed
+//! by `eventsource-stream` (the parser async-openai uses too) and read by
+//! [`openai_sse`](crate::openai_sse); an error inside the 200 stream
+//! (`event: error` or a chunk with `error`) ends the answer with `done` and
+//! an error, like an early end.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use eventsource_stream::Eventsource;
 use futures::{SinkExt, StreamExt};
 use skald_protocol::{
     encode_delta, ClientFrame, ErrorBody, ErrorCode, FinishReason, Limits, ServerFrame, Usage,
@@ -20,6 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
+
+use crate::openai_sse::{classify, StreamEvent};
 
 /// Where the relay gets its answers.
 #[derive(Clone, Debug)]
@@ -176,39 +183,28 @@ async fn relay_answer(
     let mut seq = 0u64;
     let outcome = match response {
         Ok(response) if response.status().is_success() => {
-            let mut bytes = response.bytes_stream();
-            let mut buffer: Vec<u8> = Vec::new();
-            let mut finished = false;
-            'read: while let Some(chunk) = bytes.next().await {
-                let Ok(chunk) = chunk else { break };
-                buffer.extend_from_slice(&chunk);
-                while let Some(end) = find(&buffer, b"\n\n") {
-                    let event: Vec<u8> = buffer.drain(..end + 2).collect();
-                    let Ok(event) = std::str::from_utf8(&event) else {
-                        continue;
-                    };
-                    for line in event.lines() {
-                        let Some(data) = line.strip_prefix("data: ") else {
-                            continue;
-                        };
-                        if data.trim() == "[DONE]" {
-                            finished = true;
-                            break 'read;
+            let mut events = response.bytes_stream().eventsource();
+            let mut outcome = Err("upstream stream ended early".to_owned());
+            while let Some(Ok(event)) = events.next().await {
+                match classify(&event) {
+                    StreamEvent::Chunk { content, .. } if !content.is_empty() => {
+                        if tx.send(encode_delta(&stream_id, seq, &content)).is_err() {
+                            return; // the client left
                         }
-                        if let Some(content) = content_of(data) {
-                            if tx.send(encode_delta(&stream_id, seq, &content)).is_err() {
-                                return; // the client left
-                            }
-                            seq += 1;
-                        }
+                        seq += 1;
                     }
+                    StreamEvent::Done => {
+                        outcome = Ok(());
+                        break;
+                    }
+                    StreamEvent::Error(message) => {
+                        outcome = Err(format!("upstream error: {message}"));
+                        break;
+                    }
+                    StreamEvent::Chunk { .. } | StreamEvent::Other => {}
                 }
             }
-            if finished {
-                Ok(())
-            } else {
-                Err("upstream stream ended early".to_owned())
-            }
+            outcome
         }
         Ok(response) => Err(format!("upstream answered {}", response.status())),
         Err(error) => Err(format!("upstream request failed: {error}")),
@@ -232,32 +228,4 @@ async fn relay_answer(
         }),
     };
     let _ = tx.send(done.encode());
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// `choices[0].delta.content` of a chunk, when non-empty.
-fn content_of(data: &str) -> Option<String> {
-    let chunk: serde_json::Value = serde_json::from_str(data).ok()?;
-    let content = chunk["choices"][0]["delta"]["content"].as_str()?;
-    (!content.is_empty()).then(|| content.to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn extracts_content_from_chunks() {
-        let chunk = r#"{"choices":[{"index":0,"delta":{"content":"lorem "}}]}"#;
-        assert_eq!(content_of(chunk).as_deref(), Some("lorem "));
-        assert_eq!(
-            content_of(r#"{"choices":[{"delta":{"content":""}}]}"#),
-            None
-        );
-        assert_eq!(content_of(r#"{"choices":[]}"#), None);
-        assert_eq!(find(b"ab\n\ncd", b"\n\n"), Some(2));
-    }
 }

@@ -96,43 +96,54 @@ impl Report {
             "frames in/out {}/{}, bytes in/out {}/{}",
             self.frames_in, self.frames_out, self.bytes_in, self.bytes_out
         );
+        latency_table(&mut out, &FIGURES, &self.latency);
+        errors_line(&mut out, &self.errors);
+        out
+    }
+}
+
+/// The latency table of a report: a header and one row per measured figure
+/// of `figures` (key, label), count, p50, p90, p99 and max in milliseconds.
+pub fn latency_table(
+    out: &mut String,
+    figures: &[(&str, &str)],
+    latency: &BTreeMap<String, Summary>,
+) {
+    let _ = writeln!(
+        out,
+        "| {:<32} | {:>8} | {:>9} | {:>9} | {:>9} | {:>9} |",
+        "figure (ms)", "count", "p50", "p90", "p99", "max"
+    );
+    let _ = writeln!(
+        out,
+        "|{:-<34}|{:->10}|{:->11}|{:->11}|{:->11}|{:->11}|",
+        "", "", "", "", "", ""
+    );
+    for (key, label) in figures {
+        let s = latency.get(*key).copied().unwrap_or_default();
+        if s.count == 0 {
+            continue;
+        }
         let _ = writeln!(
             out,
             "| {:<32} | {:>8} | {:>9} | {:>9} | {:>9} | {:>9} |",
-            "figure (ms)", "count", "p50", "p90", "p99", "max"
+            label,
+            s.count,
+            ms(s.p50_us),
+            ms(s.p90_us),
+            ms(s.p99_us),
+            ms(s.max_us)
         );
-        let _ = writeln!(
-            out,
-            "|{:-<34}|{:->10}|{:->11}|{:->11}|{:->11}|{:->11}|",
-            "", "", "", "", "", ""
-        );
-        for (key, label) in FIGURES {
-            let s = self.figure(key);
-            if s.count == 0 {
-                continue;
-            }
-            let _ = writeln!(
-                out,
-                "| {:<32} | {:>8} | {:>9} | {:>9} | {:>9} | {:>9} |",
-                label,
-                s.count,
-                ms(s.p50_us),
-                ms(s.p90_us),
-                ms(s.p99_us),
-                ms(s.max_us)
-            );
-        }
-        if self.errors.is_empty() {
-            let _ = writeln!(out, "errors: none");
-        } else {
-            let list: Vec<String> = self
-                .errors
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            let _ = writeln!(out, "errors: {}", list.join(", "));
-        }
-        out
+    }
+}
+
+/// `errors: none`, or `errors: kind=count, …`.
+pub fn errors_line(out: &mut String, errors: &BTreeMap<String, u64>) {
+    if errors.is_empty() {
+        let _ = writeln!(out, "errors: none");
+    } else {
+        let list: Vec<String> = errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(out, "errors: {}", list.join(", "));
     }
 }
 
@@ -141,7 +152,8 @@ pub fn ms(us: u64) -> String {
     format!("{:.3}", us as f64 / 1000.0)
 }
 
-fn ratio(target: f64, baseline: f64) -> String {
+/// `target / baseline` with two decimals, `-` when the baseline is zero.
+pub fn ratio(target: f64, baseline: f64) -> String {
     if baseline > 0.0 {
         format!("{:.2}", target / baseline)
     } else {
@@ -223,7 +235,7 @@ mod tests {
         };
         report.latency.insert(
             "added_per_token".into(),
-            Summary::of(&mut [100, 200, 300, 1_500]),
+            Summary::of(&[100, 200, 300, 1_500]),
         );
         report.errors.insert("rate_limited".into(), 3);
         report
@@ -278,7 +290,8 @@ mod tests {
         let mut target = sample();
         target.latency.insert(
             "added_per_token".into(),
-            Summary::of(&mut [150, 300, 450, 3_000]),
+            // Under 2 048 µs, so the histogram's figures are exact.
+            Summary::of(&[150, 300, 450, 1_800]),
         );
         target.deltas = 5;
         target.stamped_tokens = 30;
@@ -288,7 +301,7 @@ mod tests {
             .find(|l| l.contains("server-added latency per token, p99"))
             .unwrap();
         assert!(
-            row.contains("3.000") && row.contains("1.500") && row.contains("2.00"),
+            row.contains("1.800") && row.contains("1.500") && row.contains("1.20"),
             "{row}"
         );
         let rate = table

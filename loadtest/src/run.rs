@@ -216,12 +216,12 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     let timeline = std::mem::take(&mut samples.timeline);
     let mut latency = BTreeMap::new();
     for (key, values) in [
-        ("connect", &mut samples.connect),
-        ("send_to_ack", &mut samples.ack),
-        ("send_to_upstream", &mut samples.upstream),
-        ("send_to_first_delta", &mut samples.first_delta),
-        ("inter_delta_gap", &mut samples.gap),
-        ("added_per_token", &mut samples.added),
+        ("connect", &samples.connect),
+        ("send_to_ack", &samples.ack),
+        ("send_to_upstream", &samples.upstream),
+        ("send_to_first_delta", &samples.first_delta),
+        ("inter_delta_gap", &samples.gap),
+        ("added_per_token", &samples.added),
     ] {
         latency.insert(key.to_owned(), Summary::of(values));
     }

@@ -6,7 +6,6 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -15,10 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::answer;
 use super::faults::Fault;
-use super::request::{error_body, ChatRequest};
-use super::sse::{self, unless_shutdown, Aborted, DisconnectGuard, Plan};
+use super::plan::Plan;
+use super::request::{error_body, error_body_with_code, ChatRequest};
+use super::sse::{self, unless_shutdown, Aborted, DisconnectGuard};
 use super::{lock, Shared};
 
 pub(super) async fn chat_completions(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
@@ -32,16 +31,32 @@ pub(super) async fn chat_completions(State(shared): State<Arc<Shared>>, body: By
         Ok(request) => request,
         Err(message) => return bad_request(&message),
     };
-    let plan = plan(&shared, number, request.model.clone(), &request);
-    tracing::debug!(model = %plan.model, stream = request.stream, tokens = plan.tokens, "mock upstream: chat request");
+    let plan = Plan::new(&shared.config, number, &request);
+    tracing::debug!(model = %plan.model, stream = request.stream, parts = plan.parts(), "mock upstream: chat request");
 
     let mut guard = DisconnectGuard::new(shared.clone());
     let mut shutdown = shared.shutdown.subscribe();
-    match plan.fault {
+    match plan.behaviour.fault {
         Fault::Error500 => {
             guard.disarm();
             let body = error_body("mock upstream: injected internal error", "server_error");
             return (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response();
+        }
+        Fault::Error503 => {
+            guard.disarm();
+            let body = error_body(
+                "mock upstream: injected overload, the server is not ready",
+                "server_error",
+            );
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+        }
+        Fault::RateLimited { retry_after_s } => {
+            guard.disarm();
+            let message =
+                format!("mock upstream: injected rate limit, please try again in {retry_after_s}s");
+            let body = error_body_with_code(&message, "requests", Some("rate_limit_exceeded"));
+            let retry_after = [(header::RETRY_AFTER, retry_after_s.to_string())];
+            return (StatusCode::TOO_MANY_REQUESTS, retry_after, Json(body)).into_response();
         }
         Fault::Hang => {
             // Never answers; the handler is dropped (guard armed) when the
@@ -61,12 +76,7 @@ pub(super) async fn chat_completions(State(shared): State<Arc<Shared>>, body: By
     }
 
     // Non-streaming: the same faults, applied to a single JSON answer.
-    let wait = match plan.fault {
-        Fault::SlowFirst(ms) => Duration::from_millis(ms),
-        _ => Duration::ZERO,
-    } + sse::token_offset(shared.config.tokens_per_second, plan.tokens)
-        .unwrap_or_default();
-    match plan.fault {
+    match plan.behaviour.fault {
         Fault::DropAfter(_) => {
             guard.disarm();
             let aborted =
@@ -82,51 +92,35 @@ pub(super) async fn chat_completions(State(shared): State<Arc<Shared>>, body: By
             guard.disarm();
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
+        Fault::ErrorAfter(_) | Fault::ErrorEventAfter(_) => {
+            guard.disarm();
+            let body = error_body("mock upstream: injected error", "server_error");
+            return (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response();
+        }
         _ => {}
     }
+    let wait = plan.duration(shared.config.tokens_per_second);
     if !unless_shutdown(&mut shutdown, tokio::time::sleep(wait)).await {
         guard.disarm();
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     }
     guard.disarm();
     let counters = &shared.counters;
+    let lead = plan.lead();
+    let reasoning = (0..lead).filter(|&index| plan.is_reasoning(index)).count();
+    counters
+        .reasoning_tokens_sent
+        .fetch_add(reasoning as u64, Ordering::SeqCst);
     counters
         .tokens_sent
-        .fetch_add(u64::from(plan.tokens), Ordering::SeqCst);
+        .fetch_add(u64::from(plan.parts() - lead), Ordering::SeqCst);
     counters.completed.fetch_add(1, Ordering::SeqCst);
     Json(completion(&plan)).into_response()
 }
 
-fn plan(shared: &Shared, number: u64, model: String, request: &ChatRequest) -> Plan {
-    let answer_tokens = shared.config.answer_tokens;
-    let tokens = request
-        .max_tokens
-        .map_or(answer_tokens, |max| max.min(answer_tokens));
-    Plan {
-        id: format!("chatcmpl-mock-{number}"),
-        created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs()),
-        fault: Fault::from_model(&model),
-        model,
-        seed: answer::seed(&request.last_user_message),
-        tokens,
-        finish_reason: if tokens < answer_tokens {
-            "length"
-        } else {
-            "stop"
-        },
-        prompt_tokens: request.prompt_tokens,
-        include_usage: request.include_usage,
-    }
-}
-
 /// The non-streaming `chat.completion` object.
 fn completion(plan: &Plan) -> Value {
-    let content: String = (0..plan.tokens)
-        .map(|index| answer::token(plan.seed, index))
-        .collect();
-    json!({
+    let mut completion = json!({
         "id": plan.id,
         "object": "chat.completion",
         "created": plan.created,
@@ -134,12 +128,15 @@ fn completion(plan: &Plan) -> Value {
         "system_fingerprint": null,
         "choices": [{
             "index": 0,
-            "message": { "role": "assistant", "content": content, "refusal": null },
+            "message": plan.message(),
             "logprobs": null,
             "finish_reason": plan.finish_reason,
         }],
-        "usage": plan.usage(),
-    })
+    });
+    if plan.behaviour.fault != Fault::NoUsage {
+        completion["usage"] = plan.usage();
+    }
+    completion
 }
 
 fn bad_request(message: &str) -> Response {

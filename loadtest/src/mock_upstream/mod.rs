@@ -4,8 +4,11 @@
 //! It exists so that Skald's streaming path can be tested and load-tested
 //! against a real HTTP upstream (driven by the real async-openai client)
 //! without a model provider: answers are reproducible, the token rate is a
-//! parameter, and faults (dropped connections, hangs, 500s, slow first
-//! tokens) are chosen per request through the `model` field (see [`faults`]).
+//! parameter, and faults (dropped connections, hangs, 500, 503 and 429
+//! answers, errors inside the stream, slow first tokens) and the shapes real
+//! upstreams send (thinking in `reasoning_content`, `reasoning` or
+//! `<think>` tags, tool calls, an echo of the question) are chosen per request
+//! through the `model` field (see [`faults`] for the table).
 //! The model `mock-stamped` is the measurement mode: each token carries the
 //! time the mock sent it (see [`stamped_token`]).
 //! [`MockStats`] lets tests prove what happened on the upstream side, in
@@ -14,6 +17,7 @@
 mod answer;
 mod faults;
 mod handler;
+mod plan;
 mod request;
 mod sse;
 
@@ -29,7 +33,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use answer::{answer_text, parse_stamps, stamped_token};
+pub use answer::{
+    answer_text, echo_tokens, parse_stamps, reasoning_text, stamped_token, think_content,
+    tool_call_arguments, DEFAULT_TOOL_NAME,
+};
+pub use faults::DEFAULT_REASONING_TOKENS;
 
 /// The model name that turns on the measurement mode: every token's text is
 /// `@<µs since the Unix epoch when the mock sent it> `.
@@ -69,13 +77,18 @@ impl Default for MockConfig {
 pub struct MockStats {
     /// Chat-completion requests received (including rejected ones).
     pub requests: u64,
-    /// Streams that reached `[DONE]`, plus non-streaming answers sent.
+    /// Streams that ended normally (finish chunk, then `[DONE]`), plus
+    /// non-streaming answers sent; an injected error is not a completion.
     pub completed: u64,
     /// Requests whose response was dropped before completion because the
     /// client went away (deliberate fault drops are not counted).
     pub client_disconnects: u64,
-    /// Content tokens written.
+    /// Answer tokens written (content words, echo tokens, tool-call
+    /// argument fragments; with `think-split`, the chunks holding answer text).
     pub tokens_sent: u64,
+    /// Thinking tokens written (the reasoning modes; with `think-split`, the
+    /// chunks before the answer).
+    pub reasoning_tokens_sent: u64,
 }
 
 /// Live counters behind [`MockStats`].
@@ -85,6 +98,7 @@ struct Counters {
     completed: AtomicU64,
     client_disconnects: AtomicU64,
     tokens_sent: AtomicU64,
+    reasoning_tokens_sent: AtomicU64,
 }
 
 impl Counters {
@@ -94,6 +108,7 @@ impl Counters {
             completed: self.completed.load(Ordering::SeqCst),
             client_disconnects: self.client_disconnects.load(Ordering::SeqCst),
             tokens_sent: self.tokens_sent.load(Ordering::SeqCst),
+            reasoning_tokens_sent: self.reasoning_tokens_sent.load(Ordering::SeqCst),
         }
     }
 }

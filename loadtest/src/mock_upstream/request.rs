@@ -19,6 +19,8 @@ pub(super) struct ChatRequest {
     pub prompt_tokens: u32,
     /// Text of the last message whose role is `user` ("" if none).
     pub last_user_message: String,
+    /// `tools[0].function.name`, the tool the `tool-call` mode calls.
+    pub tool_name: Option<String>,
 }
 
 impl ChatRequest {
@@ -53,6 +55,10 @@ impl ChatRequest {
             .find(|message| message.get("role").and_then(Value::as_str) == Some("user"))
             .map(content_text)
             .unwrap_or_default();
+        let tool_name = body
+            .pointer("/tools/0/function/name")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         Ok(ChatRequest {
             model,
             stream,
@@ -60,6 +66,7 @@ impl ChatRequest {
             max_tokens,
             prompt_tokens: u32::try_from(prompt_tokens).unwrap_or(u32::MAX),
             last_user_message,
+            tool_name,
         })
     }
 }
@@ -79,7 +86,12 @@ fn content_text(message: &Value) -> String {
 
 /// An OpenAI-style error body.
 pub(super) fn error_body(message: &str, kind: &str) -> Value {
-    json!({ "error": { "message": message, "type": kind, "param": null, "code": null } })
+    error_body_with_code(message, kind, None)
+}
+
+/// An OpenAI-style error body with a `code` (e.g. `rate_limit_exceeded`).
+pub(super) fn error_body_with_code(message: &str, kind: &str, code: Option<&str>) -> Value {
+    json!({ "error": { "message": message, "type": kind, "param": null, "code": code } })
 }
 
 #[cfg(test)]
@@ -94,6 +106,7 @@ mod tests {
             "stream_options": { "include_usage": true },
             "max_tokens": 9,
             "max_completion_tokens": 5,
+            "tools": [{ "type": "function", "function": { "name": "search", "parameters": {} } }],
             "messages": [
                 { "role": "system", "content": "be brief" },
                 { "role": "user", "content": "first question" },
@@ -111,6 +124,7 @@ mod tests {
                 max_tokens: Some(5),
                 prompt_tokens: 8,
                 last_user_message: "second one".into(),
+                tool_name: Some("search".into()),
             }
         );
     }
@@ -123,6 +137,7 @@ mod tests {
         assert!(!request.stream && !request.include_usage);
         assert_eq!(request.max_tokens, Some(3));
         assert_eq!(request.last_user_message, "");
+        assert_eq!(request.tool_name, None);
         assert!(ChatRequest::from_json(&json!({ "messages": [] })).is_err());
         assert!(ChatRequest::from_json(&json!({ "model": "m" })).is_err());
         assert!(ChatRequest::from_json(&json!([1, 2])).is_err());

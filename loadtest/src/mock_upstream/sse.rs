@@ -15,33 +15,12 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::answer;
 use super::faults::Fault;
+use super::plan::Plan;
+use super::request::error_body;
 use super::Shared;
 
-/// Everything that decides one answer.
-pub(super) struct Plan {
-    pub id: String,
-    pub created: u64,
-    pub model: String,
-    pub seed: u64,
-    /// Content tokens to send (the answer length after the request's limit).
-    pub tokens: u32,
-    pub finish_reason: &'static str,
-    pub prompt_tokens: u32,
-    pub include_usage: bool,
-    pub fault: Fault,
-}
-
 impl Plan {
-    pub(super) fn usage(&self) -> Value {
-        json!({
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.tokens,
-            "total_tokens": u64::from(self.prompt_tokens) + u64::from(self.tokens),
-        })
-    }
-
     /// One `chat.completion.chunk` with a single choice.
     fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Bytes {
         let mut chunk = json!({
@@ -74,6 +53,12 @@ impl Plan {
 
 fn event(data: &Value) -> Bytes {
     Bytes::from(format!("data: {data}\n\n"))
+}
+
+/// The error object of the in-stream error faults.
+fn stream_error(after: u32) -> Value {
+    let message = format!("mock upstream: injected error after {after} tokens");
+    error_body(&message, "server_error")
 }
 
 /// The error a body ends with to make hyper abort the connection.
@@ -131,25 +116,15 @@ pub(super) async fn unless_shutdown(
     }
 }
 
-/// Delay before token `index` when pacing at `tokens_per_second` (None: no pacing).
-pub(super) fn token_offset(tokens_per_second: f64, index: u32) -> Option<Duration> {
-    if !tokens_per_second.is_finite() || tokens_per_second <= 0.0 {
-        return None;
-    }
-    let day = Duration::from_secs(86_400);
-    Some(
-        Duration::try_from_secs_f64(f64::from(index) / tokens_per_second)
-            .unwrap_or(day)
-            .min(day),
-    )
-}
-
 #[derive(Clone, Copy)]
 enum Step {
     Start,
-    Token(u32),
+    /// Part `index` of the plan (or, past the last, the finish chunk).
+    Part(u32),
     Usage,
     Done,
+    /// The `[DONE]` that follows a `data:` error.
+    ErrorDone,
     End,
 }
 
@@ -159,7 +134,7 @@ struct StreamState {
     plan: Plan,
     guard: DisconnectGuard,
     step: Step,
-    /// When the first content token was due; later tokens are paced from it.
+    /// When the first part was due; later parts are paced from it.
     started: Instant,
 }
 
@@ -186,21 +161,21 @@ impl StreamState {
         loop {
             match self.step {
                 Step::Start => {
-                    if let Fault::SlowFirst(ms) = self.plan.fault {
+                    if let Fault::SlowFirst(ms) = self.plan.behaviour.fault {
                         let delay = tokio::time::sleep(Duration::from_millis(ms));
                         if !unless_shutdown(&mut self.shutdown, delay).await {
                             return self.abort("shutting down");
                         }
                     }
-                    self.step = Step::Token(0);
+                    let (role, next) = self.plan.role_delta();
+                    self.step = Step::Part(next);
                     self.started = Instant::now();
-                    let role = json!({ "role": "assistant", "content": "" });
                     return Some(Ok(self.plan.chunk(role, None)));
                 }
-                Step::Token(index) => return self.token(index).await,
+                Step::Part(index) => return self.part(index).await,
                 Step::Usage => {
                     self.step = Step::Done;
-                    if self.plan.include_usage {
+                    if self.plan.sends_usage() {
                         return Some(Ok(self.plan.usage_chunk()));
                     }
                 }
@@ -213,36 +188,46 @@ impl StreamState {
                         .fetch_add(1, Ordering::SeqCst);
                     return Some(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
                 }
+                Step::ErrorDone => {
+                    self.step = Step::End;
+                    return Some(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
+                }
                 Step::End => return None,
             }
         }
     }
 
-    /// Content token `index`, the finish chunk once all are sent, or a fault.
-    async fn token(&mut self, index: u32) -> Option<Item> {
-        let tokens = self.plan.tokens;
-        match self.plan.fault {
-            Fault::DropAfter(n) if index == n.min(tokens) => {
+    /// Part `index`, the finish chunk once all are sent, or a fault.
+    async fn part(&mut self, index: u32) -> Option<Item> {
+        let plan = &self.plan;
+        match plan.behaviour.fault {
+            Fault::DropAfter(n) if index == plan.fault_part(n) => {
                 // Let hyper flush what was sent before the abort.
                 let flush = tokio::time::sleep(Duration::from_millis(20));
                 unless_shutdown(&mut self.shutdown, flush).await;
                 return self.abort("injected drop");
             }
-            Fault::HangAfter(n) if index == n.min(tokens) => {
+            Fault::HangAfter(n) if index == plan.fault_part(n) => {
                 // Silent until the client leaves (this body is then dropped
                 // with the guard armed) or the server shuts down.
                 unless_shutdown(&mut self.shutdown, std::future::pending()).await;
                 return self.abort("shutting down");
             }
+            Fault::ErrorAfter(n) if index == plan.fault_part(n) => {
+                return self.error(n, false);
+            }
+            Fault::ErrorEventAfter(n) if index == plan.fault_part(n) => {
+                return self.error(n, true);
+            }
             _ => {}
         }
-        if index >= tokens {
+        if index >= plan.parts() {
             self.step = Step::Usage;
-            let finish = self.plan.finish_reason;
-            return Some(Ok(self.plan.chunk(json!({}), Some(finish))));
+            let finish = plan.finish_reason;
+            return Some(Ok(plan.chunk(json!({}), Some(finish))));
         }
-        if let Some(offset) = token_offset(self.shared.config.tokens_per_second, index) {
-            // A token already due goes out now: tokio's timer would hold
+        if let Some(offset) = plan.due(index, self.shared.config.tokens_per_second) {
+            // A part already due goes out now: tokio's timer would hold
             // even a zero-length sleep until its next millisecond tick, and
             // measurements (the first token's stamp is when the request
             // arrived) would carry that.
@@ -254,17 +239,30 @@ impl StreamState {
                 }
             }
         }
-        self.step = Step::Token(index + 1);
-        self.shared
-            .counters
-            .tokens_sent
-            .fetch_add(1, Ordering::SeqCst);
-        let content = if self.plan.fault == Fault::Stamped {
-            answer::stamped_token(super::now_micros())
-        } else {
-            answer::token(self.plan.seed, index)
-        };
-        Some(Ok(self.plan.chunk(json!({ "content": content }), None)))
+        self.step = Step::Part(index + 1);
+        let counters = &self.shared.counters;
+        if self.plan.is_reasoning(index) {
+            counters
+                .reasoning_tokens_sent
+                .fetch_add(1, Ordering::SeqCst);
+        } else if index >= self.plan.lead() {
+            counters.tokens_sent.fetch_add(1, Ordering::SeqCst);
+        }
+        Some(Ok(self.plan.chunk(self.plan.delta(index), None)))
+    }
+
+    /// The in-stream error after `after` answer tokens: a `data:` line with
+    /// an `error` (then `[DONE]`, as vLLM does), or an `event: error` (then
+    /// the end of the body). Either way the body ends cleanly, on purpose.
+    fn error(&mut self, after: u32, event: bool) -> Option<Item> {
+        self.guard.disarm();
+        let data = stream_error(after);
+        if event {
+            self.step = Step::End;
+            return Some(Ok(Bytes::from(format!("event: error\ndata: {data}\n\n"))));
+        }
+        self.step = Step::ErrorDone;
+        Some(Ok(self::event(&data)))
     }
 
     /// Ends the body with an error so hyper closes the connection abruptly.
