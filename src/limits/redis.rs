@@ -758,38 +758,26 @@ fn ints(reply: Value, n: usize) -> Option<Vec<i64>> {
     (ints.len() == n).then_some(ints)
 }
 
-/// The userinfo part of a URL's authority, if any: `user:password@`.
-fn userinfo(url: &str) -> Option<(usize, usize)> {
-    let start = url.find("://")? + 3;
-    let rest = &url[start..];
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let at = rest[..end].rfind('@')?;
-    Some((start, start + at))
-}
-
-/// The password written in a URL (as written, maybe percent-encoded).
+/// The password written in a URL (as written, maybe percent-encoded);
+/// `redis://secret@host` (a lone userinfo) counts as one, as some servers
+/// take it. Parsed by the `url` crate.
 fn url_password(url: &str) -> Option<String> {
-    let (start, end) = userinfo(url)?;
-    let info = &url[start..end];
-    Some(match info.find(':') {
-        Some(colon) => info[colon + 1..].to_owned(),
-        // `redis://secret@host`: some take a lone userinfo as the password.
-        None => info.to_owned(),
-    })
-    .filter(|p| !p.is_empty())
+    let parsed = url::Url::parse(url).ok()?;
+    Some(parsed.password().unwrap_or(parsed.username()).to_owned()).filter(|p| !p.is_empty())
 }
 
-/// The URL with the password (or a lone userinfo) replaced by `***`.
+/// The URL with its password (or a lone userinfo) replaced by `***`; a URL
+/// that does not parse is not shown at all.
 fn redact_url(url: &str) -> String {
-    let Some((start, end)) = userinfo(url) else {
-        return url.to_owned();
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return "<an invalid URL>".to_owned();
     };
-    let info = &url[start..end];
-    let shown = match info.find(':') {
-        Some(colon) => format!("{}:***", &info[..colon]),
-        None => "***".to_owned(),
-    };
-    format!("{}{}{}", &url[..start], shown, &url[end..])
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    } else if !parsed.username().is_empty() {
+        let _ = parsed.set_username("***");
+    }
+    parsed.to_string()
 }
 
 fn redact(message: &str, secrets: &[String]) -> String {

@@ -165,7 +165,10 @@ async fn runs_as_an_unprivileged_user_writing_only_its_data_dir() {
         .map(|o| o.stdout == b"0\n")
         .unwrap_or(false);
     if !is_root || Command::new("setpriv").arg("--version").output().is_err() {
-        crate::skip_or_fail!("root", "this test needs root and setpriv to switch to nobody");
+        crate::skip_or_fail!(
+            "root",
+            "this test needs root and setpriv to switch to nobody"
+        );
     }
     use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("nobody");

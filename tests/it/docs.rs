@@ -53,6 +53,9 @@ fn the_protocol_types_are_the_committed_contract() {
         .expect("a close code section");
     for n in [1000, 1001, 1009, 1011, 4400, 4401, 4408, 4429] {
         assert!(close.contains(&n.to_string()), "close code {n}");
-        assert!(CloseCode::from_u16(n).is_some(), "close code {n} in the crate");
+        assert!(
+            CloseCode::from_u16(n).is_some(),
+            "close code {n} in the crate"
+        );
     }
 }

@@ -27,8 +27,16 @@ fn violations() -> Vec<(&'static str, Vec<u8>, u16)> {
             frame(true, 0, 0x0, true, b"rest"),
             1002,
         ),
-        ("reserved data opcode", frame(true, 0, 0x3, true, b"x"), 1002),
-        ("reserved control opcode", frame(true, 0, 0xb, true, b""), 1002),
+        (
+            "reserved data opcode",
+            frame(true, 0, 0x3, true, b"x"),
+            1002,
+        ),
+        (
+            "reserved control opcode",
+            frame(true, 0, 0xb, true, b""),
+            1002,
+        ),
         (
             "oversized control frame",
             frame(true, 0, 0x9, true, &[b'p'; 126]),
@@ -53,8 +61,7 @@ async fn broken_framing_closes_with_the_rfc_6455_code_before_and_after_auth() {
     for (case, bytes, code) in violations() {
         for authenticated in [false, true] {
             let token = token("framer");
-            let mut ws =
-                RawWs::connect(server.addr, authenticated.then_some(token.as_str())).await;
+            let mut ws = RawWs::connect(server.addr, authenticated.then_some(token.as_str())).await;
             ws.write(&bytes).await;
             assert_eq!(
                 ws.close_code().await,
@@ -94,7 +101,9 @@ async fn protocol_violations_are_counted_by_their_close_code() {
     let count = |text: &str, code: &str| {
         text.lines()
             .find_map(|l| {
-                l.strip_prefix(&format!("skald_disconnects_total{{close_code=\"{code}\"}} "))
+                l.strip_prefix(&format!(
+                    "skald_disconnects_total{{close_code=\"{code}\"}} "
+                ))
             })
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
@@ -117,8 +126,14 @@ async fn protocol_violations_are_counted_by_their_close_code() {
     ws.write(&text(&[0xc3, 0x28])).await;
     assert_eq!(ws.close_code().await, Some(1007));
     let after = scrape().await;
-    assert!(count(&after, "1002") >= count(&before, "1002") + 1.0, "{after}");
-    assert!(count(&after, "1007") >= count(&before, "1007") + 1.0, "{after}");
+    assert!(
+        count(&after, "1002") >= count(&before, "1002") + 1.0,
+        "{after}"
+    );
+    assert!(
+        count(&after, "1007") >= count(&before, "1007") + 1.0,
+        "{after}"
+    );
     server.stop().await;
 }
 
@@ -152,12 +167,18 @@ async fn every_refused_send_carries_its_id_and_every_refused_stream_call_its_str
         .send(json!({"type":"send","id":"y","text":"   "}))
         .await;
     let error = next_error(&mut client).await;
-    assert_eq!((error["code"].as_str(), error["id"].as_str()), (Some("invalid_request"), Some("y")));
+    assert_eq!(
+        (error["code"].as_str(), error["id"].as_str()),
+        (Some("invalid_request"), Some("y"))
+    );
     client
         .send(json!({"type":"send","id":"z","text":"hi","bot":"nope"}))
         .await;
     let error = next_error(&mut client).await;
-    assert_eq!((error["code"].as_str(), error["id"].as_str()), (Some("not_found"), Some("z")));
+    assert_eq!(
+        (error["code"].as_str(), error["id"].as_str()),
+        (Some("not_found"), Some("z"))
+    );
 
     for frame in [
         json!({"type":"cancel","stream_id":"no-such-stream"}),
@@ -192,20 +213,72 @@ async fn every_http_error_is_the_protocols_json() {
     let server = TestServer::start().await;
     let cases: Vec<(Method, String, Option<&str>, u16, &str)> = vec![
         // The framework's own rejections.
-        (Method::GET, "/v1/conversations?limit=1&limit=2".into(), Some("h"), 400, "invalid_request"),
-        (Method::GET, "/v1/conversations?limit=abc".into(), Some("h"), 400, "invalid_request"),
-        (Method::GET, "/v1/conversations?before=%%%".into(), Some("h"), 400, "invalid_request"),
-        (Method::GET, "/v1/no-such-route".into(), Some("h"), 404, "not_found"),
+        (
+            Method::GET,
+            "/v1/conversations?limit=1&limit=2".into(),
+            Some("h"),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/v1/conversations?limit=abc".into(),
+            Some("h"),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/v1/conversations?before=%%%".into(),
+            Some("h"),
+            400,
+            "invalid_request",
+        ),
+        (
+            Method::GET,
+            "/v1/no-such-route".into(),
+            Some("h"),
+            404,
+            "not_found",
+        ),
         (Method::GET, "/nothing/here".into(), None, 404, "not_found"),
-        (Method::POST, "/v1/conversations".into(), Some("h"), 405, "invalid_request"),
-        (Method::PATCH, "/v1/me".into(), Some("h"), 405, "invalid_request"),
+        (
+            Method::POST,
+            "/v1/conversations".into(),
+            Some("h"),
+            405,
+            "invalid_request",
+        ),
+        (
+            Method::PATCH,
+            "/v1/me".into(),
+            Some("h"),
+            405,
+            "invalid_request",
+        ),
         // Ours.
         (Method::GET, "/v1/usage".into(), None, 401, "unauthorized"),
-        (Method::GET, "/v1/conversations/nope/messages".into(), Some("h"), 404, "not_found"),
-        (Method::DELETE, "/v1/conversations/nope".into(), Some("h"), 404, "not_found"),
+        (
+            Method::GET,
+            "/v1/conversations/nope/messages".into(),
+            Some("h"),
+            404,
+            "not_found",
+        ),
+        (
+            Method::DELETE,
+            "/v1/conversations/nope".into(),
+            Some("h"),
+            404,
+            "not_found",
+        ),
     ];
     for (method, path, user, status, code) in cases {
-        let response = server.http(method.clone(), &path, user).send().await.unwrap();
+        let response = server
+            .http(method.clone(), &path, user)
+            .send()
+            .await
+            .unwrap();
         let what = format!("{method} {path}");
         assert_eq!(response.status().as_u16(), status, "{what}");
         let kind = response
@@ -217,7 +290,12 @@ async fn every_http_error_is_the_protocols_json() {
         assert!(kind.starts_with("application/json"), "{what}: {kind}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], code, "{what}: {body}");
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
     }
     server.stop().await;
 }

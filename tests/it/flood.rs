@@ -96,7 +96,10 @@ async fn a_flood_of_sends_leaves_memory_where_it_was_and_bystanders_served() {
         } else {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(started.elapsed() < Duration::from_secs(300), "the flood ends");
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the flood ends"
+        );
     }
     let written = writer.await.unwrap();
     peak = peak.max(rss_bytes(pid));
@@ -109,13 +112,19 @@ async fn a_flood_of_sends_leaves_memory_where_it_was_and_bystanders_served() {
         growth as f64 / 1048576.0,
         first_token
     );
-    assert_eq!(written, FRAMES, "the flood was taken in full, never dropped");
+    assert_eq!(
+        written, FRAMES,
+        "the flood was taken in full, never dropped"
+    );
     assert!(
         growth < RSS_GROWTH_BOUND,
         "the flood grew the server by {growth} bytes"
     );
     let done = done.unwrap();
-    assert_eq!(done["finish_reason"], "stop", "the bystander was served: {done}");
+    assert_eq!(
+        done["finish_reason"], "stop",
+        "the bystander was served: {done}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     let answers = reader.await.unwrap();

@@ -10,6 +10,7 @@ mod common;
 
 mod binary;
 mod docs;
+mod durability;
 mod edge_protocol;
 mod flood;
 mod history;

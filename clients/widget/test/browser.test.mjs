@@ -10,6 +10,7 @@ import WebSocket from "ws";
 
 import { SkaldApi, connect } from "../../js/dist/index.js";
 import { launchBrowser, startSite } from "../../testing/browser.mjs";
+import { renderedText } from "../../testing/markdown.mjs";
 import { startProxy } from "../../testing/proxy.mjs";
 import { REPO, startSkald, waitFor } from "../../testing/server.mjs";
 import { startUpstream } from "../../testing/upstream.mjs";
@@ -19,13 +20,18 @@ const SHOTS = join(REPO, "target", "widget-screenshots");
 const XSS = "<img src=x onerror=alert(1)>";
 
 /** The whole answer of the simulated model to `text` (it depends on the text only). */
-async function reference(server, text) {
+async function answerTo(server, text) {
   const client = await connect({ url: server.url, token: server.token(), WebSocket });
   try {
     return (await client.send(text).done).text;
   } finally {
     client.close();
   }
+}
+
+/** That answer as the widget shows it (its markdown rendered). */
+async function reference(server, text) {
+  return renderedText(await answerTo(server, text));
 }
 
 const sel = {
@@ -93,17 +99,10 @@ async function lastAnswerDone(page, timeout = 20_000) {
   return (await messages(page)).filter((m) => m.role === "assistant").at(-1);
 }
 
-/** Whether the server has the history API yet (PROTOCOL.md's `GET /v1/conversations`). */
-async function hasHistoryApi(server) {
-  const response = await fetch(`${server.http}/v1/conversations`, { headers: { Authorization: `Bearer ${server.token()}` } });
-  return response.status !== 404 && response.status !== 405;
-}
 
 describe("the widget in Chromium", () => {
   let browser;
-  /** While the server has no history API, the widget's look-up of it fails (and it keeps its own copy). */
-  let quiet;
-  const open = (options = {}) => browser.newPage({ ...(quiet ? { allowFailedRequests: quiet } : {}), ...options });
+  const open = (options = {}) => browser.newPage(options);
   let demo;
   let embed;
   let upstream;
@@ -134,8 +133,6 @@ describe("the widget in Chromium", () => {
       launchBrowser(),
     ]);
     proxy = await startProxy(embed.port);
-    quiet = (await hasHistoryApi(demo)) ? undefined : /\/v1\/conversations\//;
-    if (quiet) console.log("# the server has no history API yet: the widget restores conversations from the tab's storage only");
   });
   after(async () => {
     await browser?.close();
@@ -159,11 +156,22 @@ describe("the widget in Chromium", () => {
     const expected = await reference(demo, "Bonjour Skald");
     assert.equal(answer.text, expected);
     assert.equal(answer.finish, "stop");
+    // The demo answer shows what the widget renders: a list, inline code, a code block.
+    const shape = await page.evaluate(() => {
+      const root = document.querySelector("[data-skald-widget]").shadowRoot;
+      const all = root.querySelectorAll("[data-skald-message][data-role=assistant] .b");
+      const last = all[all.length - 1];
+      return { items: last.querySelectorAll("ul > li").length, code: last.querySelectorAll(":not(pre) > code").length, blocks: last.querySelectorAll("pre > code").length };
+    });
+    assert.deepEqual(shape, { items: 3, code: 2, blocks: 1 }, JSON.stringify(shape));
     const seen = await page.evaluate(() => window.__seen);
+    // While the answer is plain text, each state extends the previous one
+    // (once markdown starts, an open `code` span shows its backtick until it
+    // closes: the rendered text is no longer a prefix).
     const growing = [...new Set(seen.filter((s) => s.state === "streaming" && s.text).map((s) => s.text))];
-    assert.ok(growing.length >= 3, `intermediate states: ${growing.length}`);
-    for (let i = 1; i < growing.length; i++) assert.ok(growing[i].startsWith(growing[i - 1]), "each state extends the previous one");
-    assert.ok(expected.startsWith(growing.at(-1)), "the streamed text is the answer");
+    const plain = growing.filter((t) => expected.startsWith(t));
+    assert.ok(plain.length >= 3, `intermediate plain states: ${plain.length} of ${growing.length}`);
+    for (let i = 1; i < plain.length; i++) assert.ok(plain[i].startsWith(plain[i - 1]), "each state extends the previous one");
     assert.ok(growing[0].length < expected.length / 2, "the first state shows the start of the answer only");
     const user = (await messages(page)).find((m) => m.role === "user");
     assert.deepEqual([user.text, user.state], ["Bonjour Skald", "done"]);
@@ -228,7 +236,10 @@ describe("the widget in Chromium", () => {
       return { token: saved.token.value, conversationId: saved.conversationId };
     });
     const stored = await new SkaldApi({ baseUrl: demo.http, token }).messages(conversationId);
-    assert.deepEqual(stored.messages.map((m) => [m.role, m.content]), shown.map((m) => [m.role, m.text]));
+    const storedShown = await Promise.all(
+      stored.messages.map(async (m) => [m.role, m.role === "assistant" ? await renderedText(m.content) : m.content]),
+    );
+    assert.deepEqual(storedShown, shown.map((m) => [m.role, m.text]));
     assert.deepEqual(page.problems, []);
     await page.close();
   });
@@ -284,7 +295,7 @@ describe("the widget in Chromium", () => {
       await record(page);
       await ask(page, "Vite !");
       const answer = await lastAnswerDone(page);
-      assert.equal(answer.text.trim().split(/\s+/).length, 480);
+      assert.equal(answer.text, await reference(fast, "Vite !"), "the whole answer, rendered");
       const { frames, renders } = await page.evaluate(() => ({ frames: window.__frames, renders: window.__renders }));
       assert.ok(renders <= frames + 1, `renders ${renders} > animation frames ${frames}`);
       assert.ok(deltas > renders, `deltas ${deltas} should outnumber renders ${renders}`);

@@ -2,23 +2,14 @@
 // turn model output into markup it did not choose.
 
 import assert from "node:assert/strict";
-import { dirname, join } from "node:path";
 import { before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
-import { build } from "esbuild";
 
-const here = dirname(fileURLToPath(import.meta.url));
+import { markdown } from "../../testing/markdown.mjs";
+
 let md;
 
 before(async () => {
-  const result = await build({
-    entryPoints: [join(here, "..", "src", "markdown.ts")],
-    bundle: true,
-    write: false,
-    format: "esm",
-    logLevel: "warning",
-  });
-  md = await import(`data:text/javascript;base64,${Buffer.from(result.outputFiles[0].text).toString("base64")}`);
+  md = await markdown();
 });
 
 describe("markdown subset", () => {

@@ -16,6 +16,8 @@ pub struct FaultyStore {
     pub down: AtomicBool,
     /// `begin_exchange` panics when the text contains this.
     pub panic_on: Option<String>,
+    /// `finish_answers` waits this long first (a wedged store).
+    pub finish_delay: std::sync::Mutex<std::time::Duration>,
 }
 
 impl FaultyStore {
@@ -24,6 +26,7 @@ impl FaultyStore {
             inner,
             down: AtomicBool::new(false),
             panic_on: None,
+            finish_delay: std::sync::Mutex::new(std::time::Duration::ZERO),
         }
     }
 
@@ -68,6 +71,8 @@ impl Store for FaultyStore {
         self.inner.begin_exchange(exchange).await
     }
     async fn finish_answers(&self, answers: Vec<FinishedAnswer>) -> Result<(), StoreError> {
+        let delay = *self.finish_delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
         self.check()?;
         self.inner.finish_answers(answers).await
     }

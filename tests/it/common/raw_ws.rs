@@ -132,7 +132,10 @@ impl RawWs {
 fn parse(bytes: &[u8]) -> Option<(RawFrame, usize)> {
     let (&b0, &b1) = (bytes.first()?, bytes.get(1)?);
     let (len, mut at) = match b1 & 0x7f {
-        126 => (u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?]) as usize, 4),
+        126 => (
+            u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?]) as usize,
+            4,
+        ),
         127 => (
             u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?) as usize,
             10,

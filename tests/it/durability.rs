@@ -1,0 +1,191 @@
+//! "The answer is durable before its `done`", path by path (ARCHITECTURE.md
+//! states exactly what holds): a normal end, a stream actor that dies, and a
+//! Persister that does not confirm in time (then `done` says so).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use skald::model::simulated::SimulatedModel;
+use skald::store::sqlite::SqliteStore;
+use skald_actors::hub::Hub;
+use skald_actors::limits::guard::LimitsGuard;
+use skald_actors::outbox::Outbox;
+use skald_actors::ports::model::{ModelRequest, PromptMessage, Role};
+use skald_actors::ports::store::{BeginOutcome, Store};
+use skald_actors::registry::StartStream;
+use skald_actors::settings::SessionSettings;
+use skald_actors::stream_log::{StreamIds, StreamLog};
+use skald_actors::testkit::store::exchange;
+use skald_actors::time::{Month, SystemClock};
+use skald_actors::Services;
+use skald_protocol::FinishReason;
+
+use crate::common::faulty_store::FaultyStore;
+use crate::common::*;
+
+async fn hub(store: Arc<dyn Store>, dir: &TempDir) -> Arc<Hub> {
+    Hub::start(Services {
+        store,
+        model: Arc::new(SimulatedModel {
+            tokens_per_second: 20.0,
+            answer_tokens: 200,
+        }),
+        bots: [("default".to_owned(), Default::default())].into(),
+        sessions: SessionSettings {
+            store_timeout_ms: 300,
+            ..SessionSettings::default()
+        },
+        limits: Default::default(),
+        limits_guard: Arc::new(LimitsGuard::in_memory()),
+        clock: Arc::new(SystemClock),
+        spool_path: dir.0.join("spool.jsonl"),
+    })
+    .await
+    .unwrap()
+}
+
+/// Stores an exchange and starts its stream through the registry, with an
+/// outbox following it; returns the log and the outbox.
+async fn start_stream(hub: &Hub, store: &dyn Store, user: &str) -> (Arc<StreamLog>, Arc<Outbox>) {
+    let ex = exchange(&user.into(), "d-1", None, "question");
+    assert_eq!(
+        store.begin_exchange(ex.clone()).await.unwrap(),
+        BeginOutcome::Created
+    );
+    let log = Arc::new(StreamLog::new(StreamIds {
+        stream_id: ex.stream_id.clone(),
+        user: ex.user.clone(),
+        conversation_id: ex.conversation_id.clone(),
+        message_id: ex.assistant_message_id.clone(),
+    }));
+    let outbox = Outbox::new(64);
+    outbox.push_and_attach(None, log.clone(), 0);
+    hub.directory
+        .registry
+        .start(StartStream {
+            log: log.clone(),
+            request: ModelRequest {
+                model: None,
+                messages: vec![PromptMessage {
+                    role: Role::User,
+                    content: "question".into(),
+                }],
+                temperature: 0.0,
+                max_tokens: 1000,
+                user: ex.user.clone(),
+            },
+            prompt_tokens_estimate: 2,
+            quota_month: Month::of(skald_actors::time::now_ms()),
+        })
+        .await
+        .unwrap();
+    (log, outbox)
+}
+
+/// Drains the outbox until its `done`; the text of its deltas and the done.
+async fn until_done(outbox: &Outbox) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        for frame in outbox.drain().frames {
+            let frame: serde_json::Value = serde_json::from_str(&frame).unwrap();
+            if frame["type"] == "done" {
+                return frame;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no done");
+        let _ = tokio::time::timeout(Duration::from_millis(100), outbox.notified()).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_actor_killed_mid_answer_is_stored_before_its_done() {
+    let dir = TempDir::new("killed-stream");
+    let store = Arc::new(SqliteStore::open_in(&dir.0).unwrap());
+    let hub = hub(store.clone(), &dir).await;
+    let (log, outbox) = start_stream(&hub, store.as_ref(), "killed").await;
+    while log.text_and_tokens().1 < 5 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let handle = hub
+        .directory
+        .registry
+        .lookup(&log.ids.stream_id, &log.ids.user)
+        .await
+        .unwrap();
+    handle.actor.unwrap().kill();
+    let done = until_done(&outbox).await;
+    // The moment `done` is visible, the store has the answer.
+    let stored = store
+        .recent_messages(&log.ids.conversation_id, 10)
+        .await
+        .unwrap();
+    let answer = stored.iter().find(|m| m.id == log.ids.message_id).unwrap();
+    assert_eq!(done["finish_reason"], "error");
+    assert_eq!(done["error"]["code"], "internal");
+    assert_eq!(answer.finish_reason, Some(FinishReason::Error));
+    assert_eq!(
+        answer.content,
+        log.text_and_tokens().0,
+        "what was generated"
+    );
+    assert!(!answer.content.is_empty());
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_does_not_confirm_makes_done_say_so() {
+    let dir = TempDir::new("wedged-store");
+    let store = Arc::new(FaultyStore::new(SqliteStore::open_in(&dir.0).unwrap()));
+    let hub = hub(store.clone(), &dir).await;
+    let (log, outbox) = start_stream(&hub, store.as_ref(), "wedged").await;
+    while log.text_and_tokens().1 < 3 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The store hangs on the answer's write far longer than three attempts
+    // of `store_timeout` (300 ms here).
+    *store.finish_delay.lock().unwrap() = Duration::from_secs(30);
+    let handle = hub
+        .directory
+        .registry
+        .lookup(&log.ids.stream_id, &log.ids.user)
+        .await
+        .unwrap();
+    let _ = handle
+        .actor
+        .unwrap()
+        .cast(skald_actors::stream::StreamMsg::Cancel);
+    let done = until_done(&outbox).await;
+    assert_eq!(done["finish_reason"], "error", "{done}");
+    assert_eq!(done["error"]["code"], "unavailable", "{done}");
+    assert_eq!(done["error"]["message"], "the answer could not be stored");
+    *store.finish_delay.lock().unwrap() = Duration::ZERO;
+    hub.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_answer_is_stored_before_its_done() {
+    let dir = TempDir::new("finished");
+    let store = Arc::new(SqliteStore::open_in(&dir.0).unwrap());
+    let hub = hub(store.clone(), &dir).await;
+    let (log, outbox) = start_stream(&hub, store.as_ref(), "finisher").await;
+    let handle = hub
+        .directory
+        .registry
+        .lookup(&log.ids.stream_id, &log.ids.user)
+        .await
+        .unwrap();
+    let _ = handle
+        .actor
+        .unwrap()
+        .cast(skald_actors::stream::StreamMsg::Cancel);
+    let done = until_done(&outbox).await;
+    let stored = store
+        .recent_messages(&log.ids.conversation_id, 10)
+        .await
+        .unwrap();
+    let answer = stored.iter().find(|m| m.id == log.ids.message_id).unwrap();
+    assert_eq!(done["finish_reason"], "cancelled");
+    assert_eq!(answer.finish_reason, Some(FinishReason::Cancelled));
+    assert_eq!(answer.content, log.text_and_tokens().0);
+    hub.shutdown().await;
+}
