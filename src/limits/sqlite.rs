@@ -210,22 +210,15 @@ impl LimitsBackend for SqliteLimits {
                     tokens: tokens as u64,
                 });
             }
-            if usage.requests_used + usage.requests_reserved + 1 > limits.monthly_requests {
-                return Ok(ReserveDecision::RequestsExhausted);
+            let decision = usage.decide(&r, limits);
+            if let ReserveDecision::Granted { tokens } = decision {
+                tx.execute(
+                    "INSERT INTO quota_reservations (id, user, month, tokens, made_at_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![id, user, month, tokens as i64, now_ms],
+                )?;
             }
-            let left = limits
-                .monthly_tokens
-                .saturating_sub(usage.tokens_used + usage.tokens_reserved);
-            let grant = r.tokens.min(left);
-            if grant < r.min_tokens.max(1) {
-                return Ok(ReserveDecision::TokensExhausted);
-            }
-            tx.execute(
-                "INSERT INTO quota_reservations (id, user, month, tokens, made_at_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, user, month, grant as i64, now_ms],
-            )?;
-            Ok(ReserveDecision::Granted { tokens: grant })
+            Ok(decision)
         })
         .await
     }

@@ -35,13 +35,7 @@ async fn chat(
 
 #[tokio::test]
 async fn history_returns_exactly_what_was_streamed_even_when_cancelled() {
-    let server = TestServer::builder()
-        .config(|c| {
-            c.model.simulated_tokens_per_second = 30.0;
-            c.model.simulated_answer_tokens = 300;
-        })
-        .start()
-        .await;
+    let server = TestServer::with_model(30.0, 300).await;
     let mut client = server.client("hist").await;
     let ack = send(&mut client, "1", None, "long story").await;
     let stream_id = ack["stream_id"].as_str().unwrap();

@@ -16,27 +16,16 @@ use skald_actors::ports::model::{
     ModelError, ModelErrorKind, ModelEvent, ModelFinish, ModelProvider, ModelRequest,
     PromptMessage, Role, TokenStream,
 };
-use skald_loadtest::mock_upstream::{answer_text, MockConfig, MockUpstream};
+use skald_loadtest::mock_upstream::answer_text;
 use skald_protocol::Usage;
 use tokio::net::TcpListener;
+
+use crate::common::mock_upstream;
 
 const API_KEY: &str = "sk-secret-test";
 const QUESTION: &str = "what does lorem ipsum mean";
 /// Upper bound for anything a test waits for.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-async fn mock(tokens_per_second: f64, answer_tokens: u32) -> MockUpstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind mock");
-    MockUpstream::start(
-        listener,
-        MockConfig {
-            tokens_per_second,
-            answer_tokens,
-        },
-    )
-    .await
-    .expect("start mock")
-}
 
 fn settings(base_url: String) -> OpenAiSettings {
     OpenAiSettings {
@@ -138,7 +127,7 @@ async fn closed_port() -> u16 {
 
 #[tokio::test]
 async fn a_normal_stream_gives_the_answer_then_stop_then_usage() {
-    let mock = mock(0.0, 12).await;
+    let mock = mock_upstream(0.0, 12).await;
     let provider = provider(mock.base_url());
     assert_eq!(provider.name(), PROVIDER_NAME);
     assert_eq!(provider.name(), "openai");
@@ -179,7 +168,7 @@ async fn a_normal_stream_gives_the_answer_then_stop_then_usage() {
 
 #[tokio::test]
 async fn the_request_is_what_an_openai_server_expects() {
-    let mock = mock(0.0, 3).await;
+    let mock = mock_upstream(0.0, 3).await;
     let provider = provider(mock.base_url());
 
     drain(start(&provider, request(Some("gpt-test"), 77)).await).await;
@@ -211,7 +200,7 @@ async fn the_request_is_what_an_openai_server_expects() {
 
 #[tokio::test]
 async fn the_default_model_and_max_tokens_field_are_used_when_asked() {
-    let mock = mock(0.0, 3).await;
+    let mock = mock_upstream(0.0, 3).await;
     let provider = provider(mock.base_url()).with_max_tokens_field(MaxTokensField::MaxTokens);
     assert_eq!(provider.default_model(), "default-model");
     let mut request = request(None, 9);
@@ -233,7 +222,7 @@ async fn the_default_model_and_max_tokens_field_are_used_when_asked() {
 
 #[tokio::test]
 async fn a_limit_below_the_answer_finishes_with_length() {
-    let mock = mock(0.0, 20).await;
+    let mock = mock_upstream(0.0, 20).await;
     let provider = provider(mock.base_url());
 
     let events = drain(start(&provider, request(Some("gpt-test"), 5)).await).await;
@@ -254,7 +243,7 @@ async fn a_limit_below_the_answer_finishes_with_length() {
 
 #[tokio::test]
 async fn an_http_500_fails_start_once_without_the_key() {
-    let mock = mock(0.0, 5).await;
+    let mock = mock_upstream(0.0, 5).await;
     let provider = provider(mock.base_url());
 
     let error = start_err(&provider, request(Some("mock-error-500"), 50)).await;
@@ -275,7 +264,7 @@ async fn an_http_500_fails_start_once_without_the_key() {
 
 #[tokio::test]
 async fn a_connection_cut_mid_stream_is_an_error_after_the_tokens() {
-    let mock = mock(0.0, 20).await;
+    let mock = mock_upstream(0.0, 20).await;
     let provider = provider(mock.base_url());
 
     let events = drain(start(&provider, request(Some("mock-drop-after-3"), 50)).await).await;
@@ -300,7 +289,7 @@ async fn a_connection_cut_mid_stream_is_an_error_after_the_tokens() {
 
 #[tokio::test]
 async fn dropping_the_stream_closes_the_upstream_connection() {
-    let mock = mock(20.0, 200).await;
+    let mock = mock_upstream(20.0, 200).await;
     let provider = provider(mock.base_url());
     let mut stream = start(&provider, request(Some("gpt-test"), 500)).await;
 
@@ -330,7 +319,7 @@ async fn dropping_the_stream_closes_the_upstream_connection() {
 
 #[tokio::test]
 async fn abandoning_start_closes_a_request_still_waiting_for_headers() {
-    let mock = mock(0.0, 5).await;
+    let mock = mock_upstream(0.0, 5).await;
     let provider = provider(mock.base_url());
 
     // The caller's first-token timeout drops the `start` future.

@@ -9,13 +9,7 @@ use skald::store::sqlite::SqliteStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_sessions_stream_at_once() {
-    let server = TestServer::builder()
-        .config(|c| {
-            c.model.simulated_tokens_per_second = 50.0;
-            c.model.simulated_answer_tokens = 25;
-        })
-        .start()
-        .await;
+    let server = TestServer::with_model(50.0, 25).await;
     let url = server.url();
     let mut tasks = Vec::new();
     for i in 0..200 {

@@ -19,13 +19,7 @@ async fn a_full_stream_is_gap_free_exact_and_stored() {
     assert_eq!(result.done["usage"]["completion_tokens"], 20);
     assert!(result.done["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
     assert!(result.done.get("error").is_none());
-    let message = stored(
-        &server.store,
-        ack["conversation_id"].as_str().unwrap(),
-        ack["message_id"].as_str().unwrap(),
-    )
-    .await
-    .expect("answer stored");
+    let message = server.answer_of(&ack).await;
     assert_eq!(message.content, result.text, "stored byte for byte");
     assert_eq!(message.finish_reason, Some(FinishReason::Stop));
     server.stop().await;
@@ -201,13 +195,7 @@ async fn oversized_frames_close_1009() {
 
 #[tokio::test]
 async fn cancel_ends_with_cancelled_and_stores_the_partial_answer() {
-    let server = TestServer::builder()
-        .config(|c| {
-            c.model.simulated_tokens_per_second = 20.0;
-            c.model.simulated_answer_tokens = 400;
-        })
-        .start()
-        .await;
+    let server = TestServer::with_model(20.0, 400).await;
     let mut client = server.client("hana").await;
     let ack = send(&mut client, "1", None, "tell me a long story").await;
     let stream_id = ack["stream_id"].as_str().unwrap();
@@ -231,13 +219,7 @@ async fn cancel_ends_with_cancelled_and_stores_the_partial_answer() {
         (1..400).contains(&tokens),
         "usage counts what was made: {tokens}"
     );
-    let message = stored(
-        &server.store,
-        ack["conversation_id"].as_str().unwrap(),
-        ack["message_id"].as_str().unwrap(),
-    )
-    .await
-    .unwrap();
+    let message = server.answer_of(&ack).await;
     assert_eq!(message.content, text);
     assert_eq!(message.finish_reason, Some(FinishReason::Cancelled));
     // Cancelling again, or an unknown stream.
@@ -286,13 +268,7 @@ async fn too_many_streams_is_busy() {
 
 #[tokio::test]
 async fn a_dropped_connection_does_not_lose_the_answer_and_resume_replays_it() {
-    let server = TestServer::builder()
-        .config(|c| {
-            c.model.simulated_tokens_per_second = 100.0;
-            c.model.simulated_answer_tokens = 30;
-        })
-        .start()
-        .await;
+    let server = TestServer::with_model(100.0, 30).await;
     let mut client = server.client("jo").await;
     let ack = send(&mut client, "1", None, "remember me").await;
     let stream_id = ack["stream_id"].as_str().unwrap().to_owned();
@@ -316,13 +292,7 @@ async fn a_dropped_connection_does_not_lose_the_answer_and_resume_replays_it() {
     let full = format!("{}{}", first["text"].as_str().unwrap(), rest.text);
     assert_eq!(full, simulated_answer("remember me", 30));
     assert_eq!(rest.done["finish_reason"], "stop");
-    let message = stored(
-        &server.store,
-        ack["conversation_id"].as_str().unwrap(),
-        ack["message_id"].as_str().unwrap(),
-    )
-    .await
-    .unwrap();
+    let message = server.answer_of(&ack).await;
     assert_eq!(message.content, full);
 
     // From the start, after the end: every delta again, same boundaries.

@@ -9,21 +9,8 @@ use std::time::Duration;
 use crate::common::*;
 use serde_json::{json, Value};
 use skald_actors::settings::BotSettings;
-use skald_loadtest::mock_upstream::{answer_text, MockConfig, MockUpstream};
+use skald_loadtest::mock_upstream::{answer_text, MockUpstream};
 use skald_protocol::FinishReason;
-
-async fn mock(tokens_per_second: f64, answer_tokens: u32) -> MockUpstream {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    MockUpstream::start(
-        listener,
-        MockConfig {
-            tokens_per_second,
-            answer_tokens,
-        },
-    )
-    .await
-    .unwrap()
-}
 
 /// A server whose bots each use one mock behaviour.
 async fn server_for(mock: &MockUpstream) -> TestServer {
@@ -66,7 +53,7 @@ async fn ask(client: &mut Client, id: &str, bot: &str, text: &str) -> (Value, St
 
 #[tokio::test]
 async fn streams_through_async_openai_with_the_upstreams_usage() {
-    let upstream = mock(0.0, 12).await;
+    let upstream = mock_upstream(0.0, 12).await;
     let server = server_for(&upstream).await;
     let mut client = server.client("oa").await;
     let (ack, result) = ask(&mut client, "1", "default", "Salut toi").await;
@@ -87,13 +74,7 @@ async fn streams_through_async_openai_with_the_upstreams_usage() {
         .map(|m| m["content"].as_str().unwrap().split_whitespace().count() as u64)
         .sum();
     assert_eq!(result.done["usage"]["prompt_tokens"], words);
-    let message = stored(
-        &server.store,
-        ack["conversation_id"].as_str().unwrap(),
-        ack["message_id"].as_str().unwrap(),
-    )
-    .await
-    .unwrap();
+    let message = server.answer_of(&ack).await;
     assert_eq!(message.content, result.text);
     server.stop().await;
     upstream.shutdown().await;
@@ -101,7 +82,7 @@ async fn streams_through_async_openai_with_the_upstreams_usage() {
 
 #[tokio::test]
 async fn an_upstream_that_drops_mid_stream_gives_upstream_error() {
-    let upstream = mock(0.0, 12).await;
+    let upstream = mock_upstream(0.0, 12).await;
     let server = server_for(&upstream).await;
     let mut client = server.client("oa").await;
     let (ack, result) = ask(&mut client, "1", "drop", "hello").await;
@@ -109,13 +90,7 @@ async fn an_upstream_that_drops_mid_stream_gives_upstream_error() {
     assert_eq!(result.done["error"]["code"], "upstream_error");
     assert_eq!(result.text, answer_text("hello", 3));
     assert_eq!(result.done["usage"]["completion_tokens"], 3);
-    let message = stored(
-        &server.store,
-        ack["conversation_id"].as_str().unwrap(),
-        ack["message_id"].as_str().unwrap(),
-    )
-    .await
-    .unwrap();
+    let message = server.answer_of(&ack).await;
     assert_eq!(message.content, result.text);
     assert_eq!(message.finish_reason, Some(FinishReason::Error));
     server.stop().await;
@@ -124,7 +99,7 @@ async fn an_upstream_that_drops_mid_stream_gives_upstream_error() {
 
 #[tokio::test]
 async fn an_upstream_that_never_answers_times_out() {
-    let upstream = mock(0.0, 12).await;
+    let upstream = mock_upstream(0.0, 12).await;
     let server = server_for(&upstream).await;
     let mut client = server.client("oa").await;
     let (_, result) = ask(&mut client, "1", "hang", "hello?").await;
@@ -143,7 +118,7 @@ async fn an_upstream_that_never_answers_times_out() {
 
 #[tokio::test]
 async fn an_upstream_error_never_leaks_the_api_key() {
-    let upstream = mock(0.0, 12).await;
+    let upstream = mock_upstream(0.0, 12).await;
     let server = server_for(&upstream).await;
     let mut client = server.client("oa").await;
     let (_, result) = ask(&mut client, "1", "fail", "hello").await;
@@ -155,7 +130,7 @@ async fn an_upstream_error_never_leaks_the_api_key() {
 
 #[tokio::test]
 async fn cancel_closes_the_upstream_request() {
-    let upstream = mock(20.0, 400).await;
+    let upstream = mock_upstream(20.0, 400).await;
     let server = server_for(&upstream).await;
     let mut client = server.client("oa").await;
     client

@@ -142,19 +142,11 @@ impl LimitsBackend for LocalLimits {
         if let Some((tokens, _)) = month.reservations.get(&r.id) {
             return Ok(ReserveDecision::Granted { tokens: *tokens });
         }
-        let usage = month.usage();
-        if usage.requests_used + usage.requests_reserved + 1 > limits.monthly_requests {
-            return Ok(ReserveDecision::RequestsExhausted);
+        let decision = month.usage().decide(r, limits);
+        if let ReserveDecision::Granted { tokens } = decision {
+            month.reservations.insert(r.id.clone(), (tokens, now_ms));
         }
-        let left = limits
-            .monthly_tokens
-            .saturating_sub(usage.tokens_used + usage.tokens_reserved);
-        let grant = r.tokens.min(left);
-        if grant < r.min_tokens.max(1) {
-            return Ok(ReserveDecision::TokensExhausted);
-        }
-        month.reservations.insert(r.id.clone(), (grant, now_ms));
-        Ok(ReserveDecision::Granted { tokens: grant })
+        Ok(decision)
     }
 
     async fn settle(&self, settles: &[Settle]) -> Result<Vec<bool>, LimitsError> {

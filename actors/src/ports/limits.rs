@@ -136,6 +136,27 @@ pub struct QuotaUsage {
     pub requests_reserved: u64,
 }
 
+impl QuotaUsage {
+    /// The decision on a new reservation against this month: a request
+    /// more must fit, and at least `min_tokens` of what is left (the grant
+    /// is what is left, up to what was wanted). The in-process and embedded
+    /// backends decide with this; the Redis script is its Lua twin, held
+    /// to it by the contract suite.
+    pub fn decide(&self, r: &Reservation, limits: QuotaLimits) -> ReserveDecision {
+        if self.requests_used + self.requests_reserved + 1 > limits.monthly_requests {
+            return ReserveDecision::RequestsExhausted;
+        }
+        let left = limits
+            .monthly_tokens
+            .saturating_sub(self.tokens_used + self.tokens_reserved);
+        let grant = r.tokens.min(left);
+        if grant < r.min_tokens.max(1) {
+            return ReserveDecision::TokensExhausted;
+        }
+        ReserveDecision::Granted { tokens: grant }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LimitsError {
     /// The backend cannot be reached or did not answer in time.

@@ -100,6 +100,18 @@ impl TestServer {
         TestServer::builder().start().await
     }
 
+    /// A server whose simulated model writes `tokens_per_second` (0: at
+    /// once) and answers `answer_tokens` tokens.
+    pub async fn with_model(tokens_per_second: f64, answer_tokens: u32) -> TestServer {
+        TestServer::builder()
+            .config(|c| {
+                c.model.simulated_tokens_per_second = tokens_per_second;
+                c.model.simulated_answer_tokens = answer_tokens;
+            })
+            .start()
+            .await
+    }
+
     pub fn url(&self) -> String {
         format!("ws://{}/v1/ws", self.addr)
     }
@@ -146,6 +158,17 @@ impl TestServer {
                 .expect("server stops")
                 .unwrap();
         }
+    }
+
+    /// The stored answer an `ack` announced.
+    pub async fn answer_of(&self, ack: &Value) -> skald_actors::ports::store::StoredMessage {
+        stored(
+            &self.store,
+            ack["conversation_id"].as_str().unwrap(),
+            ack["message_id"].as_str().unwrap(),
+        )
+        .await
+        .unwrap_or_else(|| panic!("no stored answer for {ack}"))
     }
 
     /// An authenticated client (hello frame) that has read its `ready`.
@@ -520,4 +543,21 @@ macro_rules! skip_or_fail {
         }
         panic!("{why} (allow this skip with SKALD_ALLOW_SKIP={})", $name);
     }};
+}
+
+/// The mock upstream of `loadtest/` on a free port, at this pace and length.
+pub async fn mock_upstream(
+    tokens_per_second: f64,
+    answer_tokens: u32,
+) -> skald_loadtest::mock_upstream::MockUpstream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    skald_loadtest::mock_upstream::MockUpstream::start(
+        listener,
+        skald_loadtest::mock_upstream::MockConfig {
+            tokens_per_second,
+            answer_tokens,
+        },
+    )
+    .await
+    .unwrap()
 }
