@@ -59,3 +59,45 @@ fn the_protocol_types_are_the_committed_contract() {
         );
     }
 }
+
+/// ARCHITECTURE.md names, for each invariant, the tests that hold it: each
+/// named test exists (a renamed or deleted test must update the document).
+#[test]
+fn every_test_the_architecture_names_exists() {
+    let doc = read("ARCHITECTURE.md");
+    let invariants = doc
+        .split("## Invariants")
+        .nth(1)
+        .and_then(|rest| rest.split("## Cross-cutting concerns").next())
+        .expect("an invariants section");
+    let mut sources = String::new();
+    for dir in ["tests/it", "actors/src", "src"] {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        let mut stack = vec![root];
+        while let Some(path) = stack.pop() {
+            for entry in std::fs::read_dir(&path).unwrap().map(Result::unwrap) {
+                let p = entry.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|e| e == "rs") {
+                    sources.push_str(&std::fs::read_to_string(&p).unwrap());
+                }
+            }
+        }
+    }
+    let mut named = 0;
+    for quoted in invariants.split('`').skip(1).step_by(2) {
+        let Some((_, test)) = quoted.rsplit_once("::") else {
+            continue;
+        };
+        if test == "*" {
+            continue;
+        }
+        named += 1;
+        assert!(
+            sources.contains(&format!("fn {test}(")),
+            "ARCHITECTURE.md names `{quoted}`, which is no test"
+        );
+    }
+    assert!(named >= 20, "the invariants name their tests ({named})");
+}
