@@ -95,6 +95,7 @@ async fn hub(guard: LimitsGuard) -> Arc<Hub> {
     Hub::start(Services {
         store: Arc::new(SqliteStore::open_in(&dir).unwrap()),
         spool_path: dir.join("spool.jsonl"),
+        bus: None,
         model: Arc::new(SimulatedModel {
             tokens_per_second: 0.0,
             answer_tokens: 1,

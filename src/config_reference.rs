@@ -155,6 +155,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "how often live answers are checkpointed to the store (after a crash, an answer keeps what was streamed up to its last checkpoint)",
     },
     Setting {
+        key: "sessions.stream_lease_ms",
+        env: None,
+        meaning: "with Redis: how long the instance running a stream holds its lease (renewed every third of it); when it lapses, another instance ends the stream for its followers (`unavailable`) and stores what was published",
+    },
+    Setting {
         key: "sessions.max_inbound_frames",
         env: None,
         meaning: "frames of one connection read and waiting for its session; a client that sends faster waits on TCP backpressure",

@@ -129,6 +129,7 @@ impl Server {
             Some(guard) => guard,
             None => Arc::new(limits_guard(&config).await?),
         };
+        let bus = stream_bus(&config).await?;
         let hub = Hub::start(Services {
             store,
             model,
@@ -138,6 +139,7 @@ impl Server {
             limits_guard,
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             spool_path: config.data_dir.join("spool").join("answers.jsonl"),
+            bus,
         })
         .await?;
         let state = AppState {
@@ -219,6 +221,31 @@ async fn drain(
     let _ = stop_http.send(());
 }
 
+fn redis_settings(config: &Config, url: &crate::config::Secret) -> RedisSettings {
+    RedisSettings {
+        url: url.expose().to_owned(),
+        command_timeout: Duration::from_millis(config.redis.command_timeout_ms),
+        key_prefix: config.redis.key_prefix.clone(),
+    }
+}
+
+/// With Redis, the stream bus every instance shares: streams published,
+/// followed and cancelled across instances. Without, none.
+async fn stream_bus(
+    config: &Config,
+) -> Result<Option<Arc<dyn skald_actors::ports::bus::StreamBus>>, ServeError> {
+    let Some(url) = &config.redis.url else {
+        return Ok(None);
+    };
+    let bus = crate::bus::redis::RedisBus::connect(crate::bus::redis::BusSettings {
+        redis: redis_settings(config, url),
+        stream_lease: config.sessions.stream_lease(),
+        resume_window: config.sessions.resume_window(),
+    })
+    .await?;
+    Ok(Some(Arc::new(bus)))
+}
+
 /// Redis with the configured failure policy, or the embedded limits (quota
 /// counters in the data dir).
 async fn limits_guard(config: &Config) -> Result<LimitsGuard, ServeError> {
@@ -226,12 +253,7 @@ async fn limits_guard(config: &Config) -> Result<LimitsGuard, ServeError> {
         let embedded = SqliteLimits::open_in(&config.data_dir)?;
         return Ok(LimitsGuard::local(Arc::new(embedded)));
     };
-    let redis = RedisLimits::connect(RedisSettings {
-        url: url.expose().to_owned(),
-        command_timeout: Duration::from_millis(config.redis.command_timeout_ms),
-        key_prefix: config.redis.key_prefix.clone(),
-    })
-    .await?;
+    let redis = RedisLimits::connect(redis_settings(config, url)).await?;
     tracing::info!(policy = ?config.redis.failure_policy, "limits and quotas in Redis");
     Ok(LimitsGuard::shared(
         Arc::new(redis),

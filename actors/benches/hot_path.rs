@@ -47,7 +47,7 @@ fn token_path(c: &mut Criterion) {
             message_id: "m".into(),
         }));
         let outbox = Outbox::new(256);
-        outbox.push_and_attach(None, log.clone(), 0);
+        outbox.push_and_attach(None, log.clone(), Default::default());
         outbox.drain();
         b.iter(|| {
             log.push_token("token ");

@@ -7,10 +7,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::board::UserBoard;
 use crate::limits::quota_keeper::QuotaMsg;
 use crate::limits::rate_limiter::RateLimiterMsg;
 use crate::persister::PersisterMsg;
 use crate::registry::RegistryMsg;
+use crate::relay::RelayMsg;
 use crate::slot::Slot;
 use crate::Services;
 
@@ -20,6 +22,10 @@ pub struct Directory {
     pub rate_limiter: Arc<Slot<RateLimiterMsg>>,
     pub quota_keeper: Arc<Slot<QuotaMsg>>,
     pub persister: Arc<Slot<PersisterMsg>>,
+    /// Empty when no stream bus is configured.
+    pub relay: Arc<Slot<RelayMsg>>,
+    /// This instance's connections by user.
+    pub board: Arc<UserBoard>,
     draining: AtomicBool,
 }
 
@@ -31,6 +37,8 @@ impl Directory {
             rate_limiter: Slot::empty(),
             quota_keeper: Slot::empty(),
             persister: Slot::empty(),
+            relay: Slot::empty(),
+            board: Arc::default(),
             draining: AtomicBool::new(false),
         }
     }

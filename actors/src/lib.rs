@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub mod addresses;
+pub mod board;
 pub mod directory;
 pub mod hub;
 pub mod limits;
@@ -25,6 +26,7 @@ pub mod persister;
 pub mod ports;
 pub mod prompt;
 pub mod registry;
+pub mod relay;
 mod root;
 pub mod session;
 pub mod settings;
@@ -39,6 +41,7 @@ pub mod time;
 pub use skald_protocol::{ClientMessageId, ConversationId, MessageId, SessionId, StreamId, UserId};
 
 use limits::guard::LimitsGuard;
+use ports::bus::StreamBus;
 use ports::model::ModelProvider;
 use ports::store::Store;
 use settings::{BotSettings, LimitSettings, SessionSettings};
@@ -58,6 +61,9 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     /// The Persister's spool file (in the data dir).
     pub spool_path: std::path::PathBuf,
+    /// The stream bus shared with other instances (Redis); `None`: this
+    /// instance alone, and nothing is published.
+    pub bus: Option<Arc<dyn StreamBus>>,
 }
 
 impl Services {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use skald_protocol::{CloseCode, ServerFrame, StreamId};
 use tokio::sync::Notify;
 
-use crate::stream_log::StreamLog;
+use crate::stream_log::{Cursor, Listener, StreamLog};
 
 /// Why and how the connection must be closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +41,7 @@ struct OutboxInner {
 
 struct Attachment {
     log: Arc<StreamLog>,
-    next_seq: u64,
+    next: Cursor,
     dirty: bool,
 }
 
@@ -94,13 +94,13 @@ impl Outbox {
     }
 
     /// Queues `frame` (typically the `ack`) and attaches `log` so that its
-    /// deltas from `next_seq` on follow the frame. Attaching a stream that
+    /// frames from `next` on follow the frame. Attaching a stream that
     /// is already attached only queues the frame.
     pub fn push_and_attach(
         self: &Arc<Self>,
         frame: Option<&ServerFrame>,
         log: Arc<StreamLog>,
-        next_seq: u64,
+        next: Cursor,
     ) {
         if let Some(frame) = frame {
             self.push(frame);
@@ -114,33 +114,19 @@ impl Outbox {
                 log.ids.stream_id.clone(),
                 Attachment {
                     log: log.clone(),
-                    next_seq,
+                    next,
                     dirty: false,
                 },
             );
         }
-        log.subscribe(self);
+        let listener: std::sync::Weak<dyn Listener> = Arc::downgrade(self) as _;
+        log.subscribe(listener);
         self.mark_dirty(&log.ids.stream_id);
     }
 
     /// Whether this connection follows the stream.
     pub fn is_attached(&self, stream_id: &str) -> bool {
         self.lock().attached.contains_key(stream_id)
-    }
-
-    /// Called by a stream's log when it has news for this connection.
-    pub fn mark_dirty(&self, stream_id: &StreamId) {
-        let mut inner = self.lock();
-        let Some(attachment) = inner.attached.get_mut(stream_id) else {
-            return;
-        };
-        if attachment.dirty {
-            return;
-        }
-        attachment.dirty = true;
-        inner.dirty.push(stream_id.clone());
-        drop(inner);
-        self.notify.notify_one();
     }
 
     /// Asks the writer to close the connection after what is queued. The
@@ -165,7 +151,7 @@ impl Outbox {
     /// each stream with news, its deltas and possibly its `done`.
     pub fn drain(&self) -> Drained {
         let mut out = Drained::default();
-        let work: Vec<(StreamId, Arc<StreamLog>, u64)> = {
+        let work: Vec<(StreamId, Arc<StreamLog>, Cursor)> = {
             let mut inner = self.lock();
             out.frames.extend(inner.control.drain(..));
             let dirty = std::mem::take(&mut inner.dirty);
@@ -174,29 +160,46 @@ impl Outbox {
                 .filter_map(|id| {
                     let a = inner.attached.get_mut(&id)?;
                     a.dirty = false;
-                    Some((id, a.log.clone(), a.next_seq))
+                    Some((id, a.log.clone(), a.next))
                 })
                 .collect()
         };
         // Logs are read without holding this outbox's lock (lock order:
-        // log, then outbox). Only this drain moves `next_seq`, and drains do
+        // log, then outbox). Only this drain moves `next`, and drains do
         // not overlap (one writer per connection).
         let mut progress = Vec::with_capacity(work.len());
-        for (id, log, next_seq) in work {
-            let read = log.read_from(next_seq);
+        for (id, log, next) in work {
+            let read = log.read_from(next);
             out.frames.extend(read.frames);
-            progress.push((id, read.next_seq, read.done));
+            progress.push((id, read.next, read.done));
         }
         let mut inner = self.lock();
-        for (id, next_seq, done) in progress {
+        for (id, next, done) in progress {
             if done {
                 inner.attached.remove(&id);
             } else if let Some(a) = inner.attached.get_mut(&id) {
-                a.next_seq = next_seq;
+                a.next = next;
             }
         }
         out.close = inner.close.clone();
         out
+    }
+}
+
+impl Listener for Outbox {
+    /// Called by a stream's log when it has news for this connection.
+    fn mark_dirty(&self, stream_id: &StreamId) {
+        let mut inner = self.lock();
+        let Some(attachment) = inner.attached.get_mut(stream_id) else {
+            return;
+        };
+        if attachment.dirty {
+            return;
+        }
+        attachment.dirty = true;
+        inner.dirty.push(stream_id.clone());
+        drop(inner);
+        self.notify.notify_one();
     }
 }
 
@@ -232,7 +235,7 @@ mod tests {
         let stream = log("s1");
         stream.push_token("early ");
         let ack = ServerFrame::error(ErrorCode::Busy, "stand-in for an ack");
-        outbox.push_and_attach(Some(&ack), stream.clone(), 0);
+        outbox.push_and_attach(Some(&ack), stream.clone(), Cursor::default());
         stream.push_token("late");
         stream.finish(AnswerEnd {
             finish_reason: FinishReason::Stop,
@@ -261,7 +264,7 @@ mod tests {
     fn a_dropped_outbox_stops_being_notified() {
         let stream = log("s2");
         let outbox = Outbox::new(8);
-        outbox.push_and_attach(None, stream.clone(), 0);
+        outbox.push_and_attach(None, stream.clone(), Cursor::default());
         drop(outbox);
         // The log prunes the dead subscriber instead of failing.
         stream.push_token("x");
@@ -272,7 +275,7 @@ mod tests {
     async fn a_token_wakes_the_writer() {
         let outbox = Outbox::new(8);
         let stream = log("s3");
-        outbox.push_and_attach(None, stream.clone(), 0);
+        outbox.push_and_attach(None, stream.clone(), Cursor::default());
         outbox.drain();
         let waiter = {
             let outbox = outbox.clone();

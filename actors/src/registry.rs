@@ -69,12 +69,14 @@ pub struct StartStream {
     pub quota_month: Month,
 }
 
-/// A stream as the registry knows it.
+/// A stream as a session finds it: here, or run by another instance.
 #[derive(Clone)]
 pub struct StreamHandle {
     pub log: Arc<StreamLog>,
-    /// `None` once the stream ended.
+    /// `None` once the stream ended, or when another instance runs it.
     pub actor: Option<ActorRef<StreamMsg>>,
+    /// Who runs it, when it is another instance (the log is then a mirror).
+    pub remote: Option<crate::ports::bus::StreamMeta>,
 }
 
 pub struct Registry;
@@ -143,6 +145,7 @@ impl Actor for Registry {
                     .map(|e| StreamHandle {
                         log: e.log.clone(),
                         actor: e.actor.clone(),
+                        remote: None,
                     });
                 let _ = reply.send(found);
             }

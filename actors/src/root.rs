@@ -21,6 +21,7 @@ use crate::limits::quota_keeper::{QuotaArgs, QuotaKeeper};
 use crate::limits::rate_limiter::RateLimiter;
 use crate::persister::{Persister, PersisterArgs};
 use crate::registry::{Registry, RegistryArgs};
+use crate::relay::{Relay, RelayArgs};
 use crate::slot::Slot;
 use crate::supervisor::{SessionSupervisor, SupervisorMsg};
 
@@ -36,13 +37,15 @@ enum Child {
     RateLimiter,
     QuotaKeeper,
     Persister,
+    Relay,
 }
 
-const CHILDREN: [Child; 5] = [
+const CHILDREN: [Child; 6] = [
     Child::Persister,
     Child::RateLimiter,
     Child::QuotaKeeper,
     Child::Registry,
+    Child::Relay,
     Child::Supervisor,
 ];
 
@@ -93,6 +96,25 @@ impl RootState {
                 let (actor, _) = Actor::spawn_linked(None, Registry, args, root).await?;
                 d.registry.set(Some(actor));
             }
+            Child::Relay => {
+                // Only with a stream bus: without one, nothing is published.
+                let Some(bus) = services.bus.clone() else {
+                    return Ok(());
+                };
+                let sessions = &services.sessions;
+                let args = RelayArgs {
+                    bus,
+                    board: d.board.clone(),
+                    registry: d.registry.clone(),
+                    persister: d.persister.clone(),
+                    quota: d.quota_keeper.clone(),
+                    stream_lease: sessions.stream_lease(),
+                    resume_window: sessions.resume_window(),
+                    store_timeout: sessions.store_timeout(),
+                };
+                let (actor, _) = Actor::spawn_linked(None, Relay, args, root).await?;
+                d.relay.set(Some(actor));
+            }
             Child::Supervisor => {
                 let counters = self.args.counters.sessions.clone();
                 let (actor, _) =
@@ -111,6 +133,7 @@ impl RootState {
             Child::RateLimiter => d.rate_limiter.holds(id),
             Child::QuotaKeeper => d.quota_keeper.holds(id),
             Child::Persister => d.persister.holds(id),
+            Child::Relay => d.relay.holds(id),
         })
     }
 }
@@ -145,6 +168,7 @@ impl Actor for Root {
         d.rate_limiter.set(None);
         d.quota_keeper.set(None);
         d.persister.set(None);
+        d.relay.set(None);
         state.args.supervisor.set(None);
         Ok(())
     }

@@ -23,12 +23,14 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use skald_protocol::{
     ClientFrame, ClientMessageId, CloseCode, ConversationId, DecodeError, ErrorBody, ErrorCode,
-    FinishReason, Limits, MessageId, ServerFrame, SessionId, StreamId, Usage, UserId,
+    FinishReason, Limits, MessageId, ServerFrame, SessionId, StartedMessage, StreamId, Usage,
+    UserId,
 };
 
 use crate::directory::Directory;
 use crate::limits::quota_keeper::QuotaMsg;
 use crate::outbox::Outbox;
+use crate::ports::bus::UserEvent;
 use crate::ports::limits::{
     LimitsError, QuotaLimits, RateDecision, RateKey, RateLimit, Reservation, ReserveDecision,
     Settle,
@@ -40,10 +42,11 @@ use crate::ports::store::{
 };
 use crate::prompt;
 use crate::registry::{StartStream, StreamHandle};
+use crate::relay::RelayMsg;
 use crate::settings::{BotSettings, EffectiveLimits};
 use crate::slot::Slot;
 use crate::stream::StreamMsg;
-use crate::stream_log::{StreamIds, StreamLog};
+use crate::stream_log::{Cursor, StreamIds, StreamLog};
 use crate::time::{now_ms, Month};
 
 /// Who is connected, from the verified token.
@@ -222,6 +225,24 @@ impl Actor for Session {
                 tokens_remaining,
             },
         });
+        // From now on (after `ready`), this connection hears of the user's
+        // other connections' streams.
+        state
+            .directory
+            .board
+            .join(&state.user.id, &state.session_id, &state.outbox);
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        state
+            .directory
+            .board
+            .leave(&state.user.id, &state.session_id);
         Ok(())
     }
 
@@ -271,8 +292,11 @@ impl Actor for Session {
                     ClientFrame::Resume {
                         stream_id,
                         after_seq,
-                        ..
-                    } => Box::pin(state.resume(stream_id, after_seq)).await,
+                        after_reasoning_seq,
+                    } => {
+                        let from = Cursor::after(after_seq, after_reasoning_seq.unwrap_or(-1));
+                        Box::pin(state.resume(stream_id, from)).await
+                    }
                 }
             }
         }
@@ -339,18 +363,24 @@ impl SessionState {
             .await?;
         let max_tokens = (reserved.granted - prompt_tokens_estimate)
             .min(u64::from(admitted.bot.max_tokens)) as u32;
+        let user_message = StartedMessage {
+            id: MessageId::generate(),
+            content: admitted.text,
+            created_at: String::new(),
+        };
         let exchange = NewExchange {
             user: self.user.id.clone(),
             client_id: id.clone(),
             conversation_id: target.conversation_id.clone(),
             new_conversation: target.new_conversation,
-            user_message_id: MessageId::generate(),
-            text: admitted.text,
+            user_message_id: user_message.id.clone(),
+            text: user_message.content.clone(),
             assistant_message_id: MessageId::generate(),
             stream_id: stream_id.clone(),
             at_ms: now_ms(),
         };
         let message_id = exchange.assistant_message_id.clone();
+        let at_ms = exchange.at_ms;
         if let Some(existing) = self.store_exchange(&services, exchange).await? {
             // Another connection of this user won the race for this id;
             // `reserved` drops here and gives the reservation back.
@@ -375,12 +405,38 @@ impl SessionState {
         self.started.push(log.clone());
         let ack = ServerFrame::Ack {
             id: id.clone(),
-            conversation_id: target.conversation_id,
-            message_id,
-            stream_id,
+            conversation_id: target.conversation_id.clone(),
+            message_id: message_id.clone(),
+            stream_id: stream_id.clone(),
         };
-        self.outbox.push_and_attach(Some(&ack), log, 0);
+        self.outbox
+            .push_and_attach(Some(&ack), log, Cursor::default());
+        // The user's other connections, here and on every instance.
+        self.tell_others(ServerFrame::Started {
+            conversation_id: target.conversation_id,
+            stream_id,
+            message_id,
+            bot: admitted.bot_name,
+            user_message: StartedMessage {
+                created_at: crate::time::rfc3339(at_ms),
+                ..user_message
+            },
+        });
         Ok(())
+    }
+
+    /// Gives a frame to this user's other connections: those of this
+    /// instance through the board, the others' through the relay (when a
+    /// stream bus is configured).
+    fn tell_others(&self, frame: ServerFrame) {
+        let d = &self.directory;
+        d.board.deliver(&self.user.id, &self.session_id, &frame);
+        let _ = d.relay.cast(RelayMsg::UserEvent(Box::new(UserEvent {
+            instance: None,
+            user: self.user.id.clone(),
+            origin: self.session_id.clone(),
+            frame,
+        })));
     }
 
     /// Refuses what needs no I/O to refuse: a draining server, an unknown
@@ -603,9 +659,18 @@ impl SessionState {
                 .unwrap_or_else(|| Month::of(self.directory.now_ms())),
             request,
         };
+        let log = start.log.clone();
+        let (quota_month, prompt_tokens_estimate) =
+            (start.quota_month, start.prompt_tokens_estimate);
         match self.directory.registry.start(start).await {
             Ok(()) => {
                 reserved.keep();
+                // Other instances can follow it (a no-op without a bus).
+                let _ = self.directory.relay.cast(RelayMsg::Publish {
+                    log,
+                    quota_month,
+                    prompt_tokens_estimate,
+                });
                 Ok(())
             }
             Err(e) => {
@@ -626,7 +691,8 @@ impl SessionState {
             stream_id: existing.stream_id.clone(),
         };
         if let Some(handle) = self.lookup(&existing.stream_id).await {
-            self.outbox.push_and_attach(Some(&ack), handle.log, 0);
+            self.outbox
+                .push_and_attach(Some(&ack), handle.log, Cursor::default());
             return Ok(());
         }
         self.outbox.push(&ack);
@@ -650,11 +716,18 @@ impl SessionState {
         Ok(())
     }
 
+    /// A stream of this user: run here, or (through the relay) elsewhere.
     async fn lookup(&self, stream_id: &StreamId) -> Option<StreamHandle> {
-        self.directory
-            .registry
-            .lookup(stream_id, &self.user.id)
-            .await
+        let d = &self.directory;
+        if let Some(handle) = d.registry.lookup(stream_id, &self.user.id).await {
+            return Some(handle);
+        }
+        let remote = d.relay.follow(stream_id, &self.user.id).await?;
+        Some(StreamHandle {
+            log: remote.log,
+            actor: None,
+            remote: Some(remote.meta),
+        })
     }
 
     async fn cancel(&mut self, stream_id: StreamId) {
@@ -662,6 +735,8 @@ impl SessionState {
             Some(handle) => {
                 if let Some(actor) = handle.actor {
                     let _ = actor.cast(StreamMsg::Cancel);
+                } else if let Some(meta) = handle.remote.filter(|_| !handle.log.is_finished()) {
+                    let _ = self.directory.relay.cast(RelayMsg::Cancel(Box::new(meta)));
                 }
                 // Already ended: its `done` was or will be sent; nothing to do.
             }
@@ -673,7 +748,7 @@ impl SessionState {
         }
     }
 
-    async fn resume(&mut self, stream_id: StreamId, after_seq: i64) {
+    async fn resume(&mut self, stream_id: StreamId, from: Cursor) {
         let Some(handle) = self.lookup(&stream_id).await else {
             self.outbox.push(&ServerFrame::stream_error(
                 ErrorCode::NotFound,
@@ -682,10 +757,10 @@ impl SessionState {
             ));
             return;
         };
-        let next_seq = (after_seq + 1) as u64;
-        if next_seq > handle.log.frames_cut() {
+        let cut = handle.log.frames_cut();
+        if from.answer > cut.answer || from.reasoning > cut.reasoning {
             self.invalid_for_stream(
-                format!("resume.after_seq {after_seq} is beyond the stream's last seq"),
+                "resume.after_seq (or after_reasoning_seq) is beyond the stream's last seq".into(),
                 stream_id,
             );
             return;
@@ -697,6 +772,6 @@ impl SessionState {
             );
             return;
         }
-        self.outbox.push_and_attach(None, handle.log, next_seq);
+        self.outbox.push_and_attach(None, handle.log, from);
     }
 }

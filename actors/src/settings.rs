@@ -98,6 +98,9 @@ pub struct SessionSettings {
     /// How often live answers are checkpointed to the store (a crash loses
     /// at most this much of an answer).
     pub checkpoint_interval_ms: u64,
+    /// With a stream bus: how long a stream's owner holds its lease (renewed
+    /// every third of it); when it lapses, other instances end the stream.
+    pub stream_lease_ms: u64,
     /// Frames of one connection read and not yet handled by its session;
     /// the reader waits for room (TCP backpressure on a flooding client).
     pub max_inbound_frames: usize,
@@ -114,6 +117,7 @@ impl Default for SessionSettings {
             resume_window_ms: 60_000,
             store_timeout_ms: 5_000,
             checkpoint_interval_ms: 1_000,
+            stream_lease_ms: 5_000,
             max_inbound_frames: 8,
         }
     }
@@ -133,6 +137,7 @@ impl SessionSettings {
             ("store_timeout_ms", self.store_timeout_ms),
             ("checkpoint_interval_ms", self.checkpoint_interval_ms),
             ("max_inbound_frames", self.max_inbound_frames as u64),
+            ("stream_lease_ms", self.stream_lease_ms),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -156,6 +161,10 @@ impl SessionSettings {
 
     pub fn store_timeout(&self) -> Duration {
         Duration::from_millis(self.store_timeout_ms)
+    }
+
+    pub fn stream_lease(&self) -> Duration {
+        Duration::from_millis(self.stream_lease_ms)
     }
 
     pub fn checkpoint_interval(&self) -> Duration {

@@ -361,7 +361,10 @@ pub async fn pump(
     };
     let mut usage = None;
     let mut finish = None;
+    // Tokens of both kinds: the first, of either, is the model's sign of
+    // life (a reasoning model thinks before it answers).
     let mut received = 0u64;
+    let mut answer_tokens = 0u64;
     loop {
         let next = if received == 0 {
             tokio::time::timeout_at(deadline, tokens.next()).await
@@ -398,14 +401,25 @@ pub async fn pump(
                 if token.is_empty() {
                     continue;
                 }
-                if received >= max_tokens {
+                if answer_tokens >= max_tokens {
                     // The provider ignored max_tokens: stop it here.
                     return PumpOutcome::Finished {
                         reason: FinishReason::Length,
                         usage,
                     };
                 }
+                answer_tokens += 1;
                 received = log.push_token(&token);
+                if received == 1 {
+                    metrics::histogram!("skald_time_to_first_token_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                }
+            }
+            Ok(Some(Ok(ModelEvent::Reasoning(token)))) => {
+                if token.is_empty() {
+                    continue;
+                }
+                received = log.push_reasoning(&token);
                 if received == 1 {
                     metrics::histogram!("skald_time_to_first_token_seconds")
                         .record(started.elapsed().as_secs_f64());

@@ -167,77 +167,108 @@ pub async fn connect(settings: RedisSettings) -> Result<RedisLimits, RedisSetupE
     RedisLimits::connect(settings).await
 }
 
+/// The client builder every Skald client of this Redis uses (limits, the
+/// stream bus): checked settings, the password kept aside for redaction,
+/// keep-connecting in the background, bounded commands and connects, no
+/// retries, TCP_NODELAY, an unresponsive connection dropped. Returns the
+/// builder and the secrets never to show.
+pub(crate) fn prepare(settings: &RedisSettings) -> Result<(Builder, Vec<String>), RedisSetupError> {
+    if settings.key_prefix.contains(['{', '}']) {
+        return Err(RedisSetupError::InvalidPrefix(settings.key_prefix.clone()));
+    }
+    let timeout = settings.command_timeout;
+    if timeout.is_zero() {
+        return Err(RedisSetupError::InvalidTimeout);
+    }
+    let mut secrets: Vec<String> = url_password(&settings.url).into_iter().collect();
+    let mut config =
+        Config::from_url(&settings.url).map_err(|e| invalid_url(settings, e, &secrets))?;
+    if let Some(password) = config.password.clone() {
+        secrets.push(password);
+    }
+    secrets.retain(|s| !s.is_empty());
+    // Keep trying to connect in the background when the first attempt
+    // fails (the default would give up and return the error).
+    config.fail_fast = false;
+    let connect_timeout = timeout.max(CONNECT_TIMEOUT_MIN);
+    // A connection that leaves a command unanswered this long is closed
+    // and reconnected (a paused or half-open server).
+    let unresponsive = (timeout * 4).max(CONNECT_TIMEOUT_MIN);
+    let mut builder = Builder::from_config(config);
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = connect_timeout;
+            c.internal_command_timeout = connect_timeout;
+            c.max_command_attempts = 1;
+            c.tcp = TcpConfig {
+                nodelay: Some(true),
+                ..TcpConfig::default()
+            };
+            c.unresponsive = UnresponsiveConfig {
+                max_timeout: Some(unresponsive),
+                interval: unresponsive / 4,
+            };
+        })
+        .with_performance_config(|p| p.default_command_timeout = timeout)
+        .set_policy(ReconnectPolicy::new_exponential(
+            0,
+            RECONNECT_MIN_MS,
+            RECONNECT_MAX_MS,
+            2,
+        ));
+    Ok((builder, secrets))
+}
+
+pub(crate) fn invalid_url(
+    settings: &RedisSettings,
+    error: FredError,
+    secrets: &[String],
+) -> RedisSetupError {
+    RedisSetupError::InvalidUrl {
+        url: settings.redacted_url(),
+        reason: redact(error.details(), secrets),
+    }
+}
+
+/// Waits a short bound (the command timeout, within 1 to 5 s) for the first
+/// connection, and says whether it came; the client keeps trying after.
+pub(crate) async fn wait_connected(
+    client: &impl ClientLike,
+    settings: &RedisSettings,
+    what: &str,
+) -> bool {
+    let wait = settings
+        .command_timeout
+        .clamp(FIRST_CONNECT_MIN, FIRST_CONNECT_MAX);
+    let connected = tokio::time::timeout(wait, async {
+        while !client.is_connected() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .is_ok();
+    if connected {
+        tracing::info!(url = %settings.redacted_url(), "{what}: connected to Redis");
+    } else {
+        tracing::warn!(
+            url = %settings.redacted_url(),
+            waited_ms = wait.as_millis() as u64,
+            "{what}: Redis is not reachable yet; connecting in the background"
+        );
+    }
+    connected
+}
+
 impl RedisLimits {
     /// See [`connect`].
     pub async fn connect(settings: RedisSettings) -> Result<RedisLimits, RedisSetupError> {
-        if settings.key_prefix.contains(['{', '}']) {
-            return Err(RedisSetupError::InvalidPrefix(settings.key_prefix));
-        }
-        let timeout = settings.command_timeout;
-        if timeout.is_zero() {
-            return Err(RedisSetupError::InvalidTimeout);
-        }
-        let mut secrets: Vec<String> = url_password(&settings.url).into_iter().collect();
-        let invalid = |error: FredError, secrets: &[String]| RedisSetupError::InvalidUrl {
-            url: settings.redacted_url(),
-            reason: redact(error.details(), secrets),
-        };
-        let mut config = Config::from_url(&settings.url).map_err(|e| invalid(e, &secrets))?;
-        if let Some(password) = config.password.clone() {
-            secrets.push(password);
-        }
-        secrets.retain(|s| !s.is_empty());
-        // Keep trying to connect in the background when the first attempt
-        // fails (the default would give up and return the error).
-        config.fail_fast = false;
-
-        let connect_timeout = timeout.max(CONNECT_TIMEOUT_MIN);
-        // A connection that leaves a command unanswered this long is closed
-        // and reconnected (a paused or half-open server).
-        let unresponsive = (timeout * 4).max(CONNECT_TIMEOUT_MIN);
-        let mut builder = Builder::from_config(config);
-        builder
-            .with_connection_config(|c| {
-                c.connection_timeout = connect_timeout;
-                c.internal_command_timeout = connect_timeout;
-                c.max_command_attempts = 1;
-                c.tcp = TcpConfig {
-                    nodelay: Some(true),
-                    ..TcpConfig::default()
-                };
-                c.unresponsive = UnresponsiveConfig {
-                    max_timeout: Some(unresponsive),
-                    interval: unresponsive / 4,
-                };
-            })
-            .with_performance_config(|p| p.default_command_timeout = timeout)
-            .set_policy(ReconnectPolicy::new_exponential(
-                0,
-                RECONNECT_MIN_MS,
-                RECONNECT_MAX_MS,
-                2,
-            ));
-        let client = builder.build().map_err(|e| invalid(e, &secrets))?;
+        let (builder, secrets) = prepare(&settings)?;
+        let client = builder
+            .build()
+            .map_err(|e| invalid_url(&settings, e, &secrets))?;
         let task = client.connect();
-
-        let wait = timeout.clamp(FIRST_CONNECT_MIN, FIRST_CONNECT_MAX);
-        let connected = tokio::time::timeout(wait, async {
-            while !client.is_connected() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await
-        .is_ok();
-        if connected {
-            tracing::info!(url = %settings.redacted_url(), "limits: connected to Redis");
-        } else {
-            tracing::warn!(
-                url = %settings.redacted_url(),
-                waited_ms = wait.as_millis() as u64,
-                "limits: Redis is not reachable yet; connecting in the background"
-            );
-        }
-
+        wait_connected(&client, &settings, "limits").await;
+        let timeout = settings.command_timeout;
         Ok(RedisLimits {
             client,
             options: Options {
@@ -780,7 +811,7 @@ fn redact_url(url: &str) -> String {
     parsed.to_string()
 }
 
-fn redact(message: &str, secrets: &[String]) -> String {
+pub(crate) fn redact(message: &str, secrets: &[String]) -> String {
     secrets.iter().fold(message.to_owned(), |m, secret| {
         m.replace(secret.as_str(), "***")
     })

@@ -39,6 +39,7 @@ async fn hub(store: Arc<dyn Store>, dir: &TempDir) -> Arc<Hub> {
         limits_guard: Arc::new(LimitsGuard::in_memory()),
         clock: Arc::new(SystemClock),
         spool_path: dir.0.join("spool.jsonl"),
+        bus: None,
     })
     .await
     .unwrap()
@@ -59,7 +60,7 @@ async fn start_stream(hub: &Hub, store: &dyn Store, user: &str) -> (Arc<StreamLo
         message_id: ex.assistant_message_id.clone(),
     }));
     let outbox = Outbox::new(64);
-    outbox.push_and_attach(None, log.clone(), 0);
+    outbox.push_and_attach(None, log.clone(), Default::default());
     hub.directory
         .registry
         .start(StartStream {

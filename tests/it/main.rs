@@ -14,6 +14,7 @@ mod durability;
 mod edge_protocol;
 mod flood;
 mod history;
+mod instances;
 mod limits;
 mod limits_redis;
 mod loadtest_harness;

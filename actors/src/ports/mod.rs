@@ -5,6 +5,7 @@
 //! `src` plugs in the real adapters. Tests plug in the same real adapters, or
 //! wrap them to inject faults.
 
+pub mod bus;
 pub mod limits;
 pub mod model;
 pub mod store;

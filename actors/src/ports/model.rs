@@ -39,6 +39,9 @@ pub struct ModelRequest {
 pub enum ModelEvent {
     /// A piece of the answer, in order. May be empty (ignored).
     Token(String),
+    /// A piece of the model's reasoning, before (or between) the answer.
+    /// May be empty (ignored).
+    Reasoning(String),
     /// The provider's own token counts (usually the last event).
     Usage(Usage),
     /// The provider says the answer is complete, and why.
