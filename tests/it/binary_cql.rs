@@ -15,7 +15,7 @@ use crate::common::TempDir;
 #[tokio::test]
 async fn an_answer_interrupted_by_sigkill_keeps_its_checkpoint_on_a_cql_node() {
     let Some(ks) =
-        Keyspace::fresh("an_answer_interrupted_by_sigkill_keeps_its_checkpoint_on_a_cql_node")
+        Keyspace::shared("an_answer_interrupted_by_sigkill_keeps_its_checkpoint_on_a_cql_node")
             .await
     else {
         return;

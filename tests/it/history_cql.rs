@@ -22,7 +22,7 @@ macro_rules! on_cql {
     ($($name:ident => $body:path),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
-            let Some(ks) = Keyspace::fresh(stringify!($name)).await else {
+            let Some(ks) = Keyspace::shared(stringify!($name)).await else {
                 return;
             };
             $body(&async || Some(ks.shared_store().await)).await;
@@ -56,7 +56,7 @@ async fn messages(server: &TestServer, user: &str, conversation: &str) -> Vec<Va
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_id_is_idempotent_across_instances_sharing_the_keyspace() {
     let Some(ks) =
-        Keyspace::fresh("a_send_id_is_idempotent_across_instances_sharing_the_keyspace").await
+        Keyspace::shared("a_send_id_is_idempotent_across_instances_sharing_the_keyspace").await
     else {
         return;
     };
@@ -113,23 +113,28 @@ async fn a_send_id_is_idempotent_across_instances_sharing_the_keyspace() {
 /// ago is left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupted_answers_are_closed_at_start() {
-    let Some(ks) = Keyspace::fresh("interrupted_answers_are_closed_at_start").await else {
+    let Some(ks) = Keyspace::shared("interrupted_answers_are_closed_at_start").await else {
         return;
     };
     let store = ks.shared_store().await;
     let user = UserId::from("died");
     let ten_minutes_ago = skald_actors::time::now_ms() - 600_000;
-    // Ids as that instance made them then (UUIDv7 carry their time).
-    let old_id = || {
-        let (secs, ms) = (ten_minutes_ago / 1000, (ten_minutes_ago % 1000) as u32);
-        let ts = uuid::Timestamp::from_unix(uuid::NoContext, secs as u64, ms * 1_000_000);
+    // Ids as that instance made them then (UUIDv7 carry their time), a
+    // millisecond apart so that they sort as they were made.
+    let old_id = |ms: i64| {
+        let at = ten_minutes_ago + ms;
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            (at / 1000) as u64,
+            (at % 1000) as u32 * 1_000_000,
+        );
         uuid::Uuid::new_v7(ts).to_string()
     };
     let mut dead = exchange(&user, "dead", None, "asked before the crash");
-    dead.conversation_id = ConversationId::from(old_id());
-    dead.user_message_id = MessageId::from(old_id());
-    dead.assistant_message_id = MessageId::from(old_id());
-    dead.stream_id = StreamId::from(old_id());
+    dead.conversation_id = ConversationId::from(old_id(0));
+    dead.user_message_id = MessageId::from(old_id(1));
+    dead.assistant_message_id = MessageId::from(old_id(2));
+    dead.stream_id = StreamId::from(old_id(3));
     dead.at_ms = ten_minutes_ago;
     let live = exchange(&user, "live", None, "streaming elsewhere");
     store.begin_exchange(dead.clone()).await.unwrap();

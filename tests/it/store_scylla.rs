@@ -45,6 +45,7 @@ async fn the_store_contract_holds_on_a_cql_node() {
     store.ping().await.unwrap();
     assert!(store.is_shared(), "other instances write this store too");
     contract::run_all(&store, "cql").await;
+    ks.drop().await;
 }
 
 /// The idempotency and consistency of the statement table are what the
@@ -52,7 +53,7 @@ async fn the_store_contract_holds_on_a_cql_node() {
 /// this one checks they reach the prepared statements.
 #[tokio::test]
 async fn every_statement_prepares_with_its_pinned_flags() {
-    let Some(ks) = Keyspace::fresh("every_statement_prepares_with_its_pinned_flags").await else {
+    let Some(ks) = Keyspace::shared("every_statement_prepares_with_its_pinned_flags").await else {
         return;
     };
     let store = ks.store().await;
@@ -82,7 +83,7 @@ async fn every_statement_prepares_with_its_pinned_flags() {
 #[tokio::test]
 async fn lightweight_transactions_are_read_by_their_applied_column() {
     let Some(ks) =
-        Keyspace::fresh("lightweight_transactions_are_read_by_their_applied_column").await
+        Keyspace::shared("lightweight_transactions_are_read_by_their_applied_column").await
     else {
         return;
     };
@@ -128,7 +129,8 @@ async fn lightweight_transactions_are_read_by_their_applied_column() {
 /// lookup of the key writes them, with the claim's own ids.
 #[tokio::test]
 async fn an_interrupted_exchange_is_completed_by_the_next_lookup() {
-    let Some(ks) = Keyspace::fresh("an_interrupted_exchange_is_completed_by_the_next_lookup").await
+    let Some(ks) =
+        Keyspace::shared("an_interrupted_exchange_is_completed_by_the_next_lookup").await
     else {
         return;
     };
@@ -306,6 +308,7 @@ async fn late_writes_after_a_delete_leave_nothing_readable_or_lasting() {
     )
     .await;
     assert_eq!(open, 0, "and the open answer that led there");
+    ks.drop().await;
 }
 
 /// An answer closed as interrupted (its instance seemed dead) whose real
@@ -351,6 +354,7 @@ async fn a_real_end_overrides_a_close_as_interrupted() {
         .await
         .unwrap();
     assert_eq!(messages[1].content, "so far, and the rest");
+    ks.drop().await;
 }
 
 fn record(user: Option<&UserId>, at_ms: i64) -> AuditRecord {
@@ -370,7 +374,7 @@ fn record(user: Option<&UserId>, at_ms: i64) -> AuditRecord {
 /// itself; the record and its anonymised address stay.
 #[tokio::test]
 async fn full_addresses_expire_after_their_ttl() {
-    let Some(ks) = Keyspace::fresh("full_addresses_expire_after_their_ttl").await else {
+    let Some(ks) = Keyspace::shared("full_addresses_expire_after_their_ttl").await else {
         return;
     };
     let store = ScyllaStore::connect(&skald::store::scylla::ScyllaSettings {
@@ -443,11 +447,11 @@ async fn full_addresses_expire_after_their_ttl() {
 /// after a delete) and the pages together hold every live item once.
 #[tokio::test]
 async fn cursors_advance_past_traces() {
-    let Some(ks) = Keyspace::fresh("cursors_advance_past_traces").await else {
+    let Some(ks) = Keyspace::shared("cursors_advance_past_traces").await else {
         return;
     };
     let store = ks.store().await;
-    let user = UserId::from("pager");
+    let user = UserId::from("cursors");
     let mut live = Vec::new();
     for i in 0..4 {
         let ex = contract::exchange(&user, &format!("p-{i}"), None, "page me");
@@ -521,7 +525,7 @@ async fn cursors_advance_past_traces() {
 /// holding none, so a table added later without erase fails this test.
 #[tokio::test]
 async fn erase_covers_every_table() {
-    let Some(ks) = Keyspace::fresh("erase_covers_every_table").await else {
+    let Some(ks) = Keyspace::shared("erase_covers_every_table").await else {
         return;
     };
     let store = ks.store().await;
@@ -689,6 +693,7 @@ async fn an_unmigrated_keyspace_is_refused_at_start() {
         .ping()
         .await
         .unwrap();
+    ks.drop().await;
 }
 
 // --- skald migrate ---------------------------------------------------------
@@ -763,6 +768,7 @@ async fn skald_migrate_creates_a_fresh_keyspace_and_a_rerun_does_nothing() {
     assert!(out.contains("schema up to date"), "{out}");
     assert_eq!(applied(&ks).await, expected);
     ks.store().await.ping().await.unwrap();
+    ks.drop().await;
 }
 
 /// A released migration that changed (here: the checksum recorded for
@@ -787,6 +793,7 @@ async fn skald_migrate_refuses_an_edited_migration() {
     let (ok, out) = run(skald_migrate(&ks, &dir.0));
     assert!(!ok, "an edited migration must be refused: {out}");
     assert!(out.contains("must not change"), "{out}");
+    ks.drop().await;
 }
 
 /// Two `skald migrate` at once on a fresh keyspace: both succeed, every
@@ -833,6 +840,7 @@ async fn two_skald_migrates_at_once_take_turns() {
         .count();
     assert_eq!((appliers, idle), (1, 1), "{outputs:?}");
     assert_eq!(applied(&ks).await.len(), MIGRATIONS.len());
+    ks.drop().await;
 }
 
 /// A migration that stopped after its `ALTER TABLE ... ADD` (the columns
@@ -860,4 +868,5 @@ async fn a_migration_stopped_after_its_alter_runs_again_to_its_end() {
         .unwrap();
     assert_eq!(versions, [2]);
     ks.store().await.ping().await.unwrap();
+    ks.drop().await;
 }

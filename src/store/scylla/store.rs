@@ -31,7 +31,7 @@ pub use crate::store::sqlite::INTERRUPTED_MESSAGE;
 const KEY_DELETE_CHUNK: usize = 100;
 /// Requests in flight at once for one call (an erase's partitions, a
 /// batch of answers or checkpoints, the open answers of a sweep).
-const CONCURRENCY: usize = 32;
+const CONCURRENCY: usize = 64;
 
 /// The ScyllaDB implementation of [`Store`].
 pub struct ScyllaStore {
@@ -336,13 +336,13 @@ impl ScyllaStore {
         ))
     }
 
-    /// Stores one answer's end, unless its message is gone.
+    /// Stores one answer's end, unless its message is gone (its open
+    /// answer is the caller's to delete, either way).
     async fn finish_answer(&self, answer: &FinishedAnswer) -> Result<(), ScyllaError> {
         let key = MessageKey {
             conversation_id: answer.conversation_id.as_str(),
             message_id: answer.message_id.as_str(),
         };
-        let open = OpenAnswerKey::of(answer.message_id.as_str());
         let state: Option<AnswerStateRow> = self.fetch_one(&self.st.select_answer, key).await?;
         if !state.is_some_and(|s| s.exists()) {
             // Its conversation was deleted (or erased) while it was being
@@ -350,14 +350,35 @@ impl ScyllaStore {
             // stores, that is not an error (the Persister would keep it
             // in the spool forever).
             tracing::debug!(message_id = %answer.message_id, "answer of a deleted conversation dropped");
-            return self.write(&self.st.delete_open_answer, open).await;
+            return Ok(());
         }
         let touch = TouchConversation::new(&answer.user, &answer.conversation_id, answer.at_ms);
         tokio::try_join!(
             self.write(&self.st.finish_answer, FinishAnswer::of(answer)),
             self.write(&self.st.touch_conversation, touch),
-            self.write(&self.st.delete_open_answer, open),
         )?;
+        Ok(())
+    }
+
+    /// Deletes the open answers of these messages: one unlogged batch per
+    /// bucket (a batch of one partition is one write).
+    async fn forget_open(&self, message_ids: Vec<String>) -> Result<(), ScyllaError> {
+        let mut by_bucket: HashMap<i32, Vec<String>> = HashMap::new();
+        for id in message_ids {
+            by_bucket.entry(open_bucket(&id)).or_default().push(id);
+        }
+        self.each(by_bucket.into_values().collect(), |ids| async move {
+            let mut deletes = Batch::new(BatchType::Unlogged);
+            deletes.set_is_idempotent(true);
+            let mut values = Vec::with_capacity(ids.len());
+            for id in &ids {
+                deletes.append_statement(self.st.delete_open_answer.clone());
+                values.push(OpenAnswerKey::of(id));
+            }
+            self.session.batch(&deletes, values).await?;
+            Ok(())
+        })
+        .await?;
         Ok(())
     }
 
@@ -435,12 +456,7 @@ impl ScyllaStore {
             .filter(|m| m.finish_reason.is_none())
             .map(|m| m.message_id.clone())
             .collect();
-        self.each(open, |id| async move {
-            self.write(&self.st.delete_open_answer, OpenAnswerKey::of(&id))
-                .await
-        })
-        .await?;
-        Ok(())
+        self.forget_open(open).await
     }
 }
 
@@ -505,8 +521,12 @@ impl Store for ScyllaStore {
 
     async fn finish_answers(&self, answers: Vec<FinishedAnswer>) -> Result<(), StoreError> {
         // Each answer is idempotent: the caller retries the whole batch.
+        // Their open answers go once they are stored: an answer must not
+        // drop out of sight of `close_interrupted` before its end is in.
+        let ids = answers.iter().map(|a| a.message_id.to_string()).collect();
         self.each(answers, |a| async move { self.finish_answer(&a).await })
             .await?;
+        self.forget_open(ids).await?;
         Ok(())
     }
 

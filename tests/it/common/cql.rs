@@ -7,13 +7,18 @@
 //! `SKALD_ALLOW_SKIP` names `cql` (a developer without Java): then it says
 //! SKIPPED and returns.
 //!
-//! Each test works in a keyspace of its own ([`Keyspace::fresh`]), so tests
-//! run in parallel and a run never sees another's data, even on a node
-//! that outlives the run. The keyspaces are `NetworkTopologyStrategy` with
-//! one replica in `datacenter1` (the data center of a single Cassandra
-//! node), read and written at `local_quorum`, as in production. They are
-//! left behind (`t_*`): the node of `scripts/test` is thrown away with
-//! them; on a node of your own, drop them when you like.
+//! Tests share one keyspace per run ([`Keyspace::shared`], users named
+//! after the test), so a run never sees another's data, even on a node that
+//! outlives the run, and the node holds few tables (each costs it memory:
+//! a keyspace per test, run after run, fills a 1 GiB heap). A test that
+//! acts on the whole keyspace (closes every interrupted answer, migrates)
+//! has one of its own ([`Keyspace::fresh`], [`Keyspace::unmigrated`]),
+//! dropped when it passes ([`Keyspace::drop`]). The keyspaces are
+//! `NetworkTopologyStrategy` with one replica in `datacenter1` (the data
+//! center of a single Cassandra node), read and written at `local_quorum`,
+//! as in production. The shared ones (`t_run_*`) and those of failed tests
+//! stay: the node of `scripts/test` is thrown away with them; on a node of
+//! your own, drop them when you like.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -98,13 +103,47 @@ impl Keyspace {
     /// leaves it.
     pub async fn fresh(test: &str) -> Option<Keyspace> {
         let keyspace = Keyspace::unmigrated(test)?;
-        let session = connect_session(&keyspace.settings())
+        keyspace.migrate().await;
+        Some(keyspace)
+    }
+
+    /// The keyspace of this run, migrated once, shared by the tests whose
+    /// data is their users' only (name them after the test).
+    pub async fn shared(test: &str) -> Option<Keyspace> {
+        static SHARED: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+        let nodes = node(test)?;
+        let name = SHARED
+            .get_or_init(|| async {
+                let keyspace = Keyspace::unmigrated("run").expect("a node");
+                keyspace.migrate().await;
+                keyspace.name
+            })
+            .await;
+        Some(Keyspace {
+            name: name.clone(),
+            nodes,
+        })
+    }
+
+    async fn migrate(&self) {
+        let session = connect_session(&self.settings())
             .await
             .expect("connect to the CQL node");
-        migrate(&session, &keyspace.name, REPLICATION)
+        migrate(&session, &self.name, REPLICATION)
             .await
             .expect("migrate a fresh keyspace");
-        Some(keyspace)
+    }
+
+    /// Drops a keyspace of one test once it passed (a failed test's stays,
+    /// to be looked at).
+    pub async fn drop(self) {
+        let session = connect_session(&self.settings())
+            .await
+            .expect("connect to the CQL node");
+        session
+            .query_unpaged(format!("DROP KEYSPACE IF EXISTS {}", self.name), ())
+            .await
+            .expect("drop the test's keyspace");
     }
 
     pub fn settings(&self) -> ScyllaSettings {
