@@ -1,22 +1,26 @@
-//! Answers stored per second by the Persister on the embedded store, next
-//! to a baseline measured in the same run: the same answers written one
-//! `finish_answers` call (one durable transaction) at a time.
+//! Answers stored per second by the Persister, next to a baseline measured
+//! in the same run: the same answers written one `finish_answers` call at a
+//! time. On the embedded store always; with `--cql host:port`, also on the
+//! ScyllaDB store against that node (a fresh keyspace), so the two stores
+//! are compared in one run.
 //!
-//! `cargo run --release --example persister_throughput -- [answers] [concurrency]`
+//! `cargo run --release --example persister_throughput -- [answers] [concurrency] [--cql host:port]`
 //! (defaults 20000 and 1000). The SQLite file is in a temporary directory on
 //! the same disk as the data dir would be.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::StreamExt;
 use ractor::Actor;
+use skald::store::scylla::{ScyllaSettings, ScyllaStore};
 use skald::store::sqlite::SqliteStore;
 use skald_actors::persister::{Persister, PersisterArgs, PersisterCounters, PersisterMsg};
-use skald_actors::ports::store::{AnswerEnd, FinishedAnswer, Store};
+use skald_actors::ports::store::{AnswerEnd, FinishedAnswer, NewExchange, Store};
 use skald_actors::testkit::store::exchange;
 use skald_protocol::{FinishReason, Usage};
 
-fn answer(ex: &skald_actors::ports::store::NewExchange) -> FinishedAnswer {
+fn answer(ex: &NewExchange) -> FinishedAnswer {
     FinishedAnswer {
         user: ex.user.clone(),
         conversation_id: ex.conversation_id.clone(),
@@ -35,52 +39,58 @@ fn answer(ex: &skald_actors::ports::store::NewExchange) -> FinishedAnswer {
     }
 }
 
-async fn prepare(store: &SqliteStore, n: usize, tag: &str) -> Vec<FinishedAnswer> {
-    let mut answers = Vec::with_capacity(n);
-    for i in 0..n {
-        let ex = exchange(
-            &format!("{tag}-{}", i % 100).into(),
-            &format!("{tag}-{i}"),
-            None,
-            "q",
-        );
-        store.begin_exchange(ex.clone()).await.unwrap();
-        answers.push(answer(&ex));
-    }
-    answers
+/// `n` exchanges begun (64 at a time), and the answers that finish them.
+async fn prepare(store: &dyn Store, n: usize, tag: &str) -> Vec<FinishedAnswer> {
+    futures::stream::iter(0..n)
+        .map(|i| async move {
+            let ex = exchange(
+                &format!("{tag}-{}", i % 100).into(),
+                &format!("{tag}-{i}"),
+                None,
+                "q",
+            );
+            store.begin_exchange(ex.clone()).await.unwrap();
+            answer(&ex)
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let n: usize = args
-        .get(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(20_000);
-    let concurrency: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(1000);
-    let dir = std::env::temp_dir().join(format!("skald-persister-bench-{}", std::process::id()));
-    let store = SqliteStore::open_in(&dir)?;
+/// One store's two figures: answers a second one at a time, and through
+/// the Persister with `concurrency` streams finishing at once.
+struct Figures {
+    direct: f64,
+    direct_n: usize,
+    batched: f64,
+    batches: u64,
+}
 
-    // Baseline: one durable transaction per answer, one writer.
-    let baseline_n = (n / 10).max(100);
-    let answers = prepare(&store, baseline_n, "direct").await;
+async fn measure(
+    store: Arc<dyn Store>,
+    n: usize,
+    concurrency: usize,
+    spool: std::path::PathBuf,
+) -> anyhow::Result<Figures> {
+    // Baseline: one durable write of one answer at a time, one writer.
+    let direct_n = (n / 10).max(100);
+    let answers = prepare(store.as_ref(), direct_n, "direct").await;
     let start = Instant::now();
     for a in answers {
         store.finish_answers(vec![a]).await?;
     }
-    let direct = baseline_n as f64 / start.elapsed().as_secs_f64();
+    let direct = direct_n as f64 / start.elapsed().as_secs_f64();
 
     // The Persister: `concurrency` streams finishing at once, each waiting
     // for its answer to be durable, as Stream actors do.
-    let answers = prepare(&store, n, "persister").await;
+    let answers = prepare(store.as_ref(), n, "persister").await;
     let counters = Arc::new(PersisterCounters::default());
     let (persister, _) = Actor::spawn(
         None,
         Persister,
         PersisterArgs {
-            store: Arc::new(store.clone()),
-            spool_path: dir.join("spool.jsonl"),
+            store,
+            spool_path: spool,
             counters: counters.clone(),
         },
     )
@@ -109,15 +119,85 @@ async fn main() -> anyhow::Result<()> {
     }
     let batched = n as f64 / start.elapsed().as_secs_f64();
     let batches = counters.batches.load(std::sync::atomic::Ordering::Relaxed);
-    println!("| writer | answers stored per second | ratio |");
-    println!("| --- | --- | --- |");
-    println!("| baseline: one durable transaction per answer ({baseline_n} answers) | {direct:.0} | 1.00 |");
-    println!(
-        "| Persister, {concurrency} concurrent streams ({n} answers, {batches} batches, {:.0} answers a batch) | {batched:.0} | {:.1} |",
-        n as f64 / batches.max(1) as f64,
-        batched / direct
-    );
     persister.stop(None);
+    Ok(Figures {
+        direct,
+        direct_n,
+        batched,
+        batches,
+    })
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let cql = match args.iter().position(|a| a == "--cql") {
+        Some(i) => {
+            let node = args.get(i + 1).cloned();
+            args.drain(i..(i + 2).min(args.len()));
+            Some(node.ok_or_else(|| anyhow::anyhow!("--cql needs host:port"))?)
+        }
+        None => None,
+    };
+    let n: usize = args
+        .first()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(20_000);
+    let concurrency: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1000);
+    let dir = std::env::temp_dir().join(format!("skald-persister-bench-{}", std::process::id()));
+
+    let mut stores: Vec<(String, Arc<dyn Store>)> = vec![(
+        "embedded (SQLite, fsync per commit)".into(),
+        Arc::new(SqliteStore::open_in(&dir)?),
+    )];
+    if let Some(node) = cql {
+        let settings = ScyllaSettings {
+            nodes: vec![node.clone()],
+            keyspace: format!("bench_{}", uuid::Uuid::new_v4().simple()),
+            replication: "{'class': 'NetworkTopologyStrategy', 'replication_factor': 1}".into(),
+            migrate_on_start: true,
+            request_timeout_ms: 30_000,
+            ..ScyllaSettings::default()
+        };
+        eprintln!("CQL node {node}, keyspace {}", settings.keyspace);
+        stores.push((
+            format!("CQL node {node} (local_quorum)"),
+            Arc::new(ScyllaStore::connect(&settings).await?),
+        ));
+    }
+
+    println!("| store | writer | answers stored per second | ratio to the store's baseline | ratio to the embedded store |");
+    println!("| --- | --- | --- | --- | --- |");
+    let mut embedded: Option<Figures> = None;
+    for (name, store) in stores {
+        let f = measure(
+            store,
+            n,
+            concurrency,
+            dir.join(format!("spool-{}.jsonl", name.len())),
+        )
+        .await?;
+        let (direct_vs, batched_vs) = match &embedded {
+            Some(e) => (
+                format!("{:.2}", f.direct / e.direct),
+                format!("{:.2}", f.batched / e.batched),
+            ),
+            None => ("1.00".into(), "1.00".into()),
+        };
+        println!(
+            "| {name} | baseline: one answer per call ({} answers) | {:.0} | 1.00 | {direct_vs} |",
+            f.direct_n, f.direct
+        );
+        println!(
+            "| {name} | Persister, {concurrency} concurrent streams ({n} answers, {} batches, {:.0} answers a batch) | {:.0} | {:.1} | {batched_vs} |",
+            f.batches,
+            n as f64 / f.batches.max(1) as f64,
+            f.batched,
+            f.batched / f.direct
+        );
+        embedded.get_or_insert(f);
+    }
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }

@@ -285,6 +285,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "apply pending migrations at start (otherwise run `skald migrate` first)",
     },
     Setting {
+        key: "scylla.address_ttl_secs",
+        env: None,
+        meaning: "how long an audit record keeps the client's full address: it is written with a TTL ending this long after the record's time, then only the anonymised form remains",
+    },
+    Setting {
         key: "redis.url",
         env: Some("SKALD_REDIS_URL"),
         meaning: "Redis shared by every instance for limits and quotas; unset: in-process",

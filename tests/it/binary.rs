@@ -97,8 +97,28 @@ async fn runs_with_nothing_configured_and_mints_dev_tokens() {
 #[tokio::test]
 async fn an_answer_interrupted_by_sigkill_is_closed_with_what_was_streamed() {
     let data = TempDir::new("sigkill");
+    answer_interrupted_by_sigkill(&data.0, &[], Restart::ClosesEveryOpenAnswer).await;
+}
+
+/// What the restarted server does with the answer its predecessor left.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Restart {
+    /// A store of this instance alone: it closes the answer at start.
+    ClosesEveryOpenAnswer,
+    /// A shared store: another instance could still be streaming it, so
+    /// it stays open until nobody checkpointed it for a while (closing it
+    /// then is tested in `history_cql.rs`).
+    LeavesRecentAnswersOpen,
+}
+
+/// The SIGKILL test on the store `env` configures (empty: the embedded one).
+pub(crate) async fn answer_interrupted_by_sigkill(
+    data: &std::path::Path,
+    env: &[(&str, &str)],
+    restart: Restart,
+) {
     let port = crate::common::redis_server::free_port();
-    let mut child = start(&data.0, port, &[]).await;
+    let mut child = start(data, port, env).await;
     let url = format!("ws://127.0.0.1:{port}/v1/ws");
     let mut client = Client::connect(&url, Some(&crate::common::token("kim"))).await;
     client.recv().await;
@@ -116,12 +136,17 @@ async fn an_answer_interrupted_by_sigkill_is_closed_with_what_was_streamed() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
 
-    let mut child = start(&data.0, port, &[]).await;
+    let mut child = start(data, port, env).await;
     let conversation = ack["conversation_id"].as_str().unwrap();
     let body = messages_via_http(port, "kim", conversation).await;
     assert_eq!(body["messages"][0]["content"], "do not lose me", "{body}");
     let answer = &body["messages"][1];
-    assert_eq!(answer["finish_reason"], "error", "{body}");
+    match restart {
+        Restart::ClosesEveryOpenAnswer => assert_eq!(answer["finish_reason"], "error", "{body}"),
+        Restart::LeavesRecentAnswersOpen => {
+            assert_eq!(answer["finish_reason"], serde_json::Value::Null, "{body}")
+        }
+    }
     let stored = answer["content"].as_str().unwrap();
     assert!(!stored.is_empty(), "a checkpoint was kept: {body}");
     assert!(
@@ -139,6 +164,8 @@ async fn an_answer_interrupted_by_sigkill_is_closed_with_what_was_streamed() {
     let done = client.recv().await;
     assert_eq!(done["finish_reason"], "error");
     assert_eq!(done["error"]["code"], "unavailable");
+    let body = messages_via_http(port, "kim", conversation).await;
+    assert_eq!(body["messages"].as_array().unwrap().len(), 2, "{body}");
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -165,9 +192,10 @@ async fn runs_as_an_unprivileged_user_writing_only_its_data_dir() {
         .map(|o| o.stdout == b"0\n")
         .unwrap_or(false);
     if !is_root || Command::new("setpriv").arg("--version").output().is_err() {
-        crate::skip_or_fail!(
+        return crate::common::skip_or_fail(
             "root",
-            "this test needs root and setpriv to switch to nobody"
+            "runs_as_an_unprivileged_user_writing_only_its_data_dir",
+            "this test needs root and setpriv to switch to nobody",
         );
     }
     use std::os::unix::fs::PermissionsExt;

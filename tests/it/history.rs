@@ -1,5 +1,9 @@
 //! Persistence through the real server: the history and GDPR API, restarts,
 //! store outages and the spool, ordering, audit.
+//!
+//! The tests that hold for every store take the store their servers use as
+//! an argument (`store`: `None` for the embedded store of the data dir);
+//! `history_cql.rs` runs the same ones on a CQL node.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +13,26 @@ use crate::common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 use skald::store::sqlite::SqliteStore;
+use skald_actors::ports::store::Store;
+
+/// What makes the store of a test's server (a restart makes it again);
+/// `None`: the embedded store in the server's data dir.
+pub(crate) trait StoreFactory: AsyncFn() -> Option<Arc<dyn Store>> {}
+impl<F: AsyncFn() -> Option<Arc<dyn Store>>> StoreFactory for F {}
+
+/// The embedded store.
+pub(crate) async fn embedded() -> Option<Arc<dyn Store>> {
+    None
+}
+
+/// A server builder on the store `store` makes.
+pub(crate) async fn on(store: &impl StoreFactory) -> Builder {
+    let builder = TestServer::builder();
+    match store().await {
+        Some(store) => builder.store(store),
+        None => builder,
+    }
+}
 
 async fn messages(server: &TestServer, user: &str, conversation: &str) -> Vec<Value> {
     let (status, body) = server
@@ -35,7 +59,20 @@ async fn chat(
 
 #[tokio::test]
 async fn history_returns_exactly_what_was_streamed_even_when_cancelled() {
-    let server = TestServer::with_model(30.0, 300).await;
+    history_returns_exactly_what_was_streamed_even_when_cancelled_on(&embedded).await;
+}
+
+pub(crate) async fn history_returns_exactly_what_was_streamed_even_when_cancelled_on(
+    store: &impl StoreFactory,
+) {
+    let server = on(store)
+        .await
+        .config(|c| {
+            c.model.simulated_tokens_per_second = 30.0;
+            c.model.simulated_answer_tokens = 300;
+        })
+        .start()
+        .await;
     let mut client = server.client("hist").await;
     let ack = send(&mut client, "1", None, "long story").await;
     let stream_id = ack["stream_id"].as_str().unwrap();
@@ -75,7 +112,14 @@ async fn history_returns_exactly_what_was_streamed_even_when_cancelled() {
 
 #[tokio::test]
 async fn conversations_page_with_opaque_cursors_and_bad_input_is_refused() {
-    let server = TestServer::builder()
+    conversations_page_with_opaque_cursors_and_bad_input_is_refused_on(&embedded).await;
+}
+
+pub(crate) async fn conversations_page_with_opaque_cursors_and_bad_input_is_refused_on(
+    store: &impl StoreFactory,
+) {
+    let server = on(store)
+        .await
         .config(|c| c.model.simulated_tokens_per_second = 0.0)
         .start()
         .await;
@@ -126,7 +170,11 @@ async fn conversations_page_with_opaque_cursors_and_bad_input_is_refused() {
 
 #[tokio::test]
 async fn other_users_get_404_and_no_token_gets_401() {
-    let server = TestServer::start().await;
+    other_users_get_404_and_no_token_gets_401_on(&embedded).await;
+}
+
+pub(crate) async fn other_users_get_404_and_no_token_gets_401_on(store: &impl StoreFactory) {
+    let server = on(store).await.start().await;
     let mut owner = server.client("owner").await;
     let (ack, _, _) = chat(&mut owner, "1", None, "private").await;
     let conversation = ack["conversation_id"].as_str().unwrap();
@@ -175,7 +223,11 @@ async fn other_users_get_404_and_no_token_gets_401() {
 
 #[tokio::test]
 async fn delete_then_export_then_erase_leaves_nothing() {
-    let server = TestServer::start().await;
+    delete_then_export_then_erase_leaves_nothing_on(&embedded).await;
+}
+
+pub(crate) async fn delete_then_export_then_erase_leaves_nothing_on(store: &impl StoreFactory) {
+    let server = on(store).await.start().await;
     let mut client = server.client("gdpr").await;
     let (kept, _, _) = chat(&mut client, "1", None, "keep this").await;
     let (gone, _, _) = chat(&mut client, "2", None, "delete this").await;
@@ -251,8 +303,13 @@ async fn delete_then_export_then_erase_leaves_nothing() {
 
 #[tokio::test]
 async fn history_and_idempotency_survive_a_restart() {
+    history_and_idempotency_survive_a_restart_on(&embedded).await;
+}
+
+pub(crate) async fn history_and_idempotency_survive_a_restart_on(store: &impl StoreFactory) {
     let dir = TempDir::new("restart");
-    let server = TestServer::builder()
+    let server = on(store)
+        .await
         .data_dir(&dir.0)
         .config(|c| c.model.simulated_tokens_per_second = 0.0)
         .start()
@@ -261,7 +318,7 @@ async fn history_and_idempotency_survive_a_restart() {
     let (ack, text, _) = chat(&mut client, "same-id", None, "remember").await;
     server.stop().await;
 
-    let server = TestServer::builder().data_dir(&dir.0).start().await;
+    let server = on(store).await.data_dir(&dir.0).start().await;
     let conversation = ack["conversation_id"].as_str().unwrap();
     let listed = messages(&server, "durable", conversation).await;
     assert_eq!(listed[1]["content"].as_str().unwrap(), text);
@@ -341,7 +398,14 @@ async fn a_store_outage_spools_answers_and_refuses_new_sends_then_drains() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writers_in_one_conversation_keep_order() {
-    let server = TestServer::builder()
+    concurrent_writers_in_one_conversation_keep_order_on(&embedded).await;
+}
+
+pub(crate) async fn concurrent_writers_in_one_conversation_keep_order_on(
+    store: &impl StoreFactory,
+) {
+    let server = on(store)
+        .await
         .config(|c| c.model.simulated_tokens_per_second = 0.0)
         .start()
         .await;

@@ -9,17 +9,20 @@
 mod common;
 
 mod binary;
+mod binary_cql;
 mod docs;
 mod durability;
 mod edge_protocol;
 mod flood;
 mod history;
+mod history_cql;
 mod instances;
 mod limits;
 mod limits_redis;
 mod loadtest_harness;
 mod openai_provider;
 mod ops;
+mod store_scylla;
 mod ws_auth;
 mod ws_concurrency;
 mod ws_streaming;

@@ -9,7 +9,8 @@
 //! never issued concurrently and a crashed holder frees it by itself. The
 //! migrations are also written to be idempotent (`CREATE TABLE IF NOT
 //! EXISTS`), so a holder that died half-way leaves nothing a rerun trips
-//! on.
+//! on; an `ALTER TABLE ... ADD` (which ScyllaDB cannot make conditional) is
+//! skipped when the driver's schema metadata already has its columns.
 
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use ::scylla::statement::prepared::PreparedStatement;
 use ::scylla::statement::unprepared::Statement;
 use ::scylla::statement::SerialConsistency;
 use ::scylla::value::{CqlTimestamp, CqlValue, Row};
+use ::scylla::{DeserializeRow, SerializeRow};
 
 use super::ScyllaError;
 
@@ -33,11 +35,18 @@ pub struct Migration {
 
 /// Every file of `migrations/`, in order (a test checks this list against
 /// the directory).
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_chat_history_and_audit.cql",
-    cql: include_str!("../../../migrations/0001_chat_history_and_audit.cql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_chat_history_and_audit.cql",
+        cql: include_str!("../../../migrations/0001_chat_history_and_audit.cql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_answer_ends_checkpoints_and_open_answers.cql",
+        cql: include_str!("../../../migrations/0002_answer_ends_checkpoints_and_open_answers.cql"),
+    },
+];
 
 /// The schema version this build needs.
 pub fn latest_version() -> u32 {
@@ -50,16 +59,16 @@ pub const CREATE_SCHEMA_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS schema_mi
 pub const CREATE_MIGRATION_LOCK: &str =
     "CREATE TABLE IF NOT EXISTS schema_migration_lock (name text PRIMARY KEY, owner text)";
 pub const ACQUIRE_LOCK: &str = "INSERT INTO schema_migration_lock (name, owner) \
-     VALUES ('migrate', ?) IF NOT EXISTS USING TTL ?";
-pub const RENEW_LOCK: &str = "UPDATE schema_migration_lock USING TTL ? SET owner = ? \
-     WHERE name = 'migrate' IF owner = ?";
+     VALUES ('migrate', :owner) IF NOT EXISTS USING TTL :ttl";
+pub const RENEW_LOCK: &str = "UPDATE schema_migration_lock USING TTL :ttl SET owner = :owner \
+     WHERE name = 'migrate' IF owner = :owner";
 pub const RELEASE_LOCK: &str =
-    "DELETE FROM schema_migration_lock WHERE name = 'migrate' IF owner = ?";
+    "DELETE FROM schema_migration_lock WHERE name = 'migrate' IF owner = :owner";
 /// A whole-table read of a table of a few rows (one per migration).
 pub const SELECT_APPLIED: &str = "SELECT version, name, checksum FROM schema_migrations";
 pub const RECORD_APPLIED: &str =
     "INSERT INTO schema_migrations (version, name, checksum, applied_at) \
-     VALUES (?, ?, ?, ?)";
+     VALUES (:version, :name, :checksum, :applied_at)";
 
 /// How long the lease lasts without renewal (renewed before each file).
 pub const LOCK_TTL_SECS: i32 = 60;
@@ -67,25 +76,32 @@ pub const LOCK_TTL_SECS: i32 = 60;
 pub const LOCK_WAIT: Duration = Duration::from_secs(300);
 const LOCK_POLL: Duration = Duration::from_secs(1);
 
-fn acquire_values(owner: &str) -> (&str, i32) {
-    (owner, LOCK_TTL_SECS)
+/// The values of the lock's statements (release binds only the owner).
+#[derive(SerializeRow)]
+struct Lease<'a> {
+    owner: &'a str,
+    ttl: i32,
 }
 
-fn renew_values(owner: &str) -> (i32, &str, &str) {
-    (LOCK_TTL_SECS, owner, owner)
+#[derive(SerializeRow)]
+struct Owner<'a> {
+    owner: &'a str,
 }
 
-fn release_values(owner: &str) -> (&str,) {
-    (owner,)
+#[derive(SerializeRow)]
+struct Applied<'a> {
+    version: i32,
+    name: &'a str,
+    checksum: String,
+    applied_at: CqlTimestamp,
 }
 
-fn record_values(m: &Migration, now_ms: i64) -> (i32, &'static str, String, CqlTimestamp) {
-    (
-        m.version as i32,
-        m.name,
-        checksum(m.cql),
-        CqlTimestamp(now_ms),
-    )
+#[derive(DeserializeRow)]
+struct AppliedRow {
+    version: i32,
+    #[allow(dead_code)] // selected for people reading the table
+    name: Option<String>,
+    checksum: Option<String>,
 }
 
 /// The features of the node answering: ScyllaDB lists `TABLETS` there when
@@ -224,12 +240,12 @@ fn push_statement(out: &mut Vec<String>, text: &str) {
 /// that a released file was edited. Carriage returns are left out, so a
 /// checkout with Windows line endings has the same checksum.
 pub fn checksum(cql: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    use std::hash::Hasher;
+    let mut hash = fnv::FnvHasher::default();
     for b in cql.bytes().filter(|b| *b != b'\r') {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        hash.write_u8(b);
     }
-    format!("{hash:016x}")
+    format!("{:016x}", hash.finish())
 }
 
 /// The migrations still to apply, given the applied (version, checksum)
@@ -286,7 +302,13 @@ pub async fn migrate(
     let started = Instant::now();
     loop {
         let result = session
-            .execute_unpaged(&acquire, acquire_values(&owner))
+            .execute_unpaged(
+                &acquire,
+                Lease {
+                    owner: &owner,
+                    ttl: LOCK_TTL_SECS,
+                },
+            )
             .await?;
         if lwt_applied(result)? {
             break;
@@ -301,10 +323,10 @@ pub async fn migrate(
         tracing::info!("waiting for another instance's migration");
         tokio::time::sleep(LOCK_POLL).await;
     }
-    let outcome = apply_pending(session, &renew, &owner).await;
+    let outcome = apply_pending(session, keyspace, &renew, &owner).await;
     // Release even after a failure; if this fails too, the TTL frees it.
     if let Err(e) = session
-        .execute_unpaged(&release, release_values(&owner))
+        .execute_unpaged(&release, Owner { owner: &owner })
         .await
     {
         tracing::warn!(error = %e, "could not release the migration lock; it expires by itself");
@@ -314,13 +336,18 @@ pub async fn migrate(
 
 async fn apply_pending(
     session: &Session,
+    keyspace: &str,
     renew: &PreparedStatement,
     owner: &str,
 ) -> Result<Vec<u32>, ScyllaError> {
     let applied = applied_versions(session).await?;
     let mut done = Vec::new();
     for migration in pending(&applied)? {
-        let still_ours = session.execute_unpaged(renew, renew_values(owner)).await?;
+        let lease = Lease {
+            owner,
+            ttl: LOCK_TTL_SECS,
+        };
+        let still_ours = session.execute_unpaged(renew, lease).await?;
         if !lwt_applied(still_ours)? {
             return Err(ScyllaError::Migration(
                 "lost the migration lock (it expired): run `skald migrate` again".into(),
@@ -328,6 +355,10 @@ async fn apply_pending(
         }
         tracing::info!(migration = migration.name, "applying");
         for statement in statements(migration.cql) {
+            if already_added(session, keyspace, &statement).await? {
+                tracing::info!(migration = migration.name, %statement, "columns exist: skipped");
+                continue;
+            }
             let mut statement = Statement::new(statement);
             statement.set_is_idempotent(false);
             session
@@ -338,7 +369,12 @@ async fn apply_pending(
         session
             .query_unpaged(
                 RECORD_APPLIED,
-                record_values(&migration, skald_actors::time::now_ms()),
+                Applied {
+                    version: migration.version as i32,
+                    name: migration.name,
+                    checksum: checksum(migration.cql),
+                    applied_at: CqlTimestamp(skald_actors::time::now_ms()),
+                },
             )
             .await?;
         done.push(migration.version);
@@ -354,15 +390,93 @@ pub async fn applied_versions(session: &Session) -> Result<Vec<(u32, String)>, S
         .into_rows_result()
         .map_err(ScyllaError::result)?;
     let mut applied = Vec::new();
-    for row in rows
-        .rows::<(i32, Option<String>, Option<String>)>()
-        .map_err(ScyllaError::result)?
-    {
-        let (version, _name, sum) = row.map_err(ScyllaError::result)?;
-        applied.push((version as u32, sum.unwrap_or_default()));
+    for row in rows.rows::<AppliedRow>().map_err(ScyllaError::result)? {
+        let row = row.map_err(ScyllaError::result)?;
+        applied.push((row.version as u32, row.checksum.unwrap_or_default()));
     }
     applied.sort();
     Ok(applied)
+}
+
+/// The table and columns an `ALTER TABLE <table> ADD (<column> <type>, ...)`
+/// (or `ADD <column> <type>`) adds; `None` for any other statement.
+pub fn added_columns(statement: &str) -> Option<(String, Vec<String>)> {
+    let normal = statement.split_whitespace().collect::<Vec<_>>().join(" ");
+    const ALTER: &str = "ALTER TABLE ";
+    let upper = normal.to_ascii_uppercase();
+    let rest = upper.strip_prefix(ALTER)?;
+    let table_end = ALTER.len() + rest.find(' ')?;
+    if !upper[table_end..].starts_with(" ADD ") {
+        return None;
+    }
+    let table = &normal[ALTER.len()..table_end];
+    let definitions = normal[table_end + " ADD ".len()..].trim();
+    let definitions = definitions
+        .strip_prefix('(')
+        .and_then(|d| d.strip_suffix(')'))
+        .unwrap_or(definitions);
+    // Split on the commas between definitions, not those of a type's
+    // parameters (`map<text, int>`).
+    let (mut columns, mut depth, mut start) = (Vec::new(), 0i32, true);
+    for (i, c) in definitions.char_indices() {
+        match c {
+            '<' | '(' => depth += 1,
+            '>' | ')' => depth -= 1,
+            ',' if depth == 0 => start = true,
+            c if start && !c.is_whitespace() => {
+                let name = definitions[i..].split_whitespace().next()?;
+                columns.push(name.to_ascii_lowercase());
+                start = false;
+            }
+            _ => {}
+        }
+    }
+    (!columns.is_empty()).then(|| (table.to_ascii_lowercase(), columns))
+}
+
+/// The columns of one table, from the schema tables both servers have.
+const SELECT_COLUMNS: &str = "SELECT column_name FROM system_schema.columns \
+     WHERE keyspace_name = :keyspace_name AND table_name = :table_name";
+
+#[derive(SerializeRow)]
+struct TableName<'a> {
+    keyspace_name: &'a str,
+    table_name: &'a str,
+}
+
+/// Whether `statement` adds columns that the table already has, all of
+/// them (a rerun of a migration that stopped after its `ALTER`). Some but
+/// not all is an error: that schema is not one a migration made.
+async fn already_added(
+    session: &Session,
+    keyspace: &str,
+    statement: &str,
+) -> Result<bool, ScyllaError> {
+    let Some((table, columns)) = added_columns(statement) else {
+        return Ok(false);
+    };
+    let rows = session
+        .query_unpaged(
+            SELECT_COLUMNS,
+            TableName {
+                keyspace_name: keyspace,
+                table_name: &table,
+            },
+        )
+        .await?
+        .into_rows_result()
+        .map_err(ScyllaError::result)?;
+    let mut existing = std::collections::HashSet::new();
+    for row in rows.rows::<(String,)>().map_err(ScyllaError::result)? {
+        existing.insert(row.map_err(ScyllaError::result)?.0);
+    }
+    match columns.iter().filter(|c| existing.contains(*c)).count() {
+        0 => Ok(false),
+        n if n == columns.len() => Ok(true),
+        _ => Err(ScyllaError::Migration(format!(
+            "{table} has some of the columns of `{statement}` but not all: fix the schema by hand"
+        ))),
+    }
 }
 
 /// Whether a lightweight transaction applied: its `[applied]` column.
@@ -433,7 +547,7 @@ mod tests {
                 m.name
             );
         }
-        assert_eq!(latest_version(), 1);
+        assert_eq!(latest_version(), 2);
         assert_eq!(version_of("0002_add_things.cql"), Some(2));
         assert_eq!(version_of("2_things.cql"), None);
         assert_eq!(version_of("0002.cql"), None);
@@ -445,7 +559,7 @@ mod tests {
     /// (Recorded in `schema_migrations`; a changed file is refused.)
     #[test]
     fn released_migrations_keep_their_checksums() {
-        let pinned = [(1, "03f5431acbf04f07")];
+        let pinned = [(1, "03f5431acbf04f07"), (2, "b5e80e14ab516cfb")];
         for (version, sum) in pinned {
             let m = MIGRATIONS.iter().find(|m| m.version == version).unwrap();
             assert_eq!(
@@ -491,7 +605,7 @@ mod tests {
         let mut newer = applied.clone();
         newer.push((999, "0".into()));
         assert!(pending(&newer).unwrap().is_empty());
-        let edited = vec![(1, "0000000000000000".to_owned())];
+        let edited = vec![(1, "0000000000000001".to_owned())];
         let err = pending(&edited).unwrap_err().to_string();
         assert!(err.contains("must not change"), "{err}");
     }
@@ -536,6 +650,39 @@ mod tests {
              {'class': 'NetworkTopologyStrategy', 'replication_factor': 3} \
              AND tablets = {'enabled': false}"
         );
+    }
+
+    #[test]
+    fn alter_add_statements_name_their_columns() {
+        assert_eq!(
+            added_columns("ALTER TABLE messages ADD (checkpoint text, reasoning_tokens bigint)"),
+            Some((
+                "messages".into(),
+                vec!["checkpoint".into(), "reasoning_tokens".into()]
+            ))
+        );
+        assert_eq!(
+            added_columns("alter table t add\n  c map<text, int>"),
+            Some(("t".into(), vec!["c".into()]))
+        );
+        assert_eq!(
+            added_columns("CREATE TABLE IF NOT EXISTS t (k text PRIMARY KEY)"),
+            None
+        );
+        assert_eq!(
+            added_columns("ALTER TABLE t WITH gc_grace_seconds = 1"),
+            None
+        );
+        assert_eq!(added_columns("ALTER TABLE t DROP c"), None);
+        // Every ALTER of the migrations is one this recognises, or a rerun
+        // would trip on it.
+        for m in MIGRATIONS {
+            for statement in statements(m.cql) {
+                if statement.to_ascii_uppercase().starts_with("ALTER") {
+                    assert!(added_columns(&statement).is_some(), "{statement}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,29 +1,46 @@
 //! The ScyllaDB store: `Store` over the `scylla` driver and the schema of
-//! `migrations/`.
+//! `migrations/`, for deployments where several instances share one
+//! cluster.
 //!
 //! The data model and its reasons are in docs/scylla.md; in short:
 //! conversations partitioned by user (newest first), messages by
 //! conversation (oldest first), idempotency keys and their exchanges by
 //! user, audit records by user and month (plus a month index for erase and
-//! export), all clustered by time-ordered ids. Every statement is in
-//! [`statements`], prepared once at connect, marked idempotent or not (the
-//! driver retries only idempotent ones); every row mapping is in [`rows`].
-//! This file only sequences them.
+//! export), all clustered by time-ordered ids; and the answers still open,
+//! in a few bucketed partitions, so that any instance can find and close
+//! the answers of one that died without scanning a table.
+//!
+//! The adapter is thin, and the driver checks it: every statement is in
+//! [`statements`] with named bind markers, prepared once at connect (the
+//! node refuses what does not fit the schema), marked idempotent or not;
+//! every row is a struct of [`rows`] that the driver's derives bind and
+//! decode by name, refusing a missing, extra or mistyped column at the
+//! request. `store.rs` only sequences them, and the tests run every one of
+//! them against a real node (Apache Cassandra 5.0 in CI; ScyllaDB where
+//! one is at hand).
 //!
 //! `begin_exchange` claims the key with a lightweight transaction whose row
-//! holds the whole exchange, then writes the conversation and both messages
-//! in one logged batch. If the process stops between the two, whoever finds
-//! the key next (`exchange`, or `begin_exchange` on a resend) sees the
-//! user's message missing and writes the batch from the key's row: an
-//! `ack`, which is only ever sent after these writes, always points at a
-//! stored message, and a retried `begin_exchange` with the same exchange
-//! recognises its own claim and completes it.
+//! holds the whole exchange, then writes the conversation, both messages
+//! and the open answer in one logged batch. If the process stops between
+//! the two, whoever finds the key next (`exchange`, or `begin_exchange` on
+//! a resend) sees the user's message missing and writes the batch from the
+//! key's row: an `ack`, which is only ever sent after these writes, always
+//! points at a stored message, and a retried `begin_exchange` with the same
+//! exchange recognises its own claim and completes it. The result of a
+//! lightweight transaction is read by its `[applied]` column, by name:
+//! Cassandra returns only that column when it applied, ScyllaDB every one.
 //!
-//! Full client addresses of audit records are written with a TTL that ends
-//! 30 days after the record's time; ScyllaDB drops them by itself, so
-//! [`Store::anonymise_addresses`] has nothing to do here and returns 0.
+//! Full client addresses of audit records are written with a TTL
+//! (`scylla.address_ttl_secs` after the record's time); the database drops
+//! them by itself, so [`Store::anonymise_addresses`] has nothing to do here
+//! and returns 0.
+//!
+//! [`Store::anonymise_addresses`]: skald_actors::ports::store::Store::anonymise_addresses
 
 pub mod migrate;
+pub mod rows;
+pub mod statements;
+mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +60,7 @@ use skald_actors::ports::store::StoreError;
 
 use crate::config::Secret;
 pub use migrate::{migrate, Migration, MIGRATIONS};
+pub use store::ScyllaStore;
 
 /// Configuration of the ScyllaDB store (the `[scylla]` section).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +89,9 @@ pub struct ScyllaSettings {
     pub password: Option<Secret>,
     /// Run the migrations at start (off: run `skald migrate` first).
     pub migrate_on_start: bool,
+    /// How long an audit record keeps the client's full address: it is
+    /// written with a TTL that ends this long after the record's time.
+    pub address_ttl_secs: u32,
 }
 
 impl Default for ScyllaSettings {
@@ -86,9 +107,15 @@ impl Default for ScyllaSettings {
             username: None,
             password: None,
             migrate_on_start: false,
+            address_ttl_secs: DEFAULT_ADDRESS_TTL_SECS,
         }
     }
 }
+
+/// 30 days, the retention of full client addresses everywhere (the
+/// embedded store anonymises them after the same time).
+pub const DEFAULT_ADDRESS_TTL_SECS: u32 =
+    skald_actors::addresses::FULL_ADDRESS_DAYS as u32 * 86_400;
 
 impl std::fmt::Debug for ScyllaSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,6 +130,7 @@ impl std::fmt::Debug for ScyllaSettings {
             .field("username", &self.username)
             .field("password", &self.password)
             .field("migrate_on_start", &self.migrate_on_start)
+            .field("address_ttl_secs", &self.address_ttl_secs)
             .finish()
     }
 }
@@ -133,6 +161,9 @@ impl ScyllaSettings {
             return Err(
                 "scylla.request_timeout_ms and connect_timeout_ms must be at least 1".into(),
             );
+        }
+        if self.address_ttl_secs == 0 {
+            return Err("scylla.address_ttl_secs must be at least 1".into());
         }
         if self.password.is_some() && self.username.is_none() {
             return Err("scylla.password is set without scylla.username".into());
@@ -277,15 +308,13 @@ pub async fn connect_session(settings: &ScyllaSettings) -> Result<Session, Scyll
     Ok(builder.build().await?)
 }
 
-/// The ScyllaDB implementation of `Store` is being rebuilt on the driver's
-/// derives against a real CQL node (issue 13); until it lands here, a
-/// configuration that names ScyllaDB nodes is refused at start.
+/// The store of a configuration that names ScyllaDB nodes: connected,
+/// checked against the schema (or migrated, with `migrate_on_start`), every
+/// statement prepared.
 pub async fn connect_store(
-    _settings: &ScyllaSettings,
+    settings: &ScyllaSettings,
 ) -> Result<std::sync::Arc<dyn skald_actors::ports::store::Store>, ScyllaError> {
-    Err(ScyllaError::Settings(
-        "the ScyllaDB store is not in this build".into(),
-    ))
+    Ok(std::sync::Arc::new(ScyllaStore::connect(settings).await?))
 }
 
 #[cfg(test)]
@@ -307,6 +336,7 @@ mod tests {
         assert_eq!(s.request_timeout(), Duration::from_secs(5));
         assert_eq!(s.connect_timeout(), Duration::from_secs(5));
         assert!(!s.migrate_on_start);
+        assert_eq!(s.address_ttl_secs, 2_592_000, "30 days");
         assert_eq!(s.validate(), Ok(()));
     }
 
@@ -377,6 +407,7 @@ mod tests {
         assert!(bad(|s| s.request_timeout_ms = 0).contains("request_timeout_ms"));
         assert!(bad(|s| s.nodes.push(" ".into())).contains("empty address"));
         assert!(bad(|s| s.password = Some("x".into())).contains("username"));
+        assert!(bad(|s| s.address_ttl_secs = 0).contains("address_ttl_secs"));
     }
 
     #[test]

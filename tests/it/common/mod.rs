@@ -1,6 +1,7 @@
 //! Shared test fixtures: a real server on a free loopback port, real
 //! WebSocket clients, tokens signed with the test secret.
 
+pub mod cql;
 pub mod faulty_store;
 pub mod raw_ws;
 pub mod redis_server;
@@ -432,14 +433,15 @@ pub async fn collect_stream(client: &mut Client, stream_id: &str, first_seq: u64
     }
 }
 
-/// Sends a message and returns its ack (skipping frames of other streams).
+/// Sends a message and returns its ack, skipping frames of other streams
+/// and the `started` of sends from the user's other sessions.
 pub async fn send(client: &mut Client, id: &str, conversation: Option<&str>, text: &str) -> Value {
     client
         .send(json!({"type":"send","id":id,"conversation_id":conversation,"text":text}))
         .await;
     let ack = loop {
         let frame = client.recv().await;
-        if !matches!(frame["type"].as_str(), Some("delta" | "done")) {
+        if !matches!(frame["type"].as_str(), Some("delta" | "done" | "started")) {
             break frame;
         }
     };
@@ -519,30 +521,32 @@ pub async fn wait_healthy(port: u16) {
 /// overwrite each other's absolute values.
 pub static METRICS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Whether a test that cannot run here may skip: only when its name is in
-/// `SKALD_ALLOW_SKIP` (comma-separated, e.g. `cql,root`), which CI never
-/// sets. Otherwise the caller fails. Prints the SKIPPED line when allowed.
-pub fn skip_allowed(name: &str, why: &str) -> bool {
-    let allowed = std::env::var("SKALD_ALLOW_SKIP")
-        .map(|list| list.split(',').any(|n| n.trim() == name))
-        .unwrap_or(false);
-    if allowed {
-        eprintln!("SKIPPED ({name}, allowed by SKALD_ALLOW_SKIP): {why}");
-    }
-    allowed
+/// Whether the skip named `name` is allowed: `SKALD_ALLOW_SKIP` (names,
+/// comma-separated) lists it. CI never sets it, so there a test that cannot
+/// run fails.
+pub fn skip_allowed(name: &str) -> bool {
+    std::env::var("SKALD_ALLOW_SKIP")
+        .unwrap_or_default()
+        .split(',')
+        .any(|allowed| allowed.trim() == name)
 }
 
-/// Skips (when allowed by name) or fails: the one way a test says it
-/// cannot run here.
-#[macro_export]
-macro_rules! skip_or_fail {
-    ($name:expr, $($why:tt)+) => {{
-        let why = format!($($why)+);
-        if $crate::common::skip_allowed($name, &why) {
-            return;
-        }
-        panic!("{why} (allow this skip with SKALD_ALLOW_SKIP={})", $name);
-    }};
+/// For a test that cannot run here (`why`): with the skip `name` allowed,
+/// prints a SKIPPED line and returns; otherwise fails the test, saying how
+/// to make it run or how to allow the skip.
+pub fn skip_or_fail(name: &str, test: &str, why: &str) {
+    if skip_allowed(name) {
+        // Straight to stderr: the harness does not capture it.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: {why} (allowed by SKALD_ALLOW_SKIP={name})"
+        );
+        return;
+    }
+    panic!(
+        "{test} cannot run: {why}; or allow the skip with SKALD_ALLOW_SKIP={name} (CI never does)"
+    );
 }
 
 /// The mock upstream of `loadtest/` on a free port, at this pace and length.
