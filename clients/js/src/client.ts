@@ -105,9 +105,24 @@ export interface ResumeOptions {
   messageId?: string;
 }
 
+/**
+ * `started`: another connection of the same user (another tab, a phone, on
+ * any server instance) started a stream. `resume(streamId)` follows it.
+ */
+export interface StartedInfo {
+  conversationId: string;
+  streamId: string;
+  /** The answer's message id. */
+  messageId: string;
+  bot: string;
+  /** The user message that started it. */
+  userMessage: { id: string; content: string; createdAt: string };
+}
+
 interface ClientEvents {
   state: (change: StateChange) => void;
   ready: (info: ReadyInfo) => void;
+  started: (info: StartedInfo) => void;
   /** An error frame not tied to a request of this client. */
   error: (error: SkaldError) => void;
 }
@@ -179,6 +194,7 @@ export class SkaldClient {
   private readonly listeners: { [K in keyof ClientEvents]: Set<ClientEvents[K]> } = {
     state: new Set(),
     ready: new Set(),
+    started: new Set(),
     error: new Set(),
   };
   private readyWaiters: Array<{ resolve: (info: ReadyInfo) => void; reject: (e: unknown) => void }> = [];
@@ -594,6 +610,21 @@ export class SkaldClient {
       case "error":
         this.onError(frame);
         break;
+      case "started": {
+        const info: StartedInfo = {
+          conversationId: frame.conversation_id,
+          streamId: frame.stream_id,
+          messageId: frame.message_id,
+          bot: frame.bot,
+          userMessage: {
+            id: frame.user_message.id,
+            content: frame.user_message.content,
+            createdAt: frame.user_message.created_at,
+          },
+        };
+        for (const listener of this.listeners.started) safely(() => listener(info));
+        break;
+      }
       case "pong": {
         const barrier = this.barriers.findIndex((b) => b.ts === frame.ts);
         if (barrier >= 0) {

@@ -9,6 +9,7 @@ export type {
   ReadyInfo,
   ResumeOptions,
   SendOptions,
+  StartedInfo,
   StateChange,
   WebSocketConstructor,
   WebSocketLike,

@@ -128,6 +128,34 @@ describe("streaming against skald", () => {
     assert.equal(fromB.messageId, fromA.messageId);
   });
 
+  it("the user's other connections hear `started` and can follow the stream; other users hear nothing", T, async () => {
+    const [sender, tab, stranger] = await Promise.all([open({ sub: "carol" }), open({ sub: "carol" }), open({ sub: "dave" })]);
+    const heard = { tab: [], stranger: [], sender: [] };
+    tab.on("started", (s) => heard.tab.push(s));
+    stranger.on("started", (s) => heard.stranger.push(s));
+    sender.on("started", (s) => heard.sender.push(s));
+    const stream = sender.send("Depuis mon téléphone");
+    const ack = await stream.ack;
+    await waitFor(() => heard.tab.length === 1, { what: "started on the other connection" });
+    const started = heard.tab[0];
+    assert.equal(started.streamId, ack.streamId);
+    assert.equal(started.conversationId, ack.conversationId);
+    assert.equal(started.messageId, ack.messageId);
+    assert.equal(started.bot, "default");
+    assert.equal(started.userMessage.content, "Depuis mon téléphone");
+    assert.ok(!Number.isNaN(Date.parse(started.userMessage.createdAt)), started.userMessage.createdAt);
+    // Following it from the start gives the whole answer.
+    const followed = await tab.resume(started.streamId, { conversationId: started.conversationId }).done;
+    const done = await stream.done;
+    assert.equal(followed.text, done.text);
+    assert.equal(followed.messageId, done.messageId);
+    // A started for them would have come with the tab's, long before the
+    // answer ended; a ping round trip each flushes what was in flight.
+    await Promise.all([stranger.ping(), sender.ping()]);
+    assert.deepEqual(heard.stranger, [], "another user hears nothing");
+    assert.deepEqual(heard.sender, [], "the sender gets its ack, not started");
+  });
+
   it("resuming another user's stream is not_found", T, async () => {
     const owner = await open({ sub: "dave" });
     const stranger = await open({ sub: "eve" });

@@ -31,6 +31,7 @@ const en = {
   unavailable: "The service is briefly unavailable. Please try again in a moment.",
   notFound: "This conversation is no longer available. A new one will start.",
   generic: "Something went wrong. Please try again.",
+  elsewhere: "An answer is being written in another conversation (another tab or device).",
   left: "{n} characters left",
   answered: "Assistant: {text}",
 };
@@ -68,6 +69,7 @@ const fr: Strings = {
   unavailable: "Le service est brièvement indisponible. Réessayez dans un instant.",
   notFound: "Cette conversation n'est plus disponible. Une nouvelle va commencer.",
   generic: "Un problème est survenu. Réessayez.",
+  elsewhere: "Une réponse est en cours dans une autre conversation (autre onglet ou appareil).",
   left: "{n} caractères restants",
   answered: "Assistant : {text}",
 };

@@ -19,6 +19,7 @@ button:focus-visible,textarea:focus-visible,.log:focus-visible,a:focus-visible{o
 .sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
 .l{position:fixed;bottom:var(--off);right:var(--off);z-index:var(--skald-z-index,2147483000);width:56px;height:56px;border:0;border-radius:50%;background:var(--a);color:var(--at);box-shadow:0 6px 20px rgba(0,0,0,.25);display:grid;place-items:center;transition:transform .15s}
 .l:hover{transform:scale(1.06)}
+.l[data-activity]::after{content:"";position:absolute;top:3px;right:3px;width:12px;height:12px;border-radius:50%;background:var(--er);border:2px solid var(--bg)}
 .l .ix,.r[data-open] .l .ic{display:none}.r[data-open] .l .ix{display:block}
 .r[data-position=left] .l,.r[data-position=left] .p{right:auto;left:var(--off)}
 .p{position:fixed;bottom:calc(var(--off) + 68px);right:var(--off);z-index:var(--skald-z-index,2147483000);width:var(--skald-width,380px);height:min(var(--skald-height,620px),calc(100vh - 110px));max-width:calc(100vw - 2*var(--off));display:flex;flex-direction:column;background:var(--bg);color:var(--tx);border:1px solid var(--bd);border-radius:var(--rad);box-shadow:0 12px 40px rgba(0,0,0,.22);overflow:hidden}

@@ -8,6 +8,9 @@
 // - A reload keeps the conversation, and resumes an answer that was being
 //   written (by stream id and last seq) or re-sends a message that had no
 //   ack yet (same send id: never a duplicate).
+// - Another tab or device of the same user that starts an answer: a tab
+//   showing that conversation (or none yet) follows it live; one showing
+//   another conversation marks the launcher and says so.
 // - The widget only holds short-lived tokens from the site's token URL.
 
 import {
@@ -15,6 +18,7 @@ import {
   httpError,
   jwtExpiry,
   type ChatStream,
+  type StartedInfo,
   type StateChange,
   type StoredMessage,
 } from "@skald/client";
@@ -206,6 +210,7 @@ export class ChatWidget implements WidgetHandle {
   }
 
   open(focus = true): void {
+    this.launcher.removeAttribute("data-activity");
     this.panel.hidden = false;
     this.root.setAttribute("data-open", "");
     this.launcher.setAttribute("aria-expanded", "true");
@@ -260,6 +265,7 @@ export class ChatWidget implements WidgetHandle {
     const client = new SkaldClient({ url: this.o.url, token: () => this.token(), clientName: "skald-widget/0.1.0" });
     this.client = client;
     client.on("state", (change) => this.onState(change));
+    client.on("started", (started) => this.onStarted(started));
     client.on("ready", (info) => {
       this.maxChars = info.limits.max_message_chars;
       this.onInput();
@@ -356,6 +362,33 @@ export class ChatWidget implements WidgetHandle {
 
   private stop(): void {
     this.current?.stream.cancel();
+  }
+
+  /**
+   * Another connection of this user started an answer. Followed here when
+   * this tab shows its conversation (or none yet) and writes nothing itself;
+   * otherwise marked, so the user knows where to look.
+   */
+  private onStarted(started: StartedInfo): void {
+    const showing = this.saved.conversationId;
+    const ours =
+      started.bot === (this.o.bot ?? "default") &&
+      (showing === undefined ? this.views.length === 0 : showing === started.conversationId);
+    if (!ours || this.current) {
+      this.launcher.setAttribute("data-activity", "");
+      if (!this.panel.hidden) this.showAlert(this.t.elsewhere, "info");
+      this.announce(this.t.elsewhere);
+      return;
+    }
+    this.saved.conversationId = started.conversationId;
+    this.addView({ role: "user", text: started.userMessage.content, state: "done", messageId: started.userMessage.id });
+    const view = this.addView({ role: "assistant", text: "", state: "streaming", streamId: started.streamId, messageId: started.messageId });
+    this.save();
+    const stream = this.ensureClient().resume(started.streamId, {
+      conversationId: started.conversationId,
+      messageId: started.messageId,
+    });
+    void this.follow(stream, view);
   }
 
   /** Renders a stream into its view until it ends. */

@@ -80,6 +80,17 @@ function record(page) {
   });
 }
 
+/** Resolves when the page's widget has its `ready` (register before `goto`). */
+function readyFrame(page) {
+  return new Promise((resolve) =>
+    page.on("websocket", (ws) =>
+      ws.on("framereceived", (f) => {
+        if (typeof f.payload === "string" && f.payload.includes('"type":"ready"')) resolve();
+      }),
+    ),
+  );
+}
+
 async function ask(page, text) {
   await page.locator(sel.input).fill(text);
   await page.locator(sel.send).click();
@@ -277,6 +288,39 @@ describe("the widget in Chromium", () => {
       assert.deepEqual(page.problems, []);
     } finally {
       await page.close();
+      await site.close();
+    }
+  });
+
+  it("two tabs of one user: a tab with no conversation follows the other's answer live, one with its own marks it", T, async () => {
+    const site = await startSite(embed, { attrs: { "data-open": "true" } });
+    const tabs = await Promise.all([open(), open(), open()]);
+    const [sender, follower, busy] = tabs;
+    try {
+      // A tab with no conversation follows any: the busy one starts its own
+      // before the others open.
+      for (const tab of [busy, sender, follower]) {
+        const ready = readyFrame(tab);
+        await tab.goto(site.url + "?uid=two-tabs");
+        await ready;
+        if (tab === busy) {
+          await ask(busy, "Ma propre conversation");
+          await lastAnswerDone(busy);
+        }
+      }
+      await ask(sender, "Vu depuis un autre onglet");
+      const sent = await lastAnswerDone(sender);
+      const followed = await lastAnswerDone(follower);
+      assert.equal(sent.text, "Vu depuis un autre onglet");
+      assert.deepEqual(followed, sent);
+      assert.deepEqual(await messages(follower), await messages(sender), "the same conversation, live");
+      // The tab showing another conversation keeps it, and says where to look.
+      await busy.locator(`${sel.launcher}[data-activity]`).waitFor({ state: "attached" });
+      assert.match(await busy.locator("[role=alert]").textContent(), /another conversation|autre conversation/);
+      assert.deepEqual((await messages(busy)).map((m) => m.text), ["Ma propre conversation", "Ma propre conversation"]);
+      for (const tab of tabs) assert.deepEqual(tab.problems, []);
+    } finally {
+      await Promise.all(tabs.map((tab) => tab.close()));
       await site.close();
     }
   });
