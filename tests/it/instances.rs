@@ -9,22 +9,35 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::common::cql::Keyspace;
 use crate::common::redis_server::RedisServer;
 use crate::common::*;
 
 /// An instance on `redis`, with a model of `tokens_per_second` writing
 /// `answer_tokens`, and a short stream lease.
 async fn instance(redis: &RedisServer, tokens_per_second: f64, answer_tokens: u32) -> TestServer {
+    instance_on(redis, None, tokens_per_second, answer_tokens).await
+}
+
+/// The same on a CQL keyspace shared with other instances (`None`: its own
+/// embedded store).
+async fn instance_on(
+    redis: &RedisServer,
+    keyspace: Option<&Keyspace>,
+    tokens_per_second: f64,
+    answer_tokens: u32,
+) -> TestServer {
     let url = redis.url();
-    TestServer::builder()
-        .config(move |c| {
-            c.redis.url = Some(url.as_str().into());
-            c.model.simulated_tokens_per_second = tokens_per_second;
-            c.model.simulated_answer_tokens = answer_tokens;
-            c.sessions.stream_lease_ms = 1_000;
-        })
-        .start()
-        .await
+    let mut builder = TestServer::builder().config(move |c| {
+        c.redis.url = Some(url.as_str().into());
+        c.model.simulated_tokens_per_second = tokens_per_second;
+        c.model.simulated_answer_tokens = answer_tokens;
+        c.sessions.stream_lease_ms = 1_000;
+    });
+    if let Some(keyspace) = keyspace {
+        builder = builder.store(keyspace.shared_store().await);
+    }
+    builder.start().await
 }
 
 /// Reads frames of `stream_id` until `n` deltas came; their text.
@@ -248,10 +261,31 @@ async fn redis_restarted_mid_stream_leaves_streams_running_where_they_are() {
 /// it once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_killed_under_two_followers_ends_their_stream_once() {
+    owner_killed_under_two_followers(None).await;
+}
+
+/// The same with the three instances on one CQL keyspace: the history,
+/// read through a survivor, holds the user message and, once, the answer
+/// as it was published, closed as `error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_killed_on_a_shared_keyspace_leaves_what_was_published_in_the_history() {
+    let test = "an_owner_killed_on_a_shared_keyspace_leaves_what_was_published_in_the_history";
+    let Some(keyspace) = Keyspace::shared(test).await else {
+        return;
+    };
+    owner_killed_under_two_followers(Some(&keyspace)).await;
+}
+
+async fn owner_killed_under_two_followers(keyspace: Option<&Keyspace>) {
     let redis = RedisServer::start();
     let data = TempDir::new("owner");
-    let config = data.0.join("skald.toml");
-    std::fs::write(&config, "[sessions]\nstream_lease_ms = 1000\n").unwrap();
+    let config = match keyspace {
+        Some(keyspace) => keyspace.config_file(&data.0),
+        None => data.0.join("skald.toml"),
+    };
+    let mut toml = std::fs::read_to_string(&config).unwrap_or_default();
+    toml.push_str("[sessions]\nstream_lease_ms = 1000\n");
+    std::fs::write(&config, toml).unwrap();
     let port = crate::common::redis_server::free_port();
     let url = redis.url();
     let mut owner = crate::common::spawned::start(
@@ -266,8 +300,8 @@ async fn an_owner_killed_under_two_followers_ends_their_stream_once() {
     )
     .await;
     let (b, c) = (
-        instance(&redis, 10.0, 10).await,
-        instance(&redis, 10.0, 10).await,
+        instance_on(&redis, keyspace, 10.0, 10).await,
+        instance_on(&redis, keyspace, 10.0, 10).await,
     );
     let mut on_owner = Client::connect(
         &format!("ws://127.0.0.1:{port}/v1/ws"),
@@ -279,12 +313,13 @@ async fn an_owner_killed_under_two_followers_ends_their_stream_once() {
     let stream_id = ack["stream_id"].as_str().unwrap().to_owned();
     deltas(&mut on_owner, &stream_id, 3).await;
     let mut followers = Vec::new();
+    let mut head = String::new();
     for server in [&b, &c] {
         let mut follower = server.client("orphaned").await;
         follower
             .send(json!({"type":"resume","stream_id":stream_id,"after_seq":-1}))
             .await;
-        deltas(&mut follower, &stream_id, 3).await;
+        head = deltas(&mut follower, &stream_id, 3).await;
         followers.push(follower);
     }
     owner.kill().unwrap(); // SIGKILL
@@ -313,6 +348,25 @@ async fn an_owner_killed_under_two_followers_ends_their_stream_once() {
         assert_eq!(usage["requests_used"], 0, "settled at most once: {usage}");
         assert!(Instant::now() < deadline, "never settled: {usage}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if keyspace.is_some() {
+        // The answer as it was published (what the followers saw), stored
+        // once and closed.
+        let conversation = ack["conversation_id"].as_str().unwrap();
+        let path = format!("/v1/conversations/{conversation}/messages");
+        let deadline = Instant::now() + WAIT;
+        let messages = loop {
+            let (status, body) = c.get_json(&path, Some("orphaned")).await;
+            assert_eq!(status, 200, "{body}");
+            let messages = body["messages"].as_array().unwrap().clone();
+            if messages.len() == 2 && messages[1]["finish_reason"] == "error" {
+                break messages;
+            }
+            assert!(Instant::now() < deadline, "never closed: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(messages[0]["content"], "a story that will not end");
+        assert_eq!(messages[1]["content"], format!("{head}{}", texts[0]));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, usage) = c.get_json("/v1/usage", Some("orphaned")).await;

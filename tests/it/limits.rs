@@ -354,7 +354,18 @@ async fn two_instances_on_one_redis_share_every_limit() {
         acks += usize::from(try_send(client, &format!("x{i}"), json!({})).await["type"] == "ack");
     }
     assert_eq!(acks, 4);
-    for s in [a, b, c, d] {
+    // So is the number of a user's open connections.
+    let two_each = |c: &mut Config| c.limits.max_connections_per_user = 2;
+    let e = server(&redis, two_each).await;
+    let f = server(&redis, two_each).await;
+    let _on_e = e.client("connie").await;
+    let _on_f = f.client("connie").await;
+    for third in [&e, &f] {
+        let mut client = Client::connect(&third.url(), Some(&token("connie"))).await;
+        assert_eq!(client.recv().await["code"], "rate_limited");
+        assert_eq!(client.closed().await, Closed::Code(4429));
+    }
+    for s in [a, b, c, d, e, f] {
         s.stop().await;
     }
 }
