@@ -243,6 +243,10 @@ pub struct RedisConfig {
     pub failure_policy: FailurePolicy,
     /// Prefix of every key Skald writes.
     pub key_prefix: String,
+    /// Publish live streams to Redis so that any instance resumes, cancels
+    /// and announces them (the stream bus); off keeps them in the instance
+    /// that runs them (one instance, or sticky sessions).
+    pub share_streams: bool,
 }
 
 impl Default for RedisConfig {
@@ -252,6 +256,7 @@ impl Default for RedisConfig {
             command_timeout_ms: 250,
             failure_policy: FailurePolicy::Open,
             key_prefix: "skald".into(),
+            share_streams: true,
         }
     }
 }

@@ -292,7 +292,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "redis.url",
         env: Some("SKALD_REDIS_URL"),
-        meaning: "Redis shared by every instance for limits and quotas; unset: in-process",
+        meaning: "Redis shared by every instance for limits, quotas and live streams; unset: in-process",
     },
     Setting {
         key: "redis.command_timeout_ms",
@@ -308,6 +308,11 @@ pub const SETTINGS: &[Setting] = &[
         key: "redis.key_prefix",
         env: None,
         meaning: "prefix of every Redis key",
+    },
+    Setting {
+        key: "redis.share_streams",
+        env: None,
+        meaning: "with Redis: publish live streams so that any instance resumes, cancels and announces them (`started`); `false` keeps each stream in the instance that runs it (one instance, or sticky sessions)",
     },
     Setting {
         key: "log.format",

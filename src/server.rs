@@ -230,11 +230,17 @@ fn redis_settings(config: &Config, url: &crate::config::Secret) -> RedisSettings
 }
 
 /// With Redis, the stream bus every instance shares: streams published,
-/// followed and cancelled across instances. Without, none.
+/// followed and cancelled across instances. Without Redis, or with
+/// `redis.share_streams` off, none: streams stay where they run.
 async fn stream_bus(
     config: &Config,
 ) -> Result<Option<Arc<dyn skald_actors::ports::bus::StreamBus>>, ServeError> {
-    let Some(url) = &config.redis.url else {
+    let Some(url) = config
+        .redis
+        .url
+        .as_ref()
+        .filter(|_| config.redis.share_streams)
+    else {
         return Ok(None);
     };
     let bus = crate::bus::redis::RedisBus::connect(crate::bus::redis::BusSettings {

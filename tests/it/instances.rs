@@ -108,6 +108,42 @@ async fn a_stream_resumed_on_another_instance_goes_on_gap_free_to_one_done() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_share_streams_off_a_stream_stays_where_it_runs() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let unshared = |url: String| {
+        TestServer::builder().config(move |c| {
+            c.redis.url = Some(url.as_str().into());
+            c.redis.share_streams = false;
+            c.model.simulated_tokens_per_second = 0.0;
+        })
+    };
+    let a = unshared(url.clone()).start().await;
+    let b = unshared(url).start().await;
+    let mut on_a = a.client("homebody").await;
+    let ack = send(&mut on_a, "h-1", None, "stay").await;
+    let stream_id = ack["stream_id"].as_str().unwrap().to_owned();
+    collect_stream(&mut on_a, &stream_id, 0).await;
+    // Its own instance replays it; another knows nothing of it.
+    let mut again = a.client("homebody").await;
+    again
+        .send(json!({"type":"resume","stream_id":stream_id,"after_seq":-1}))
+        .await;
+    assert_eq!(
+        collect_stream(&mut again, &stream_id, 0).await.done["finish_reason"],
+        "stop"
+    );
+    let mut on_b = b.client("homebody").await;
+    on_b.send(json!({"type":"resume","stream_id":stream_id,"after_seq":-1}))
+        .await;
+    let refused = next(&mut on_b, "error").await;
+    assert_eq!(refused["code"], "not_found", "{refused}");
+    assert_eq!(refused["stream_id"], stream_id);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_through_another_instance_stops_the_stream_where_it_runs() {
     let redis = RedisServer::start();
     let (a, b) = (
