@@ -48,6 +48,12 @@ use crate::stream_log::{Cursor, Listener, StreamLog};
 /// How long the reader blocks for new entries before it looks at what to
 /// follow again.
 const READ_BLOCK: Duration = Duration::from_millis(100);
+/// How long frames wait for the flush that publishes them: a flush then
+/// carries every stream's frames of that time (one command, a few hundred
+/// frames under load), and a follower on another instance sees a frame at
+/// most this much later. A new stream is announced at once (its `started`
+/// may send a client to another instance right away).
+const LINGER: Duration = Duration::from_millis(5);
 /// After a failed flush, when to try again.
 const RETRY: Duration = Duration::from_millis(200);
 /// Orphans closed per sweep.
@@ -115,7 +121,7 @@ impl Listener for Dirty {
             .unwrap_or_else(|p| p.into_inner())
             .insert(stream_id.clone());
         if !self.flush_pending.swap(true, Ordering::AcqRel) {
-            let _ = self.relay.cast(RelayMsg::Flush);
+            self.relay.send_after(LINGER, || RelayMsg::Flush);
         }
     }
 }
@@ -225,7 +231,14 @@ impl Actor for Relay {
                         announce: Some(meta),
                     },
                 );
-                state.dirty.mark_dirty(&log.ids.stream_id);
+                // Announced now, before this session's `started` goes out.
+                state
+                    .dirty
+                    .ids
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(log.ids.stream_id.clone());
+                state.flush(&myself).await;
             }
             RelayMsg::Flush => state.flush(&myself).await,
             RelayMsg::Follow {

@@ -758,7 +758,12 @@ impl SessionState {
             return;
         };
         let cut = handle.log.frames_cut();
-        if from.answer > cut.answer || from.reasoning > cut.reasoning {
+        let ahead = from.answer > cut.answer || from.reasoning > cut.reasoning;
+        // A client may have seen, from the instance that runs a stream,
+        // frames that instance has not published yet: following it from
+        // here, it waits for them. Only a finished stream's cut is final.
+        let may_be_ahead = handle.remote.is_some() && !handle.log.is_finished();
+        if ahead && !may_be_ahead {
             self.invalid_for_stream(
                 "resume.after_seq (or after_reasoning_seq) is beyond the stream's last seq".into(),
                 stream_id,

@@ -20,6 +20,7 @@ pub mod plot;
 pub mod procfs;
 pub mod relay;
 pub mod report;
+pub mod resume;
 pub mod run;
 pub mod stats;
 

@@ -15,6 +15,7 @@ use skald_loadtest::openai::{self, OpenAiLoad};
 use skald_loadtest::plot;
 use skald_loadtest::relay::{self, RelayConfig};
 use skald_loadtest::report::comparison_table;
+use skald_loadtest::resume::{self, ResumeConfig};
 use skald_loadtest::run::{self, RunConfig};
 use tokio::net::TcpListener;
 
@@ -45,6 +46,31 @@ enum Command {
     Openai(OpenAiArgs),
     /// Print `openai` JSON reports side by side, with ratios to the first.
     OpenaiCompare(OpenAiCompareArgs),
+    /// Drop from one instance mid-answer, resume on another, and report the
+    /// time from `resume` to the first replayed delta.
+    Resume(ResumeArgs),
+}
+
+#[derive(Args)]
+struct ResumeArgs {
+    /// The instance that runs the answers (loopback only).
+    #[arg(long)]
+    from: String,
+    /// The instance the client resumes on (loopback only).
+    #[arg(long)]
+    to: String,
+    /// HS256 secret the tokens are signed with (the servers' SKALD_JWT_SECRET).
+    #[arg(long, env = "SKALD_LOADTEST_SECRET", default_value = "")]
+    secret: String,
+    #[arg(long, default_value_t = 100)]
+    rounds: u64,
+    /// Deltas read before the drop.
+    #[arg(long, default_value_t = 10)]
+    after: u64,
+    /// Of those, how many the resume asks again (0: the first delta is the
+    /// model's next token).
+    #[arg(long, default_value_t = 5)]
+    replay: u64,
 }
 
 #[derive(Args)]
@@ -233,6 +259,19 @@ async fn main() -> anyhow::Result<()> {
         Command::BaselineRelay(args) => relay_command(args).await,
         Command::Openai(args) => openai_command(args).await,
         Command::OpenaiCompare(args) => openai_compare(&args),
+        Command::Resume(args) => {
+            let report = resume::resume(ResumeConfig {
+                from: args.from,
+                to: args.to,
+                secret: args.secret,
+                rounds: args.rounds,
+                after: args.after,
+                replay: args.replay,
+            })
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
     }
 }
 

@@ -325,12 +325,6 @@ impl RedisLimits {
             .unwrap_or_else(|_| Err(self.unavailable(script.name, "timed out")))
     }
 
-    /// `EVALSHA`; the first time, `SCRIPT LOAD` first (on the node owning
-    /// the keys); on `NOSCRIPT`, `EVAL` with the body.
-    ///
-    /// These go through `custom` commands: fred 10.1 has no `LuaInterface`
-    /// for `WithOptions`, so `with_options(..).evalsha(..)` would deref to
-    /// the bare client and silently drop the timeout and fail-fast options.
     async fn run_script(
         &self,
         script: &Script,
@@ -338,35 +332,9 @@ impl RedisLimits {
         args: Vec<String>,
     ) -> Result<Value, LimitsError> {
         let client = self.client.with_options(&self.options);
-        let slot = ClusterHash::Custom(fred::util::redis_keyslot(keys[0].as_bytes()));
-        let command = |name: &'static str| CustomCommand::new_static(name, slot.clone(), false);
-        let failed = |e: FredError| self.unavailable(script.name, e);
-        let cached = &self.shas[script.index];
-        let sha = match cached.get() {
-            Some(sha) => sha.clone(),
-            None => {
-                let sha: String = client
-                    .custom(command("SCRIPT"), vec!["LOAD", script.lua])
-                    .await
-                    .map_err(failed)?;
-                cached.get_or_init(|| sha).clone()
-            }
-        };
-        let call = |first: String| {
-            let mut call = Vec::with_capacity(2 + keys.len() + args.len());
-            call.push(first);
-            call.push(keys.len().to_string());
-            call.extend(keys.iter().cloned());
-            call.extend(args.iter().cloned());
-            call
-        };
-        match client.custom(command("EVALSHA"), call(sha)).await {
-            Err(e) if e.details().starts_with("NOSCRIPT") => client
-                .custom(command("EVAL"), call(script.lua.to_owned()))
-                .await
-                .map_err(failed),
-            other => other.map_err(failed),
-        }
+        eval(&client, script.lua, &self.shas[script.index], &keys, &args)
+            .await
+            .map_err(|e| self.unavailable(script.name, e))
     }
 
     /// Runs `script` and reads its reply: an array of `n` integers.
@@ -584,6 +552,45 @@ impl LimitsBackend for RedisLimits {
 
     fn name(&self) -> &'static str {
         "redis"
+    }
+}
+
+/// Runs the Lua script `lua` on `client`: `EVALSHA`, after a `SCRIPT LOAD`
+/// the first time (`sha` keeps its hash), and on `NOSCRIPT` (a Redis that
+/// lost its scripts) `EVAL` with the body. Routed by the first key.
+///
+/// These go through `custom` commands: fred 10.1 has no `LuaInterface`
+/// for `WithOptions`, so `with_options(..).evalsha(..)` would deref to the
+/// bare client and silently drop the timeout and fail-fast options.
+pub(crate) async fn eval<C: ClientLike>(
+    client: &C,
+    lua: &'static str,
+    sha: &OnceLock<String>,
+    keys: &[String],
+    args: &[String],
+) -> Result<Value, FredError> {
+    let slot = ClusterHash::Custom(fred::util::redis_keyslot(keys[0].as_bytes()));
+    let command = |name: &'static str| CustomCommand::new_static(name, slot.clone(), false);
+    let hash = match sha.get() {
+        Some(hash) => hash.clone(),
+        None => {
+            let hash: String = client.custom(command("SCRIPT"), vec!["LOAD", lua]).await?;
+            sha.get_or_init(|| hash).clone()
+        }
+    };
+    let call = |first: String| {
+        let mut call = Vec::with_capacity(2 + keys.len() + args.len());
+        call.push(first);
+        call.push(keys.len().to_string());
+        call.extend(keys.iter().cloned());
+        call.extend(args.iter().cloned());
+        call
+    };
+    match client.custom(command("EVALSHA"), call(hash)).await {
+        Err(e) if e.details().starts_with("NOSCRIPT") => {
+            client.custom(command("EVAL"), call(lua.to_owned())).await
+        }
+        other => other,
     }
 }
 

@@ -107,6 +107,43 @@ async fn a_stream_resumed_on_another_instance_goes_on_gap_free_to_one_done() {
     b.stop().await;
 }
 
+/// A client can be ahead of what the owner has published (it read the
+/// frames from the owner): another instance then waits for them rather
+/// than refusing the resume; once the stream has ended, its cut is final.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_ahead_of_what_was_published_waits_for_it() {
+    let redis = RedisServer::start();
+    let (a, b) = (
+        instance(&redis, 20.0, 40).await,
+        instance(&redis, 20.0, 40).await,
+    );
+    let mut on_a = a.client("ahead").await;
+    let ack = send(&mut on_a, "ah-1", None, "run ahead").await;
+    let stream_id = ack["stream_id"].as_str().unwrap().to_owned();
+    deltas(&mut on_a, &stream_id, 5).await;
+    // At 20 tokens/s, seq 24 is a second ahead of anything published.
+    let mut on_b = b.client("ahead").await;
+    on_b.send(json!({"type":"resume","stream_id":stream_id,"after_seq":24}))
+        .await;
+    let first = on_b.recv().await;
+    assert_eq!(first["type"], "delta", "{first}");
+    assert_eq!(first["seq"], 25, "{first}");
+    let rest = collect_stream(&mut on_b, &stream_id, 26).await;
+    let whole = simulated_answer("run ahead", 40);
+    assert!(
+        whole.ends_with(&format!("{}{}", first["text"].as_str().unwrap(), rest.text)),
+        "the frames after seq 24, and one done"
+    );
+    // Ended, the cut is final: beyond it is refused.
+    let mut late = b.client("ahead").await;
+    late.send(json!({"type":"resume","stream_id":stream_id,"after_seq":1000}))
+        .await;
+    let refused = late.recv().await;
+    assert_eq!(refused["code"], "invalid_request", "{refused}");
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_share_streams_off_a_stream_stays_where_it_runs() {
     let redis = RedisServer::start();
