@@ -176,7 +176,12 @@ describe("streaming against skald", () => {
   it("usage counts what was streamed", T, async () => {
     const client = await open({ sub: "frank" });
     await client.send("Compte-moi").done;
-    const usage = await client.api.usage();
+    // Settles are batched after the `done`: the counters follow within a moment.
+    let usage = await client.api.usage();
+    for (let i = 0; i < 100 && usage.requests_used < 1; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      usage = await client.api.usage();
+    }
     assert.match(usage.month, /^\d{4}-\d{2}$/);
     assert.equal(usage.requests_used, 1);
     assert.ok(usage.tokens_used >= 40, `tokens_used ${usage.tokens_used}`);
