@@ -6,6 +6,10 @@
 //! the HS256 secret only. So `alg: none`, an HS256 token signed with an RSA
 //! public key, an unknown `kid`, an expired token or one not yet valid, a
 //! wrong `aud` or `iss`, and a token without `sub` or `exp` are all refused.
+//! So is a token whose header has `crit` (RFC 7515 4.1.11: it names
+//! extensions the recipient must understand, and Skald understands none),
+//! and, when `auth.max_token_lifetime_secs` is set, one that lives longer
+//! (`exp - iat`, or `exp - now` without `iat`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -52,6 +56,7 @@ pub struct Verifier {
     audience: Option<String>,
     issuer: Option<String>,
     leeway_secs: u64,
+    max_lifetime_secs: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +105,7 @@ impl Verifier {
             audience: config.audience.clone(),
             issuer: config.issuer.clone(),
             leeway_secs: config.leeway_secs,
+            max_lifetime_secs: config.max_token_lifetime_secs,
         })
     }
 
@@ -107,6 +113,11 @@ impl Verifier {
         let refused = |m: &str| AuthError::Refused(m.to_owned());
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| refused("malformed token or algorithm not allowed"))?;
+        if has_crit(token) {
+            return Err(refused(
+                "the header's crit names extensions this server does not understand",
+            ));
+        }
         let (algorithm, key) = match &header.kid {
             Some(kid) => {
                 let (alg, key) = self.keys.get(kid).ok_or_else(|| refused("unknown kid"))?;
@@ -147,8 +158,14 @@ impl Verifier {
                     ErrorKind::InvalidAudience => "wrong audience",
                     ErrorKind::InvalidIssuer => "wrong issuer",
                     ErrorKind::InvalidSignature => "bad signature",
-                    ErrorKind::MissingRequiredClaim(_) => {
-                        "missing claim (sub and exp are required)"
+                    ErrorKind::MissingRequiredClaim(claim) => {
+                        return AuthError::Refused(match claim.as_str() {
+                            "aud" | "iss" => format!(
+                                "missing claim `{claim}` (this server requires it: {})",
+                                self.expected(claim)
+                            ),
+                            _ => format!("missing claim `{claim}` (sub and exp are required)"),
+                        });
                     }
                     ErrorKind::InvalidAlgorithm => "algorithm not allowed",
                     _ => "invalid token",
@@ -156,6 +173,14 @@ impl Verifier {
                 refused(why)
             })?;
         let claims = data.claims;
+        if let Some(max) = self.max_lifetime_secs {
+            let from = claims.iat.unwrap_or_else(now_secs);
+            if claims.exp.saturating_sub(from) > max {
+                return Err(AuthError::Refused(format!(
+                    "token lives longer than this server allows ({max} s from iat)"
+                )));
+            }
+        }
         if claims.sub.is_empty() || claims.sub.chars().count() > 256 {
             return Err(refused("sub must be 1 to 256 characters"));
         }
@@ -167,11 +192,46 @@ impl Verifier {
     }
 }
 
+impl Verifier {
+    /// What this server expects of `aud` or `iss`, for a refusal's message.
+    fn expected(&self, claim: &str) -> String {
+        let value = if claim == "aud" {
+            &self.audience
+        } else {
+            &self.issuer
+        };
+        format!("\"{}\"", value.as_deref().unwrap_or_default())
+    }
+}
+
+/// Whether the token's header (its first segment, already decoded once by
+/// jsonwebtoken, whose `Header` has no `crit`) carries `crit`.
+fn has_crit(token: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Crit {
+        crit: Option<serde::de::IgnoredAny>,
+    }
+    let Some(segment) = token.split('.').next() else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .ok()
+        .and_then(|json| serde_json::from_slice::<Crit>(&json).ok())
+        .is_some_and(|header| header.crit.is_some())
+}
+
 /// What `verify` deserializes: `aud` may be a string or an array, checked by
 /// jsonwebtoken itself.
 #[derive(Deserialize)]
 struct VerifiedClaims {
     sub: String,
+    /// Required and checked by jsonwebtoken (a default here keeps its
+    /// "missing claim" refusal rather than a deserialization error).
+    #[serde(default)]
+    exp: u64,
+    #[serde(default)]
+    iat: Option<u64>,
     #[serde(default)]
     tenant: Option<String>,
     #[serde(default)]
@@ -363,7 +423,18 @@ mod tests {
             ..AuthConfig::default()
         });
         let mut c = claims("u");
-        assert!(refused(&v, &mint(SECRET, &c).unwrap()).contains("missing claim"));
+        assert!(refused(&v, &mint(SECRET, &c).unwrap()).starts_with("missing claim `"));
+        c.iss = Some("https://id.example".into());
+        assert_eq!(
+            refused(&v, &mint(SECRET, &c).unwrap()),
+            "missing claim `aud` (this server requires it: \"skald\")"
+        );
+        c.iss = None;
+        c.aud = Some("skald".into());
+        assert_eq!(
+            refused(&v, &mint(SECRET, &c).unwrap()),
+            "missing claim `iss` (this server requires it: \"https://id.example\")"
+        );
         c.aud = Some("other".into());
         c.iss = Some("https://id.example".into());
         assert_eq!(refused(&v, &mint(SECRET, &c).unwrap()), "wrong audience");
@@ -372,6 +443,73 @@ mod tests {
         assert_eq!(refused(&v, &mint(SECRET, &c).unwrap()), "wrong issuer");
         c.iss = Some("https://id.example".into());
         assert!(v.verify(&mint(SECRET, &c).unwrap()).is_ok());
+    }
+
+    /// A header with the claims and signature of a good token.
+    fn signed_with_header(header: serde_json::Value, claims: &Claims) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let head = URL_SAFE_NO_PAD.encode(header.to_string());
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_string(claims).unwrap());
+        let signature = jsonwebtoken::crypto::sign(
+            format!("{head}.{body}").as_bytes(),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+            Algorithm::HS256,
+        )
+        .unwrap();
+        format!("{head}.{body}.{signature}")
+    }
+
+    #[test]
+    fn a_crit_header_is_refused_whatever_it_names() {
+        let v = verifier(AuthConfig::default());
+        let plain = signed_with_header(
+            serde_json::json!({"alg": "HS256", "typ": "JWT"}),
+            &claims("u"),
+        );
+        assert!(
+            v.verify(&plain).is_ok(),
+            "the same token without crit passes"
+        );
+        for crit in [
+            serde_json::json!(["b64"]),
+            serde_json::json!(["exp"]),
+            serde_json::json!([]),
+        ] {
+            let token = signed_with_header(
+                serde_json::json!({"alg": "HS256", "typ": "JWT", "b64": false, "crit": crit}),
+                &claims("u"),
+            );
+            assert!(refused(&v, &token).contains("crit"), "{crit}");
+        }
+    }
+
+    #[test]
+    fn a_token_living_longer_than_allowed_is_refused() {
+        let v = verifier(AuthConfig {
+            max_token_lifetime_secs: Some(3600),
+            ..AuthConfig::default()
+        });
+        let now = now_secs();
+        let mut c = claims("u");
+        c.iat = Some(now);
+        c.exp = now + 3600;
+        assert!(v.verify(&mint(SECRET, &c).unwrap()).is_ok());
+        c.exp = now + 3601;
+        assert_eq!(
+            refused(&v, &mint(SECRET, &c).unwrap()),
+            "token lives longer than this server allows (3600 s from iat)"
+        );
+        // Without iat, from now.
+        c.iat = None;
+        c.exp = now + 7200;
+        assert!(refused(&v, &mint(SECRET, &c).unwrap()).contains("longer"));
+        c.exp = now + 600;
+        assert!(v.verify(&mint(SECRET, &c).unwrap()).is_ok());
+        // Unset: any lifetime.
+        let any = verifier(AuthConfig::default());
+        c.iat = Some(now);
+        c.exp = now + 10 * 365 * 86_400;
+        assert!(any.verify(&mint(SECRET, &c).unwrap()).is_ok());
     }
 
     // An Ed25519 key pair generated for these tests only.

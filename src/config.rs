@@ -133,6 +133,8 @@ pub struct AuthConfig {
     pub issuer: Option<String>,
     /// Clock skew allowed on `exp` and `nbf`.
     pub leeway_secs: u64,
+    /// Longest lifetime accepted (`exp - iat`); unset: any.
+    pub max_token_lifetime_secs: Option<u64>,
     /// Time for a connection to authenticate before it is closed 4408.
     pub auth_timeout_ms: u64,
     /// Lifetime of tokens minted by `skald token`.
@@ -148,6 +150,7 @@ impl Default for AuthConfig {
             audience: None,
             issuer: None,
             leeway_secs: 30,
+            max_token_lifetime_secs: None,
             auth_timeout_ms: 10_000,
             token_ttl_secs: 3600,
             keys: Vec::new(),
@@ -347,6 +350,11 @@ impl Config {
         }
         for (name, bot) in &self.bots {
             bot.validate(name).map_err(ConfigError::Invalid)?;
+        }
+        if self.auth.max_token_lifetime_secs == Some(0) {
+            return invalid(
+                "auth.max_token_lifetime_secs must be at least 1 (unset it for any)".into(),
+            );
         }
         self.sessions.validate().map_err(ConfigError::Invalid)?;
         self.limits.validate().map_err(ConfigError::Invalid)?;

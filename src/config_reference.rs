@@ -70,6 +70,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "clock skew allowed on `exp` and `nbf`",
     },
     Setting {
+        key: "auth.max_token_lifetime_secs",
+        env: None,
+        meaning: "longest token lifetime accepted (`exp - iat`, or `exp - now` without `iat`); unset: any",
+    },
+    Setting {
         key: "auth.auth_timeout_ms",
         env: None,
         meaning: "time to authenticate (header or `hello`) before the connection is closed 4408",
@@ -468,6 +473,7 @@ mod tests {
             "auth.jwt_secret",
             "auth.audience",
             "auth.issuer",
+            "auth.max_token_lifetime_secs",
             "model.upstream_url",
             "model.upstream_api_key",
             "bots.<name>.model",
