@@ -360,6 +360,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "longest answer in tokens; reaching it ends the stream with `finish_reason: \"length\"`",
     },
     Setting {
+        key: "bots.<name>.max_answer_bytes",
+        env: None,
+        meaning: "longest answer text in bytes (262144); an upstream that sends more is cut there, at a character boundary, with `finish_reason: \"length\"`",
+    },
+    Setting {
         key: "bots.<name>.max_message_chars",
         env: None,
         meaning: "longest accepted `send.text`, in characters",

@@ -397,6 +397,7 @@ impl SessionState {
             messages,
             temperature: admitted.bot.temperature,
             max_tokens,
+            max_answer_bytes: admitted.bot.max_answer_bytes,
             user: self.user.id.clone(),
         };
         self.start_stream(log.clone(), request, prompt_tokens_estimate, reserved)

@@ -23,6 +23,10 @@ pub struct BotSettings {
     /// Upper bound of an answer, in tokens; reaching it ends the stream with
     /// `finish_reason: "length"`.
     pub max_tokens: u32,
+    /// Upper bound of an answer's text, in bytes (UTF-8): an upstream that
+    /// sends more (one huge delta, or a model ignoring `max_tokens`) is cut
+    /// there, at a character boundary, with `finish_reason: "length"`.
+    pub max_answer_bytes: u32,
     /// Longest accepted `send.text`, in characters (Unicode scalar values).
     pub max_message_chars: u32,
     /// How many earlier messages of the conversation go into the prompt.
@@ -45,6 +49,7 @@ impl Default for BotSettings {
             model: None,
             temperature: 0.7,
             max_tokens: 500,
+            max_answer_bytes: 256 * 1024,
             max_message_chars: 4000,
             history_messages: 20,
             max_history_chars: 8000,
@@ -62,6 +67,9 @@ impl BotSettings {
         }
         if self.max_tokens == 0 {
             return Err(format!("bots.{name}.max_tokens must be at least 1"));
+        }
+        if self.max_answer_bytes == 0 {
+            return Err(format!("bots.{name}.max_answer_bytes must be at least 1"));
         }
         if self.max_message_chars == 0 {
             return Err(format!("bots.{name}.max_message_chars must be at least 1"));

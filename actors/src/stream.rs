@@ -328,7 +328,7 @@ async fn run_pump(
 }
 
 /// Pulls the model's tokens into the log, within the time limits and the
-/// bot's `max_tokens`.
+/// bot's `max_tokens` and `max_answer_bytes`.
 pub async fn pump(
     model: Arc<dyn ModelProvider>,
     request: ModelRequest,
@@ -337,6 +337,7 @@ pub async fn pump(
     token_idle_timeout: Duration,
 ) -> PumpOutcome {
     let max_tokens = u64::from(request.max_tokens);
+    let mut bytes_left = request.max_answer_bytes as usize;
     let deadline = tokio::time::Instant::now() + first_token_timeout;
     let failed = |code, message: String, usage| PumpOutcome::Failed {
         code,
@@ -408,6 +409,18 @@ pub async fn pump(
                         usage,
                     };
                 }
+                if token.len() > bytes_left {
+                    // One delta too many bytes: keep what fits, end here.
+                    let fits = &token[..floor_char_boundary(&token, bytes_left)];
+                    if !fits.is_empty() {
+                        log.push_token(fits);
+                    }
+                    return PumpOutcome::Finished {
+                        reason: FinishReason::Length,
+                        usage,
+                    };
+                }
+                bytes_left -= token.len();
                 answer_tokens += 1;
                 received = log.push_token(&token);
                 if received == 1 {
@@ -429,6 +442,14 @@ pub async fn pump(
             Ok(Some(Ok(ModelEvent::Finish(f)))) => finish = Some(f),
         }
     }
+}
+
+/// The largest index at most `at` that is a character boundary of `text`.
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    (0..=at.min(text.len()))
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0)
 }
 
 fn code_of(kind: ModelErrorKind) -> ErrorCode {

@@ -168,6 +168,7 @@ mod tests {
             ],
             temperature: 0.0,
             max_tokens,
+            max_answer_bytes: u32::MAX,
             user: "u".into(),
         }
     }

@@ -58,6 +58,7 @@ fn request(model: Option<&str>, max_tokens: u32) -> ModelRequest {
         ],
         temperature: 0.25,
         max_tokens,
+        max_answer_bytes: u32::MAX,
         user: "user-42".into(),
     }
 }

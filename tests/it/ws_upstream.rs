@@ -27,11 +27,13 @@ async fn server_for(mock: &MockUpstream) -> TestServer {
                 ("hang", "mock-hang"),
                 ("stall", "mock-hang-after-2"),
                 ("fail", "mock-error-500"),
+                ("huge", "mock-big-delta-4194304"),
             ] {
                 c.bots.insert(
                     name.into(),
                     BotSettings {
                         model: Some(model.into()),
+                        max_answer_bytes: 1001,
                         ..BotSettings::default()
                     },
                 );
@@ -49,6 +51,24 @@ async fn ask(client: &mut Client, id: &str, bot: &str, text: &str) -> (Value, St
     assert_eq!(ack["type"], "ack", "{ack}");
     let result = collect_stream(client, ack["stream_id"].as_str().unwrap(), 0).await;
     (ack, result)
+}
+
+/// One 4 MiB upstream delta is cut at the bot's `max_answer_bytes`, at a
+/// character boundary, with `length`; what is stored is what was streamed.
+#[tokio::test]
+async fn an_answer_is_cut_at_the_bots_max_answer_bytes() {
+    let upstream = mock_upstream(0.0, 12).await;
+    let server = server_for(&upstream).await;
+    let mut client = server.client("hugo").await;
+    let (ack, result) = ask(&mut client, "h-1", "huge", "a lot").await;
+    assert_eq!(result.done["finish_reason"], "length", "{}", result.done);
+    assert_eq!(
+        result.text,
+        "é".repeat(500),
+        "1 000 of the 1 001 bytes: no half character"
+    );
+    assert_eq!(server.answer_of(&ack).await.content, result.text);
+    server.stop().await;
 }
 
 #[tokio::test]

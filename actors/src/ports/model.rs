@@ -30,6 +30,8 @@ pub struct ModelRequest {
     pub messages: Vec<PromptMessage>,
     pub temperature: f64,
     pub max_tokens: u32,
+    /// The bot's `max_answer_bytes`: the caller cuts the answer there.
+    pub max_answer_bytes: u32,
     /// The end user, passed upstream for abuse tracking (OpenAI's `user`).
     pub user: skald_protocol::UserId,
 }

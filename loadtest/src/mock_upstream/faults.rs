@@ -73,6 +73,9 @@ pub(super) enum AnswerKind {
     Echo,
     /// `tool-call`: one streamed function call.
     ToolCall,
+    /// `big-delta-N`: one delta of N bytes (`é`, two bytes each, then `x`
+    /// if N is odd), for the server's bound on answer bytes.
+    BigDelta(u32),
 }
 
 /// Thinking before the answer.
@@ -199,6 +202,9 @@ impl Part {
                 return fault(make(n));
             }
         }
+        if let Some(bytes) = number_after(text, "big-delta") {
+            return Some(Part::Answer(AnswerKind::BigDelta(bytes)));
+        }
         if let Some(ms) = number_after(text, "slow-first") {
             return fault(Fault::SlowFirst(ms));
         }
@@ -309,6 +315,10 @@ mod tests {
             AnswerKind::Stamped
         );
         assert_eq!(Behaviour::from_model("mock-echo").answer, AnswerKind::Echo);
+        assert_eq!(
+            Behaviour::from_model("mock-big-delta-4194304").answer,
+            AnswerKind::BigDelta(4_194_304)
+        );
         assert_eq!(
             Behaviour::from_model("mock-tool-call").answer,
             AnswerKind::ToolCall

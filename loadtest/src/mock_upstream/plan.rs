@@ -76,6 +76,13 @@ impl Plan {
                 let kept = tokens.iter().take(parts as usize).map(|t| (*t).to_owned());
                 (Script::Echo(kept.collect()), (parts, cut))
             }
+            AnswerKind::BigDelta(bytes) => {
+                let mut delta = "é".repeat(bytes as usize / 2);
+                if bytes % 2 == 1 {
+                    delta.push('x');
+                }
+                (Script::Echo(vec![delta]), limit(1))
+            }
             AnswerKind::ToolCall => {
                 let arguments = answer::tool_call_arguments(&request.last_user_message);
                 let mut fragments = answer::pieces(&arguments, &[]);
