@@ -269,23 +269,29 @@ pub fn resolve_secret(
         return Ok(None);
     }
     let path = data_dir.join(DEV_SECRET_FILE);
-    let io = |source| KeyError::DevSecret {
+    let secret = key_file(&path).map_err(|source| KeyError::DevSecret {
         path: path.display().to_string(),
         source,
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(secret) if secret.trim().len() >= 32 => {
-            return Ok(Some((Secret::new(secret.trim()), true)))
-        }
+    })?;
+    Ok(Some((secret, true)))
+}
+
+/// The random key kept in `path` (owner-only), made at its first use: 32
+/// random bytes, base64url.
+pub fn key_file(path: &Path) -> std::io::Result<Secret> {
+    match std::fs::read_to_string(path) {
+        Ok(secret) if secret.trim().len() >= 32 => return Ok(Secret::new(secret.trim())),
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(e)),
+        Err(e) => return Err(e),
     }
-    std::fs::create_dir_all(data_dir).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let bytes: [u8; 32] = rand::random();
     let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    write_private(&path, &secret).map_err(io)?;
-    Ok(Some((Secret::new(secret), true)))
+    write_private(path, &secret)?;
+    Ok(Secret::new(secret))
 }
 
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {

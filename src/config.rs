@@ -220,6 +220,10 @@ pub struct ModelConfig {
     pub connect_timeout_ms: u64,
     pub simulated_tokens_per_second: f64,
     pub simulated_answer_tokens: u32,
+    /// Key of the hash sent upstream as `safety_identifier` instead of the
+    /// user's `sub`; unset: a key made once in the data dir (set it when
+    /// several instances share an upstream account).
+    pub user_hash_key: Option<Secret>,
 }
 
 impl Default for ModelConfig {
@@ -231,6 +235,7 @@ impl Default for ModelConfig {
             connect_timeout_ms: 10_000,
             simulated_tokens_per_second: 50.0,
             simulated_answer_tokens: 120,
+            user_hash_key: None,
         }
     }
 }

@@ -185,6 +185,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "upstream model used when a bot names none",
     },
     Setting {
+        key: "model.user_hash_key",
+        env: Some("SKALD_USER_HASH_KEY"),
+        meaning: "key of the keyed hash (HMAC-SHA256) sent upstream as `safety_identifier` instead of the user's `sub`; unset: a key made once in the data dir (`user-hash-key`; set it when several instances share an upstream account)",
+    },
+    Setting {
         key: "model.connect_timeout_ms",
         env: None,
         meaning: "TCP and TLS connect timeout to the upstream",
@@ -480,6 +485,7 @@ mod tests {
             "auth.issuer",
             "auth.max_token_lifetime_secs",
             "model.upstream_url",
+            "model.user_hash_key",
             "model.upstream_api_key",
             "bots.<name>.model",
             "bots.<name>.messages_per_minute",

@@ -48,6 +48,11 @@ pub enum ServeError {
     Quotas(#[from] SqliteLimitsError),
     #[error("server I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("key file {path}: {source}")]
+    KeyFile {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Time given to writers to send their close frames at shutdown.
@@ -267,6 +272,10 @@ async fn limits_guard(config: &Config) -> Result<LimitsGuard, ServeError> {
     ))
 }
 
+/// The file, in the data dir, that holds the `safety_identifier` hash key
+/// when none is configured.
+pub const USER_HASH_KEY_FILE: &str = "user-hash-key";
+
 fn default_model(config: &Config) -> Result<Arc<dyn ModelProvider>, ServeError> {
     let m = &config.model;
     Ok(match &m.upstream_url {
@@ -275,6 +284,16 @@ fn default_model(config: &Config) -> Result<Arc<dyn ModelProvider>, ServeError> 
             api_key: m.upstream_api_key.as_ref().map(|k| k.expose().to_owned()),
             default_model: m.upstream_model.clone(),
             connect_timeout: Duration::from_millis(m.connect_timeout_ms),
+            user_hash_key: match &m.user_hash_key {
+                Some(key) => key.clone(),
+                None => {
+                    let path = config.data_dir.join(USER_HASH_KEY_FILE);
+                    crate::auth::key_file(&path).map_err(|source| ServeError::KeyFile {
+                        path: path.display().to_string(),
+                        source,
+                    })?
+                }
+            },
         })?),
         None => Arc::new(SimulatedModel {
             tokens_per_second: m.simulated_tokens_per_second,

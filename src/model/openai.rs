@@ -38,8 +38,10 @@
 //!   caller also stops a stream that runs past its limit.
 //! - **End user: `safety_identifier`.** async-openai 0.43 marks `user` as
 //!   deprecated in favour of `safety_identifier` (OpenAI's field for abuse
-//!   detection); other servers ignore unknown fields. An empty user is not
-//!   sent.
+//!   detection); other servers ignore unknown fields. It carries a keyed
+//!   hash of the user's `sub` (HMAC-SHA256, base64url, through
+//!   jsonwebtoken's HS256 signer), stable per user and key, that the
+//!   provider cannot reverse. An empty user is not sent.
 //! - **Usage:** `stream_options.include_usage` is always set; every chunk
 //!   carrying `usage` becomes a [`ModelEvent::Usage`] (the last one wins).
 //! - **Finish reasons:** `stop` is [`ModelFinish::Stop`], `length` is
@@ -61,6 +63,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::config::Secret;
 
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
@@ -101,6 +105,8 @@ pub struct OpenAiSettings {
     /// Limit for establishing the TCP (and TLS) connection. There is no other
     /// time limit here: the caller times the answer.
     pub connect_timeout: Duration,
+    /// Key of the `safety_identifier` hash.
+    pub user_hash_key: Secret,
 }
 
 impl fmt::Debug for OpenAiSettings {
@@ -110,6 +116,7 @@ impl fmt::Debug for OpenAiSettings {
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
             .field("default_model", &self.default_model)
             .field("connect_timeout", &self.connect_timeout)
+            .field("user_hash_key", &"[redacted]")
             .finish()
     }
 }
@@ -149,6 +156,7 @@ pub struct OpenAiProvider {
     default_model: String,
     max_tokens_field: MaxTokensField,
     redactor: Redactor,
+    user_hash_key: jsonwebtoken::EncodingKey,
 }
 
 impl fmt::Debug for OpenAiProvider {
@@ -205,7 +213,24 @@ impl OpenAiProvider {
             default_model: settings.default_model,
             max_tokens_field: MaxTokensField::default(),
             redactor,
+            user_hash_key: jsonwebtoken::EncodingKey::from_secret(
+                settings.user_hash_key.expose().as_bytes(),
+            ),
         })
+    }
+
+    /// The keyed hash of `user` sent as `safety_identifier` (none for an
+    /// empty user).
+    fn safety_identifier(&self, user: &skald_protocol::UserId) -> Option<String> {
+        if user.is_empty() {
+            return None;
+        }
+        jsonwebtoken::crypto::sign(
+            user.as_bytes(),
+            &self.user_hash_key,
+            jsonwebtoken::Algorithm::HS256,
+        )
+        .ok()
     }
 
     /// Chooses the request field for the token limit (see [`MaxTokensField`]).
@@ -233,7 +258,7 @@ impl OpenAiProvider {
                 include_usage: Some(true),
                 include_obfuscation: None,
             }),
-            safety_identifier: Some(request.user.to_string()).filter(|user| !user.is_empty()),
+            safety_identifier: self.safety_identifier(&request.user),
             ..CreateChatCompletionRequest::default()
         };
         match self.max_tokens_field {

@@ -33,6 +33,7 @@ fn settings(base_url: String) -> OpenAiSettings {
         api_key: Some(API_KEY.to_owned()),
         default_model: "default-model".to_owned(),
         connect_timeout: Duration::from_secs(2),
+        user_hash_key: "test-user-hash-key-test-user-hash-key".into(),
     }
 }
 
@@ -193,9 +194,40 @@ async fn the_request_is_what_an_openai_server_expects() {
         "OpenAI refuses max_tokens together with max_completion_tokens: {body}"
     );
     assert_eq!(body["temperature"].as_f64(), Some(0.25));
-    assert_eq!(body["safety_identifier"], "user-42");
+    let identifier = body["safety_identifier"].as_str().unwrap().to_owned();
+    assert!(
+        !identifier.contains("user-42"),
+        "the sub is not sent: {body}"
+    );
+    assert_eq!(
+        identifier.len(),
+        43,
+        "an HMAC-SHA256 in base64url: {identifier}"
+    );
     assert!(body.get("user").is_none(), "{body}");
     assert!(body.get("n").is_none(), "{body}");
+
+    // Stable per user and key; another user or another key, another hash.
+    let identifier_of = |provider: OpenAiProvider, user: &'static str| {
+        let mock = &mock;
+        async move {
+            let mut asked = request(None, 5);
+            asked.user = user.into();
+            drain(start(&provider, asked).await).await;
+            mock.last_request().unwrap()["safety_identifier"].clone()
+        }
+    };
+    assert_eq!(identifier_of(provider, "user-42").await, identifier);
+    assert_ne!(
+        identifier_of(self::provider(mock.base_url()), "user-43").await,
+        identifier
+    );
+    let mut rekeyed = settings(mock.base_url());
+    rekeyed.user_hash_key = "another-key-another-key-another-key!".into();
+    assert_ne!(
+        identifier_of(OpenAiProvider::new(rekeyed).unwrap(), "user-42").await,
+        identifier
+    );
     mock.shutdown().await;
 }
 
