@@ -95,6 +95,7 @@ pub struct Config {
     /// ScyllaDB; without nodes, the embedded store is used.
     pub scylla: ScyllaSettings,
     pub demo: DemoConfig,
+    pub metrics: MetricsConfig,
     pub log: LogConfig,
     /// Bots by name; `default` always exists.
     pub bots: BTreeMap<String, BotSettings>,
@@ -116,6 +117,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             scylla: ScyllaSettings::default(),
             demo: DemoConfig::default(),
+            metrics: MetricsConfig::default(),
             log: LogConfig::default(),
             bots: BTreeMap::from([("default".to_owned(), BotSettings::default())]),
         }
@@ -267,6 +269,18 @@ impl Default for RedisConfig {
             share_streams: true,
         }
     }
+}
+
+/// Where Prometheus scrapes `/metrics`: on the main listener (default), or
+/// on an address of its own (a private interface); with a bearer token
+/// when set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` here, and no longer on `listen`.
+    pub listen: Option<SocketAddr>,
+    /// Require `Authorization: Bearer <token>` on `/metrics`.
+    pub token: Option<Secret>,
 }
 
 /// The demo: a page with the widget at `GET /`, and short-lived anonymous

@@ -325,6 +325,16 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "with Redis: publish live streams so that any instance resumes, cancels and announces them (`started`); `false` keeps each stream in the instance that runs it (one instance, or sticky sessions)",
     },
     Setting {
+        key: "metrics.listen",
+        env: Some("SKALD_METRICS_LISTEN"),
+        meaning: "serve `/metrics` on this address of its own (a private interface), and no longer on `listen`; unset: on `listen`",
+    },
+    Setting {
+        key: "metrics.token",
+        env: Some("SKALD_METRICS_TOKEN"),
+        meaning: "require `Authorization: Bearer <token>` on `/metrics` (401 otherwise); unset: open",
+    },
+    Setting {
         key: "log.format",
         env: Some("SKALD_LOG_FORMAT"),
         meaning: "`text` or `json`",
@@ -485,6 +495,8 @@ mod tests {
             "auth.issuer",
             "auth.max_token_lifetime_secs",
             "model.upstream_url",
+            "metrics.listen",
+            "metrics.token",
             "model.user_hash_key",
             "model.upstream_api_key",
             "bots.<name>.model",

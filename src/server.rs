@@ -155,6 +155,17 @@ impl Server {
         };
         let send_buffer = state.config.websocket.socket_send_buffer_bytes;
         let drain_timeout = Duration::from_millis(state.config.drain_timeout_ms);
+        let metrics_server = match state.config.metrics.listen {
+            Some(address) => {
+                let listener = tokio::net::TcpListener::bind(address).await?;
+                tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+                let app = edge::metrics_router(state.clone());
+                Some(tokio::spawn(
+                    async move { axum::serve(listener, app).await },
+                ))
+            }
+            None => None,
+        };
         let app = edge::router(state).into_make_service_with_connect_info::<SocketAddr>();
         // Deltas are small and latency-bound: never let Nagle hold one back
         // (it costs about 40 ms at p99); the writer batches in user space.
@@ -179,6 +190,9 @@ impl Server {
             })
             .await;
         drain.abort();
+        if let Some(metrics_server) = metrics_server {
+            metrics_server.abort();
+        }
         // Upgraded connections outlive the HTTP server: close them.
         hub.close_all(CloseCode::GoingAway, "server shutting down");
         tokio::time::sleep(CLOSE_GRACE).await;

@@ -17,13 +17,15 @@ pub mod ws;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use skald_actors::hub::Hub;
 use skald_actors::limits::guard::FailurePolicy;
+use subtle::ConstantTimeEq;
 
 use crate::auth::Verifier;
 use crate::config::{Config, Secret};
@@ -40,19 +42,58 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .merge(api::router(state.clone()))
         .merge(widget::router(state.clone()))
         .route("/v1/ws", get(ws::upgrade))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    if state.config.metrics.listen.is_none() {
+        router = router.route("/metrics", get(metrics));
+    }
+    router
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::map_response(security_headers))
         .with_state(state)
 }
 
-async fn metrics(State(app): State<AppState>) -> Response {
+/// `/metrics` alone, for `metrics.listen`.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(error::not_found)
+        .layer(middleware::map_response(security_headers))
+        .with_state(state)
+}
+
+/// What every response carries unless its route set its own (the widget
+/// is cached, the demo page revalidated): nothing of this API is to be
+/// cached or sniffed.
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    h.entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    response
+}
+
+async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(token) = &app.config.metrics.token {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+            return error::ApiError::new(
+                skald_protocol::ErrorCode::Unauthorized,
+                "/metrics needs its bearer token",
+            )
+            .into_response();
+        }
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -356,3 +356,82 @@ async fn json_logs_of_a_session_hold_no_message_text() {
         );
     }
 }
+
+/// Every API response says not to cache or sniff it, unless its route says
+/// otherwise (the widget is cached); the README lists these headers.
+#[tokio::test]
+async fn api_responses_are_not_cached_or_sniffed() {
+    let server = TestServer::start().await;
+    for (path, user) in [
+        ("/v1/usage", Some("hedy")),
+        ("/v1/conversations", Some("hedy")),
+        ("/v1/usage", None),
+        ("/readyz", None),
+        ("/healthz", None),
+        ("/metrics", None),
+        ("/no/such/route", None),
+    ] {
+        let response = server
+            .http(reqwest::Method::GET, path, user)
+            .send()
+            .await
+            .unwrap();
+        let h = response.headers();
+        assert_eq!(h["cache-control"], "no-store", "{path}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+    }
+    let widget = server
+        .http(reqwest::Method::GET, "/widget.js", None)
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(widget.headers()["cache-control"], "no-store");
+    assert_eq!(widget.headers()["x-content-type-options"], "nosniff");
+    server.stop().await;
+}
+
+/// `metrics.token` closes `/metrics` to whoever lacks it; `metrics.listen`
+/// moves it to an address of its own.
+#[tokio::test]
+async fn metrics_can_require_a_token_and_listen_apart() {
+    let server = TestServer::builder()
+        .config(|c| c.metrics.token = Some("scrape-me-scrape-me".into()))
+        .start()
+        .await;
+    let url = format!("http://{}/metrics", server.addr);
+    let client = reqwest::Client::new();
+    let status = |request: reqwest::RequestBuilder| async move {
+        request.send().await.unwrap().status().as_u16()
+    };
+    assert_eq!(status(client.get(&url)).await, 401);
+    assert_eq!(status(client.get(&url).bearer_auth("scrape-me")).await, 401);
+    let refused = client.get(&url).send().await.unwrap();
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+    assert_eq!(
+        status(client.get(&url).bearer_auth("scrape-me-scrape-me")).await,
+        200
+    );
+    server.stop().await;
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let metrics_addr = free.local_addr().unwrap();
+    drop(free);
+    let server = TestServer::builder()
+        .config(move |c| c.metrics.listen = Some(metrics_addr))
+        .start()
+        .await;
+    assert_eq!(
+        status(client.get(format!("http://{}/metrics", server.addr))).await,
+        404,
+        "no longer on the main listener"
+    );
+    let apart = client
+        .get(format!("http://{metrics_addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(apart.status(), 200);
+    assert!(apart.text().await.unwrap().contains("skald_"));
+    server.stop().await;
+}
