@@ -56,6 +56,9 @@ const READ_BLOCK: Duration = Duration::from_millis(100);
 const LINGER: Duration = Duration::from_millis(5);
 /// After a failed flush, when to try again.
 const RETRY: Duration = Duration::from_millis(200);
+/// How long the relay's start waits for its subscriptions before it lets
+/// the instance serve without them (they then come in the background).
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(3);
 /// Orphans closed per sweep.
 const ORPHANS_PER_SWEEP: usize = 64;
 
@@ -165,18 +168,19 @@ impl Actor for Relay {
     ) -> Result<RelayState, ActorProcessingErr> {
         let (follows, watching) = watch::channel(Vec::new());
         tokio::spawn(read_loop(args.bus.clone(), watching, myself.clone()));
-        // The control channel and users' events, subscribed in the
-        // background (again and again while Redis is down at start).
-        let (bus, relay) = (args.bus.clone(), myself.clone());
+        // The control channel and users' events: subscribed before this
+        // instance serves (pub/sub keeps nothing: an event published before
+        // the subscription is lost), or, while Redis is down at start, in
+        // the background, again and again.
+        let bus = args.bus.clone();
+        let subscribed = tokio::time::timeout(SUBSCRIBE_WAIT, subscribe(&bus))
+            .await
+            .ok();
+        let relay = myself.clone();
         tokio::spawn(async move {
-            let mut incoming = loop {
-                match bus.listen().await {
-                    Ok(incoming) => break incoming,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "stream bus: not listening yet");
-                        tokio::time::sleep(RETRY * 5).await;
-                    }
-                }
+            let mut incoming = match subscribed {
+                Some(incoming) => incoming,
+                None => subscribe(&bus).await,
             };
             while let Some(message) = incoming.recv().await {
                 if relay.cast(RelayMsg::Incoming(message)).is_err() {
@@ -440,6 +444,19 @@ impl RelayState {
                 store_timeout: self.args.store_timeout,
             };
             tokio::spawn(async move { orphans.close(stream_id).await });
+        }
+    }
+}
+
+/// This instance's control messages and users' events, once subscribed.
+async fn subscribe(bus: &Arc<dyn StreamBus>) -> tokio::sync::mpsc::Receiver<Incoming> {
+    loop {
+        match bus.listen().await {
+            Ok(incoming) => return incoming,
+            Err(e) => {
+                tracing::warn!(error = %e, "stream bus: not listening yet");
+                tokio::time::sleep(RETRY).await;
+            }
         }
     }
 }

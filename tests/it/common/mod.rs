@@ -344,8 +344,10 @@ impl Client {
 
     /// The next JSON frame. Panics on close or after [`WAIT`].
     pub async fn recv(&mut self) -> Value {
+        // One deadline for the frame: the server's pings must not extend it.
+        let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let message = tokio::time::timeout(WAIT, self.ws.next())
+            let message = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .expect("a frame within the wait")
                 .expect("connection open")
