@@ -111,10 +111,18 @@ async fn serve(accepted: Box<Accepted>) {
             let _ = Box::pin(app.hub.acquire_connection(&user.id, session_id.as_str())).await;
         }
     };
-    tokio::select! {
-        _ = read_frames(&mut stream, &session, &outbox, &last_seen, &inbound) => {}
-        _ = &mut writer => {}
-        _ = refresh_slot => {}
+    let violation = tokio::select! {
+        violation = read_frames(&mut stream, &session, &outbox, &last_seen, &inbound) => violation,
+        _ = &mut writer => None,
+        _ = refresh_slot => None,
+    };
+    if let Some((code, reason)) = violation {
+        // What came before the violation is answered first: the session
+        // handles the frames it holds (their permits come back) before the
+        // close is queued behind its answers. Bounded.
+        let held = u32::try_from(app.config.sessions.max_inbound_frames).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(ANSWER_GRACE, inbound.acquire_many(held)).await;
+        outbox.close(code, reason);
     }
     app.hub.release_connection(&user.id, session_id.as_str());
     session.stop(None);
@@ -264,25 +272,25 @@ async fn authenticate(
     }
 }
 
+/// How long a connection that broke the protocol waits for its session to
+/// answer what came before, before it closes.
+const ANSWER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Decodes frames and casts them to the session until the client leaves or
-/// breaks the protocol. Each frame waits for a permit of `inbound` first.
+/// breaks the protocol; returns the close a violation calls for. Each frame
+/// waits for a permit of `inbound` first.
 async fn read_frames(
     stream: &mut SplitStream<WebSocket>,
     session: &ActorRef<SessionMsg>,
     outbox: &Outbox,
     last_seen: &LastSeen,
     inbound: &Arc<Semaphore>,
-) {
+) -> Option<(CloseCode, &'static str)> {
     while let Some(message) = stream.next().await {
         last_seen.touch();
         let message = match message {
             Ok(message) => message,
-            Err(e) => {
-                if let Some((code, reason)) = violation(e) {
-                    outbox.close(code, reason);
-                }
-                return;
-            }
+            Err(e) => return violation(e),
         };
         let decoded = match message {
             Message::Text(text) => ClientFrame::decode(&text),
@@ -291,18 +299,17 @@ async fn read_frames(
                     ErrorCode::InvalidRequest,
                     "binary frames are not part of the protocol",
                 ));
-                outbox.close(CloseCode::ProtocolError, "binary frame");
-                return;
+                return Some((CloseCode::ProtocolError, "binary frame"));
             }
             Message::Ping(_) | Message::Pong(_) => continue,
-            Message::Close(_) => return,
+            Message::Close(_) => return None,
         };
         let kind = decoded.as_ref().map_or("invalid", ClientFrame::kind);
         metrics::counter!("skald_frames_received_total", "type" => kind).increment(1);
         // The bound of the session's inbound queue: wait for room. The
         // semaphore is never closed, so this only fails if it were.
         let Ok(permit) = inbound.clone().acquire_owned().await else {
-            return;
+            return None;
         };
         let cast = match decoded {
             Ok(frame) => session.cast(SessionMsg::Frame(frame, permit)),
@@ -312,9 +319,10 @@ async fn read_frames(
             // The session is gone without its supervisor closing us (e.g.
             // the supervisor itself was restarted).
             outbox.close(CloseCode::Internal, "session ended");
-            return;
+            return None;
         }
     }
+    None
 }
 
 /// The close code of a read error that is the client's fault (RFC 6455),

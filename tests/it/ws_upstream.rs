@@ -27,13 +27,11 @@ async fn server_for(mock: &MockUpstream) -> TestServer {
                 ("hang", "mock-hang"),
                 ("stall", "mock-hang-after-2"),
                 ("fail", "mock-error-500"),
-                ("huge", "mock-big-delta-4194304"),
             ] {
                 c.bots.insert(
                     name.into(),
                     BotSettings {
                         model: Some(model.into()),
-                        max_answer_bytes: 1001,
                         ..BotSettings::default()
                     },
                 );
@@ -58,7 +56,22 @@ async fn ask(client: &mut Client, id: &str, bot: &str, text: &str) -> (Value, St
 #[tokio::test]
 async fn an_answer_is_cut_at_the_bots_max_answer_bytes() {
     let upstream = mock_upstream(0.0, 12).await;
-    let server = server_for(&upstream).await;
+    let base_url = upstream.base_url();
+    // The default timeouts: 4 MiB through a debug build takes a while.
+    let server = TestServer::builder()
+        .config(move |c| {
+            c.model.upstream_url = Some(base_url.parse().unwrap());
+            c.bots.insert(
+                "huge".into(),
+                BotSettings {
+                    model: Some("mock-big-delta-4194304".into()),
+                    max_answer_bytes: 1001,
+                    ..BotSettings::default()
+                },
+            );
+        })
+        .start()
+        .await;
     let mut client = server.client("hugo").await;
     let (ack, result) = ask(&mut client, "h-1", "huge", "a lot").await;
     assert_eq!(result.done["finish_reason"], "length", "{}", result.done);
