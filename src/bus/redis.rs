@@ -262,7 +262,7 @@ impl StreamBus for RedisBus {
         }
         tokio::time::timeout(
             self.settings.redis.command_timeout,
-            eval(&self.main, PUBLISH, &self.publish_sha, &keys, &args),
+            eval(&self.main, PUBLISH, &self.publish_sha, keys, args),
         )
         .await
         .unwrap_or_else(|_| Err(FredError::new(fred::error::ErrorKind::Timeout, "timed out")))

@@ -332,7 +332,7 @@ impl RedisLimits {
         args: Vec<String>,
     ) -> Result<Value, LimitsError> {
         let client = self.client.with_options(&self.options);
-        eval(&client, script.lua, &self.shas[script.index], &keys, &args)
+        eval(&client, script.lua, &self.shas[script.index], keys, args)
             .await
             .map_err(|e| self.unavailable(script.name, e))
     }
@@ -559,6 +559,10 @@ impl LimitsBackend for RedisLimits {
 /// the first time (`sha` keeps its hash), and on `NOSCRIPT` (a Redis that
 /// lost its scripts) `EVAL` with the body. Routed by the first key.
 ///
+/// The keys and arguments are taken by value and become the command's
+/// values without a copy (a flush of the stream bus carries every frame);
+/// the fallback shares them (reference-counted).
+///
 /// These go through `custom` commands: fred 10.1 has no `LuaInterface`
 /// for `WithOptions`, so `with_options(..).evalsha(..)` would deref to the
 /// bare client and silently drop the timeout and fail-fast options.
@@ -566,8 +570,8 @@ pub(crate) async fn eval<C: ClientLike>(
     client: &C,
     lua: &'static str,
     sha: &OnceLock<String>,
-    keys: &[String],
-    args: &[String],
+    keys: Vec<String>,
+    args: Vec<String>,
 ) -> Result<Value, FredError> {
     let slot = ClusterHash::Custom(fred::util::redis_keyslot(keys[0].as_bytes()));
     let command = |name: &'static str| CustomCommand::new_static(name, slot.clone(), false);
@@ -578,17 +582,14 @@ pub(crate) async fn eval<C: ClientLike>(
             sha.get_or_init(|| hash).clone()
         }
     };
-    let call = |first: String| {
-        let mut call = Vec::with_capacity(2 + keys.len() + args.len());
-        call.push(first);
-        call.push(keys.len().to_string());
-        call.extend(keys.iter().cloned());
-        call.extend(args.iter().cloned());
-        call
-    };
-    match client.custom(command("EVALSHA"), call(hash)).await {
+    let mut call = Vec::with_capacity(2 + keys.len() + args.len());
+    call.push(Value::from(hash));
+    call.push(Value::from(keys.len() as i64));
+    call.extend(keys.into_iter().chain(args).map(Value::from));
+    match client.custom(command("EVALSHA"), call.clone()).await {
         Err(e) if e.details().starts_with("NOSCRIPT") => {
-            client.custom(command("EVAL"), call(lua.to_owned())).await
+            call[0] = Value::from(lua);
+            client.custom(command("EVAL"), call).await
         }
         other => other,
     }
