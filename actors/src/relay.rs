@@ -117,12 +117,19 @@ struct Dirty {
     relay: ActorRef<RelayMsg>,
 }
 
-impl Listener for Dirty {
-    fn mark_dirty(&self, stream_id: &StreamId) {
+impl Dirty {
+    /// Marks these streams as having news, without asking for a flush.
+    fn add(&self, ids: impl IntoIterator<Item = StreamId>) {
         self.ids
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(stream_id.clone());
+            .extend(ids);
+    }
+}
+
+impl Listener for Dirty {
+    fn mark_dirty(&self, stream_id: &StreamId) {
+        self.add([stream_id.clone()]);
         if !self.flush_pending.swap(true, Ordering::AcqRel) {
             self.relay.send_after(LINGER, || RelayMsg::Flush);
         }
@@ -236,12 +243,7 @@ impl Actor for Relay {
                     },
                 );
                 // Announced now, before this session's `started` goes out.
-                state
-                    .dirty
-                    .ids
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(log.ids.stream_id.clone());
+                state.dirty.add([log.ids.stream_id.clone()]);
                 state.flush(&myself).await;
             }
             RelayMsg::Flush => state.flush(&myself).await,
@@ -338,9 +340,7 @@ impl RelayState {
                 // Nothing moves: the same frames (as recorded in the logs)
                 // go with the next flush.
                 tracing::warn!(error = %e, frames = entries, "frames not published yet");
-                let mut ids = self.dirty.ids.lock().unwrap_or_else(|p| p.into_inner());
-                ids.extend(dirty);
-                drop(ids);
+                self.dirty.add(dirty);
                 if !self.dirty.flush_pending.swap(true, Ordering::AcqRel) {
                     myself.send_after(RETRY, || RelayMsg::Flush);
                 }

@@ -444,7 +444,8 @@ pub async fn pump(
     }
 }
 
-/// The largest index at most `at` that is a character boundary of `text`.
+/// The largest index at most `at` that is a character boundary of `text`
+/// (std's `str::floor_char_boundary` needs Rust 1.91; the MSRV is 1.88).
 fn floor_char_boundary(text: &str, at: usize) -> usize {
     (0..=at.min(text.len()))
         .rev()
