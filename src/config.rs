@@ -25,6 +25,7 @@ use skald_actors::settings::{BotSettings, LimitSettings, SessionSettings};
 use url::Url;
 
 use crate::config_reference::SETTINGS;
+use crate::edge::client_ip::{ForwardedHeader, TrustedProxies};
 use crate::store::scylla::ScyllaSettings;
 
 /// The variable that names the TOML configuration file.
@@ -86,6 +87,10 @@ pub struct Config {
     /// Browser origins allowed to open a WebSocket; empty allows all. A
     /// request without an `Origin` header (not a browser) is always allowed.
     pub allowed_origins: Vec<String>,
+    /// Load balancers whose forwarding header names the client (see
+    /// `edge::client_ip`).
+    pub trusted_proxies: TrustedProxies,
+    pub forwarded_header: ForwardedHeader,
     pub auth: AuthConfig,
     pub websocket: WebSocketConfig,
     pub sessions: SessionSettings,
@@ -109,6 +114,8 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             drain_timeout_ms: 30_000,
             allowed_origins: Vec::new(),
+            trusted_proxies: TrustedProxies::default(),
+            forwarded_header: ForwardedHeader::default(),
             auth: AuthConfig::default(),
             websocket: WebSocketConfig::default(),
             sessions: SessionSettings::default(),

@@ -50,6 +50,16 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "browser origins allowed to open a WebSocket; empty allows all; requests without an Origin header are always allowed",
     },
     Setting {
+        key: "trusted_proxies",
+        env: Some("SKALD_TRUSTED_PROXIES"),
+        meaning: "addresses and CIDRs of the load balancers in front (`[\"10.0.0.0/8\"]`; comma-separated in the variable): from them, the client's address is read from `forwarded_header` for limits, audit and anonymisation; from anyone else the header is ignored",
+    },
+    Setting {
+        key: "forwarded_header",
+        env: Some("SKALD_FORWARDED_HEADER"),
+        meaning: "the header the trusted proxies write: `x-forwarded-for` (Nginx, HAProxy) or `forwarded` (RFC 7239); only this one is read, walked from the right past trusted hops",
+    },
+    Setting {
         key: "auth.jwt_secret",
         env: Some("SKALD_JWT_SECRET"),
         meaning: "HS256 secret (at least 32 bytes); unset and no public keys: a development secret is generated in the data dir",

@@ -3,9 +3,9 @@
 //! and every WebSocket upgrade pays first. The WebSocket edge, the HTTP API
 //! and the demo all use these, so there is one of each check.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
@@ -15,6 +15,7 @@ use skald_actors::ports::store::{AuditAction, AuditRecord};
 use skald_actors::session::AuthedUser;
 use skald_protocol::ErrorCode;
 
+use super::client_ip::ClientIp;
 use super::error::ApiError;
 use super::AppState;
 
@@ -40,10 +41,7 @@ impl FromRequestParts<AppState> for Caller {
             ));
         };
         app.verifier.verify(token).map(Caller).map_err(|e| {
-            let address = parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip());
+            let address = Some(super::client_ip::client_ip(parts, app));
             app.hub.audit(AuditRecord::now(
                 AuditAction::AuthFailed,
                 None,
@@ -86,11 +84,11 @@ pub async fn check_address(app: &AppState, address: IpAddr) -> Result<(), ApiErr
 /// Middleware: every HTTP API request counts against its address first.
 pub async fn limit_address(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     request: Request,
     next: Next,
 ) -> Response {
-    match check_address(&app, peer.ip()).await {
+    match check_address(&app, client).await {
         Ok(()) => next.run(request).await,
         Err(refusal) => refusal.into_response(),
     }

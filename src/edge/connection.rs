@@ -14,7 +14,7 @@
 //! text that is not UTF-8 (1007), broken WebSocket framing (1002).
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket};
@@ -48,12 +48,12 @@ pub type Halves = (SplitSink<WebSocket, Message>, SplitStream<WebSocket>);
 
 /// What a connection starts from: the socket already split (see
 /// `ws::upgrade`), the verified `Authorization` header if there was one,
-/// and the peer's address.
+/// and the client's address (see `client_ip`).
 pub struct Accepted {
     pub halves: Halves,
     pub app: AppState,
     pub header_auth: Option<Result<AuthedUser, AuthError>>,
-    pub peer: SocketAddr,
+    pub client: IpAddr,
 }
 
 /// Serves one upgraded connection, in a span of its own (the session id and
@@ -67,7 +67,7 @@ pub struct Accepted {
 pub fn run(accepted: Box<Accepted>) -> impl Future<Output = ()> {
     let span = tracing::info_span!(
         "connection",
-        peer = %accepted.peer,
+        client = %accepted.client,
         session_id = tracing::field::Empty,
         user = tracing::field::Empty
     );
@@ -79,7 +79,7 @@ async fn serve(accepted: Box<Accepted>) {
         halves: (sink, mut stream),
         app,
         header_auth,
-        peer,
+        client,
     } = *accepted;
     let ws = &app.config.websocket;
     let outbox = Outbox::new(app.config.sessions.max_queued_frames);
@@ -96,7 +96,14 @@ async fn serve(accepted: Box<Accepted>) {
     // connection slot, the spawn) would otherwise keep its future's size in
     // this task for the connection's whole life; idle sessions are most of
     // a server's memory.
-    let started = Box::pin(start_session(&mut stream, &app, header_auth, peer, &outbox)).await;
+    let started = Box::pin(start_session(
+        &mut stream,
+        &app,
+        header_auth,
+        client,
+        &outbox,
+    ))
+    .await;
     let Some((user, session_id, session)) = started else {
         let _ = writer.await;
         return;
@@ -140,19 +147,19 @@ async fn start_session(
     stream: &mut SplitStream<WebSocket>,
     app: &AppState,
     header_auth: Option<Result<AuthedUser, AuthError>>,
-    peer: SocketAddr,
+    client: IpAddr,
     outbox: &Arc<Outbox>,
 ) -> Option<(AuthedUser, SessionId, ActorRef<SessionMsg>)> {
     let user = match authenticate(stream, app, header_auth).await {
         Ok(user) => user,
         Err(failure) => {
             if let AuthFailure::Close(code, message) = failure {
-                tracing::info!(%peer, %message, "authentication failed");
+                tracing::info!(%client, %message, "authentication failed");
                 metrics::counter!("skald_auth_failures_total").increment(1);
                 app.hub.audit(AuditRecord::now(
                     AuditAction::AuthFailed,
                     None,
-                    Some(peer.ip()),
+                    Some(client),
                     message.clone(),
                 ));
                 let error = match code {
@@ -200,7 +207,7 @@ async fn start_session(
     let args = SessionArgs {
         session_id: session_id.clone(),
         user: user.clone(),
-        address: Some(peer.ip()),
+        address: Some(client),
         outbox: outbox.clone(),
         directory: app.hub.directory.clone(),
     };
@@ -217,7 +224,7 @@ async fn start_session(
             return None;
         }
     };
-    tracing::debug!(%session_id, user = %user.id, %peer, "session started");
+    tracing::debug!(%session_id, user = %user.id, %client, "session started");
     Some((user, session_id, session))
 }
 

@@ -3,9 +3,7 @@
 //! user's conversation is 404, never 403. Cursors are opaque (base64url of
 //! the store's position) and a cursor that does not decode is a 400.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -20,6 +18,7 @@ use skald_protocol::http::{
 use skald_protocol::{ConversationId, ErrorCode};
 
 use super::access::Caller;
+use super::client_ip::ClientIp;
 use super::error::{ApiError, ApiPath, ApiQuery};
 use super::AppState;
 
@@ -151,7 +150,7 @@ async fn messages(
 /// `DELETE /v1/conversations/{id}`: 204, or 404 for anything not the caller's.
 async fn delete_conversation(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     Caller(user): Caller,
     ApiPath(id): ApiPath<ConversationId>,
 ) -> Result<StatusCode, ApiError> {
@@ -167,7 +166,7 @@ async fn delete_conversation(
     app.hub.audit(AuditRecord::now(
         AuditAction::ConversationDeleted,
         Some(&user.id),
-        Some(peer.ip()),
+        Some(client),
         id.as_str(),
     ));
     Ok(StatusCode::NO_CONTENT)
@@ -176,7 +175,7 @@ async fn delete_conversation(
 /// `GET /v1/export`: every record the server holds about the caller.
 async fn export(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     Caller(user): Caller,
 ) -> Result<Json<Export>, ApiError> {
     let export = app.hub.services.store.export_user(&user.id).await?;
@@ -184,7 +183,7 @@ async fn export(
     app.hub.audit(AuditRecord::now(
         AuditAction::Exported,
         Some(&user.id),
-        Some(peer.ip()),
+        Some(client),
         "",
     ));
     let usage = app
@@ -222,7 +221,7 @@ async fn export(
 /// record of the erasure says so.
 async fn erase(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     Caller(user): Caller,
 ) -> Result<StatusCode, ApiError> {
     if let Err(e) = app.hub.erase_user(&user.id).await {
@@ -236,7 +235,7 @@ async fn erase(
     app.hub.audit(AuditRecord::now(
         AuditAction::Erased,
         None,
-        Some(peer.ip()),
+        Some(client),
         "a user erased their data; their usage counters of the month are kept, without content",
     ));
     Ok(StatusCode::NO_CONTENT)

@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod api;
+pub mod client_ip;
 pub mod connection;
 pub mod error;
 pub mod history;

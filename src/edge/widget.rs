@@ -8,10 +8,9 @@
 //! committed and embedded here, so the binary serves the widget with
 //! nothing else installed. A client test fails when they are stale.
 
-use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,6 +22,7 @@ use skald_protocol::http::DemoToken;
 use skald_protocol::ErrorCode;
 
 use super::access::{bearer, check_address_rate};
+use super::client_ip::ClientIp;
 use super::error::ApiError;
 use super::AppState;
 use crate::auth::{self, Claims};
@@ -181,17 +181,11 @@ async fn demo_page() -> Response {
 /// gets a token for the same visitor, who so keeps their conversation.
 async fn demo_token(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let per_minute = app.config.demo.tokens_per_minute_per_address;
-    check_address_rate(
-        &app,
-        RateKey::DemoTokens(peer.ip()),
-        per_minute,
-        "demo tokens",
-    )
-    .await?;
+    check_address_rate(&app, RateKey::DemoTokens(client), per_minute, "demo tokens").await?;
     let Some(secret) = app.secret.as_ref().map(|s| s.expose()) else {
         return Err(ApiError::new(
             ErrorCode::Unavailable,

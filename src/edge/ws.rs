@@ -4,23 +4,22 @@
 //! dominate an idle session's memory), and hands the socket to
 //! [`super::connection::run`].
 
-use std::net::SocketAddr;
-
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use skald_protocol::ErrorCode;
 
 use super::access::{bearer, check_address};
+use super::client_ip::ClientIp;
 use super::connection::Accepted;
 use super::error::ApiError;
 use super::AppState;
 
 pub async fn upgrade(
     State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(client): ClientIp,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -38,7 +37,7 @@ pub async fn upgrade(
         return ApiError::new(ErrorCode::Unavailable, "the server is shutting down")
             .into_response();
     }
-    if let Err(refusal) = check_address(&app, peer.ip()).await {
+    if let Err(refusal) = check_address(&app, client).await {
         return refusal.into_response();
     }
     let header_auth = bearer(&headers).map(|token| app.verifier.verify(token));
@@ -52,7 +51,7 @@ pub async fn upgrade(
                 halves: socket.split(),
                 app,
                 header_auth,
-                peer,
+                client,
             }))
         })
 }

@@ -285,6 +285,116 @@ async fn connections_per_user_and_requests_per_address_are_limited() {
     }
 }
 
+/// One request from `server`'s loopback peer, saying it forwards `client`.
+async fn forwarded_get(server: &TestServer, path: &str, user: &str, client: &str) -> u16 {
+    reqwest::Client::new()
+        .get(format!("http://{}{path}", server.addr))
+        .bearer_auth(token(user))
+        .header("x-forwarded-for", format!("198.51.100.250, {client}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_behind_a_trusted_proxy_are_counted_and_audited_apart() {
+    let behind_proxy = |c: &mut Config| {
+        c.limits.address_requests_per_minute = 2;
+        c.trusted_proxies = serde_json::from_value(json!(["127.0.0.0/8"])).unwrap();
+    };
+    let server = server(&Backend::Local, behind_proxy).await;
+    for _ in 0..2 {
+        assert_eq!(
+            forwarded_get(&server, "/v1/usage", "ida", "203.0.113.1").await,
+            200
+        );
+    }
+    assert_eq!(
+        forwarded_get(&server, "/v1/usage", "ida", "203.0.113.1").await,
+        429
+    );
+    // Another client of the same proxy has a bucket of its own, on HTTP
+    // and on the WebSocket upgrade, and the audit log records its address.
+    assert_eq!(
+        forwarded_get(&server, "/v1/export", "ida", "203.0.113.2").await,
+        200
+    );
+    let bearer = format!("Bearer {}", token("ida"));
+    let upgrade = |client: &'static str| {
+        let (url, bearer) = (server.url(), bearer.clone());
+        async move {
+            let hops = format!("203.0.113.77, {client}");
+            let headers = [
+                ("authorization", bearer.as_str()),
+                ("x-forwarded-for", &hops),
+            ];
+            Client::try_connect_with(&url, &headers).await
+        }
+    };
+    match upgrade("203.0.113.1").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429)
+        }
+        _ => panic!("the forwarded address is over its limit: its upgrade must be refused"),
+    }
+    let mut ws = upgrade("203.0.113.2")
+        .await
+        .expect("a second request of 203.0.113.2");
+    assert_eq!(ws.recv().await["type"], "ready");
+    // The audit record is written behind the answer: export again (from
+    // fresh addresses, each with its own bucket) until it shows.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for i in 10.. {
+        let export = reqwest::Client::new()
+            .get(format!("http://{}/v1/export", server.addr))
+            .bearer_auth(token("ida"))
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap();
+        let addresses: Vec<&str> = export["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["action"] == "exported")
+            .filter_map(|a| a["address"].as_str())
+            .collect();
+        assert!(
+            addresses.iter().all(|a| a.starts_with("203.0.113.")),
+            "only forwarded addresses are audited: {addresses:?}"
+        );
+        if addresses.contains(&"203.0.113.2") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{export}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await;
+
+    // Without the proxy on the list, the header is the client's word and
+    // is ignored: every forwarded address shares the peer's bucket.
+    let server = self::server(&Backend::Local, |c| {
+        c.limits.address_requests_per_minute = 2
+    })
+    .await;
+    for client in ["203.0.113.1", "203.0.113.2"] {
+        assert_eq!(
+            forwarded_get(&server, "/v1/usage", "ida", client).await,
+            200
+        );
+    }
+    assert_eq!(
+        forwarded_get(&server, "/v1/usage", "ida", "203.0.113.3").await,
+        429
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotas_roll_over_with_the_utc_month() {
     for backend in Backend::both() {

@@ -293,16 +293,29 @@ impl Client {
         bearer: Option<&str>,
         origin: Option<&str>,
     ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let authorization = bearer.map(|token| format!("Bearer {token}"));
+        let headers: Vec<(&str, &str)> = [
+            authorization.as_deref().map(|v| ("authorization", v)),
+            origin.map(|v| ("origin", v)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        Client::try_connect_with(url, &headers).await
+    }
+
+    /// Opens a connection whose upgrade request carries these headers.
+    pub async fn try_connect_with(
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
         let mut request = url.into_client_request().unwrap();
-        if let Some(token) = bearer {
-            request
-                .headers_mut()
-                .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        }
-        if let Some(origin) = origin {
-            request
-                .headers_mut()
-                .insert("origin", origin.parse().unwrap());
+        for (name, value) in headers {
+            request.headers_mut().append(
+                tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes())
+                    .unwrap(),
+                value.parse().unwrap(),
+            );
         }
         let (ws, _) = tokio_tungstenite::connect_async(request).await?;
         Ok(Client { ws })
