@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -109,7 +110,13 @@ impl Verifier {
         })
     }
 
+    /// The caller of one HTTP request.
     pub fn verify(&self, token: &str) -> Result<AuthedUser, AuthError> {
+        self.verify_session(token).map(|verified| verified.user)
+    }
+
+    /// The user of a session, and until when the token lets it live.
+    pub fn verify_session(&self, token: &str) -> Result<Verified, AuthError> {
         let refused = |m: &str| AuthError::Refused(m.to_owned());
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| refused("malformed token or algorithm not allowed"))?;
@@ -184,13 +191,34 @@ impl Verifier {
         if claims.sub.is_empty() || claims.sub.chars().count() > 256 {
             return Err(refused("sub must be 1 to 256 characters"));
         }
-        Ok(AuthedUser {
-            id: claims.sub.into(),
-            tenant: claims.tenant,
-            roles: claims.roles,
+        Ok(Verified {
+            user: AuthedUser {
+                id: claims.sub.into(),
+                tenant: claims.tenant,
+                roles: claims.roles,
+            },
+            valid_until: UNIX_EPOCH
+                + Duration::from_secs(
+                    claims
+                        .exp
+                        .saturating_add(self.leeway_secs)
+                        .min(LAST_SECOND_OF_9999),
+                ),
         })
     }
 }
+
+/// A verified token.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub user: AuthedUser,
+    /// `exp` plus the leeway: a session on this token ends then (PROTOCOL.md).
+    pub valid_until: SystemTime,
+}
+
+/// 9999-12-31T23:59:59Z: later `exp`s are taken as this (a `SystemTime`
+/// cannot hold every `u64` of seconds).
+const LAST_SECOND_OF_9999: u64 = 253_402_300_799;
 
 impl Verifier {
     /// What this server expects of `aud` or `iss`, for a refusal's message.

@@ -12,10 +12,16 @@
 //! when the writer has closed the connection, or on a violation it detects
 //! itself: a binary frame (4400), a frame over `max_frame_bytes` (1009),
 //! text that is not UTF-8 (1007), broken WebSocket framing (1002).
+//!
+//! A session lives as long as its token (PROTOCOL.md): the reader closes it
+//! with 4401 when `exp` plus the leeway passes, unless a `hello` with a
+//! fresh token for the same user moved that end. The reader checks those
+//! `hello`s itself: it holds the verifier, the session does not.
 
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::ws::{Message, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
@@ -23,14 +29,14 @@ use futures::StreamExt;
 use ractor::ActorRef;
 use skald_actors::outbox::Outbox;
 use skald_actors::ports::store::{AuditAction, AuditRecord};
-use skald_actors::session::{AuthedUser, SessionArgs, SessionMsg};
-use skald_protocol::{ClientFrame, CloseCode, ErrorCode, ServerFrame, SessionId};
+use skald_actors::session::{SessionArgs, SessionMsg};
+use skald_protocol::{ClientFrame, CloseCode, ErrorCode, ServerFrame, SessionId, UserId};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use super::writer::{self, LastSeen};
 use super::AppState;
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Verified};
 
 /// Why a connection could not be authenticated.
 enum AuthFailure {
@@ -52,7 +58,7 @@ pub type Halves = (SplitSink<WebSocket, Message>, SplitStream<WebSocket>);
 pub struct Accepted {
     pub halves: Halves,
     pub app: AppState,
-    pub header_auth: Option<Result<AuthedUser, AuthError>>,
+    pub header_auth: Option<Result<Verified, AuthError>>,
     pub client: IpAddr,
 }
 
@@ -104,7 +110,7 @@ async fn serve(accepted: Box<Accepted>) {
         &outbox,
     ))
     .await;
-    let Some((user, session_id, session)) = started else {
+    let Some((Verified { user, valid_until }, session_id, session)) = started else {
         let _ = writer.await;
         return;
     };
@@ -119,7 +125,11 @@ async fn serve(accepted: Box<Accepted>) {
         }
     };
     let violation = tokio::select! {
-        violation = read_frames(&mut stream, &session, &outbox, &last_seen, &inbound) => violation,
+        violation = read_frames(
+            &mut stream,
+            Reader { app: &app, client, session: &session, outbox: &outbox, last_seen: &last_seen, inbound: &inbound },
+            TokenLife { user: &user.id, valid_until },
+        ) => violation,
         _ = &mut writer => None,
         _ = refresh_slot => None,
     };
@@ -146,22 +156,15 @@ async fn serve(accepted: Box<Accepted>) {
 async fn start_session(
     stream: &mut SplitStream<WebSocket>,
     app: &AppState,
-    header_auth: Option<Result<AuthedUser, AuthError>>,
+    header_auth: Option<Result<Verified, AuthError>>,
     client: IpAddr,
     outbox: &Arc<Outbox>,
-) -> Option<(AuthedUser, SessionId, ActorRef<SessionMsg>)> {
-    let user = match authenticate(stream, app, header_auth).await {
-        Ok(user) => user,
+) -> Option<(Verified, SessionId, ActorRef<SessionMsg>)> {
+    let verified = match authenticate(stream, app, header_auth).await {
+        Ok(verified) => verified,
         Err(failure) => {
             if let AuthFailure::Close(code, message) = failure {
-                tracing::info!(%client, %message, "authentication failed");
-                metrics::counter!("skald_auth_failures_total").increment(1);
-                app.hub.audit(AuditRecord::now(
-                    AuditAction::AuthFailed,
-                    None,
-                    Some(client),
-                    message.clone(),
-                ));
+                auth_failed(app, client, &message);
                 let error = match code {
                     CloseCode::AuthTimeout => {
                         ServerFrame::error(ErrorCode::Unauthorized, "authentication timeout")
@@ -179,6 +182,7 @@ async fn start_session(
         }
     };
 
+    let user = &verified.user;
     let session_id = SessionId::generate();
     let span = tracing::Span::current();
     span.record("session_id", session_id.as_str());
@@ -225,7 +229,7 @@ async fn start_session(
         }
     };
     tracing::debug!(%session_id, user = %user.id, %client, "session started");
-    Some((user, session_id, session))
+    Some((verified, session_id, session))
 }
 
 /// Header auth if the upgrade carried a token, else the first frame must be
@@ -233,8 +237,8 @@ async fn start_session(
 async fn authenticate(
     stream: &mut SplitStream<WebSocket>,
     app: &AppState,
-    header_auth: Option<Result<AuthedUser, AuthError>>,
-) -> Result<AuthedUser, AuthFailure> {
+    header_auth: Option<Result<Verified, AuthError>>,
+) -> Result<Verified, AuthFailure> {
     let unauthorized = |e: AuthError| AuthFailure::Close(CloseCode::Unauthorized, e.to_string());
     if let Some(result) = header_auth {
         return result.map_err(unauthorized);
@@ -261,7 +265,7 @@ async fn authenticate(
             return match ClientFrame::decode(&text) {
                 Ok(ClientFrame::Hello {
                     token: Some(token), ..
-                }) => app.verifier.verify(&token).map_err(unauthorized),
+                }) => app.verifier.verify_session(&token).map_err(unauthorized),
                 Ok(ClientFrame::Hello { token: None, .. }) => Err(unauthorized(AuthError::Missing)),
                 _ => Err(AuthFailure::Close(
                     CloseCode::Unauthorized,
@@ -283,17 +287,79 @@ async fn authenticate(
 /// answer what came before, before it closes.
 const ANSWER_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Decodes frames and casts them to the session until the client leaves or
-/// breaks the protocol; returns the close a violation calls for. Each frame
-/// waits for a permit of `inbound` first.
+/// A refused token: logged, counted and audited with the client's address.
+fn auth_failed(app: &AppState, client: IpAddr, message: &str) {
+    tracing::info!(%client, %message, "authentication failed");
+    metrics::counter!("skald_auth_failures_total").increment(1);
+    app.hub.audit(AuditRecord::now(
+        AuditAction::AuthFailed,
+        None,
+        Some(client),
+        message,
+    ));
+}
+
+/// What the reader of an authenticated connection works with.
+struct Reader<'a> {
+    app: &'a AppState,
+    client: IpAddr,
+    session: &'a ActorRef<SessionMsg>,
+    outbox: &'a Outbox,
+    last_seen: &'a LastSeen,
+    inbound: &'a Arc<Semaphore>,
+}
+
+/// How long a session may live (PROTOCOL.md): until its token's `exp` plus
+/// the leeway, moved on by each `hello` with a fresh token for its user.
+struct TokenLife<'a> {
+    user: &'a UserId,
+    valid_until: SystemTime,
+}
+
+impl TokenLife<'_> {
+    /// The same instant on tokio's clock (at most ten years ahead, which
+    /// its arithmetic holds).
+    fn deadline(&self) -> tokio::time::Instant {
+        const TEN_YEARS: Duration = Duration::from_secs(10 * 366 * 86_400);
+        let left = self
+            .valid_until
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        tokio::time::Instant::now() + left.min(TEN_YEARS)
+    }
+}
+
+/// Decodes frames and casts them to the session until the client leaves,
+/// breaks the protocol or its token expires; returns the close that calls
+/// for. Each frame waits for a permit of `inbound` first. A `hello` with a
+/// token is the reader's own: a fresh token for the same user moves the
+/// session's end, any other is refused and closes the connection.
 async fn read_frames(
     stream: &mut SplitStream<WebSocket>,
-    session: &ActorRef<SessionMsg>,
-    outbox: &Outbox,
-    last_seen: &LastSeen,
-    inbound: &Arc<Semaphore>,
+    reader: Reader<'_>,
+    mut life: TokenLife<'_>,
 ) -> Option<(CloseCode, &'static str)> {
-    while let Some(message) = stream.next().await {
+    let Reader {
+        app,
+        client,
+        session,
+        outbox,
+        last_seen,
+        inbound,
+    } = reader;
+    let expiry = tokio::time::sleep_until(life.deadline());
+    tokio::pin!(expiry);
+    loop {
+        let message = tokio::select! {
+            message = stream.next() => message?,
+            () = &mut expiry => {
+                outbox.push(&ServerFrame::error(
+                    ErrorCode::Unauthorized,
+                    "token expired: send a hello with a fresh token before its exp",
+                ));
+                return Some((CloseCode::Unauthorized, "token expired"));
+            }
+        };
         last_seen.touch();
         let message = match message {
             Ok(message) => message,
@@ -313,6 +379,23 @@ async fn read_frames(
         };
         let kind = decoded.as_ref().map_or("invalid", ClientFrame::kind);
         metrics::counter!("skald_frames_received_total", "type" => kind).increment(1);
+        if let Ok(ClientFrame::Hello { token, .. }) = &decoded {
+            // Without a token, it says nothing new (a client that
+            // authenticated with the upgrade's header may send one).
+            let Some(token) = token else { continue };
+            let refused = match app.verifier.verify_session(token) {
+                Ok(fresh) if fresh.user.id == *life.user => {
+                    life.valid_until = fresh.valid_until;
+                    expiry.as_mut().reset(life.deadline());
+                    continue;
+                }
+                Ok(_) => "a hello's token must be for the session's user".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            auth_failed(app, client, &refused);
+            outbox.push(&ServerFrame::error(ErrorCode::Unauthorized, refused));
+            return Some((CloseCode::Unauthorized, "bad token in hello"));
+        }
         // The bound of the session's inbound queue: wait for room. The
         // semaphore is never closed, so this only fails if it were.
         let Ok(permit) = inbound.clone().acquire_owned().await else {
@@ -329,7 +412,6 @@ async fn read_frames(
             return None;
         }
     }
-    None
 }
 
 /// The close code of a read error that is the client's fault (RFC 6455),

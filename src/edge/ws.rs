@@ -40,7 +40,7 @@ pub async fn upgrade(
     if let Err(refusal) = check_address(&app, client).await {
         return refusal.into_response();
     }
-    let header_auth = bearer(&headers).map(|token| app.verifier.verify(token));
+    let header_auth = bearer(&headers).map(|token| app.verifier.verify_session(token));
     let sizes = &app.config.websocket;
     ws.read_buffer_size(sizes.read_buffer_bytes)
         .write_buffer_size(sizes.write_buffer_bytes)

@@ -169,3 +169,47 @@ async fn origin_allow_list_refuses_other_sites_with_403() {
     assert_eq!(cli.recv().await["type"], "ready");
     server.stop().await;
 }
+
+/// PROTOCOL.md: a session lives as long as its token, and a `hello` with a
+/// fresh token for the same `sub` keeps it; any other `hello` closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_with_its_token_unless_a_hello_refreshes_it() {
+    let server = TestServer::builder()
+        .config(|c| c.auth.leeway_secs = 0)
+        .start()
+        .await;
+    let now = skald::auth::now_secs();
+    let short = token_with("u-t", |c| c.exp = now + 2);
+    let mut lapsing = Client::connect(&server.url(), Some(&short)).await;
+    assert_eq!(lapsing.recv().await["type"], "ready");
+    let mut kept = Client::connect(&server.url(), None).await;
+    kept.send(json!({"type":"hello","token":short})).await;
+    assert_eq!(kept.recv().await["type"], "ready");
+    kept.send(json!({"type":"hello","token":token("u-t")}))
+        .await;
+
+    let error = lapsing.recv().await;
+    assert_eq!(error["code"], "unauthorized", "{error}");
+    assert!(error["message"].as_str().unwrap().contains("expired"), "{error}");
+    assert_eq!(lapsing.closed().await, Closed::Code(4401));
+    // Both tokens ran out at the same second; only the refreshed session
+    // lives on, and serves.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    kept.send(json!({"type":"send","id":"k-1","text":"still here?"}))
+        .await;
+    assert_eq!(kept.recv().await["type"], "ack");
+
+    let refusals = [
+        ("another user", token("u-other")),
+        ("a bad token", token_with("u-t", |c| c.exp = now - 60)),
+    ];
+    for (what, token) in refusals {
+        let mut client = Client::connect(&server.url(), Some(&self::token("u-t"))).await;
+        assert_eq!(client.recv().await["type"], "ready");
+        client.send(json!({"type":"hello","token":token})).await;
+        let error = client.recv().await;
+        assert_eq!(error["code"], "unauthorized", "{what}: {error}");
+        assert_eq!(client.closed().await, Closed::Code(4401), "{what}");
+    }
+    server.stop().await;
+}
