@@ -12,7 +12,7 @@ import {
 import { SkaldApi, httpBaseFromWebSocketUrl } from "./http.js";
 import { CloseCode, MAX_CLIENT_ID_CHARS, type ClientFrame, type ErrorCode, type Limits, type ServerFrame } from "./protocol.js";
 import { ChatStream, type StreamOwner } from "./stream.js";
-import { TokenKeeper, type TokenSource } from "./token.js";
+import { MAX_TIMER_MS, TokenKeeper, refreshDelayMs, type TokenSource } from "./token.js";
 
 export const CLIENT_NAME = "skald-js/0.1.0";
 
@@ -161,7 +161,9 @@ function randomId(): string {
  * A connection to Skald that keeps itself alive: it reconnects with
  * jittered backoff, resumes the streams that were live, re-sends messages
  * that were not acknowledged (same `send.id`: never a duplicate), and
- * refreshes its token through the provider when the server refuses it.
+ * refreshes its token through the provider when the server refuses it,
+ * and, with a provider, before its `exp` on the open session (a session
+ * lives as long as its token).
  */
 export class SkaldClient {
   readonly url: string;
@@ -191,6 +193,9 @@ export class SkaldClient {
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private heartbeatTimer: ReturnType<typeof setTimeout> | undefined;
   private connectTimer: ReturnType<typeof setTimeout> | undefined;
+  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The token the current socket's session lives on. */
+  private socketToken: string | undefined;
   private readonly listeners: { [K in keyof ClientEvents]: Set<ClientEvents[K]> } = {
     state: new Set(),
     ready: new Set(),
@@ -376,6 +381,7 @@ export class SkaldClient {
       return;
     }
     if (generation !== this.generation || this.closedError) return;
+    this.socketToken = token;
     let ws: WebSocketLike;
     try {
       ws = new (this.WS as WebSocketConstructor)(this.url);
@@ -506,8 +512,44 @@ export class SkaldClient {
   private clearConnectionTimers(): void {
     if (this.heartbeatTimer !== undefined) clearTimeout(this.heartbeatTimer);
     if (this.connectTimer !== undefined) clearTimeout(this.connectTimer);
+    if (this.refreshTimer !== undefined) clearTimeout(this.refreshTimer);
     this.heartbeatTimer = undefined;
     this.connectTimer = undefined;
+    this.refreshTimer = undefined;
+  }
+
+  /**
+   * With a token provider, sends the open session a fresh token (`hello`)
+   * before the current one expires. A provider that fails leaves the
+   * session to end at `exp` (4401), and the reconnect asks it again.
+   */
+  private armRefresh(): void {
+    const token = this.socketToken;
+    if (!this.tokens.refreshable || token === undefined) return;
+    const delayMs = refreshDelayMs(token, Date.now());
+    if (delayMs === undefined) return;
+    const generation = this.generation;
+    this.refreshTimer = setTimeout(() => {
+      this.refreshTimer = undefined;
+      if (delayMs > MAX_TIMER_MS) this.armRefresh();
+      else void this.refreshToken(generation);
+    }, Math.min(delayMs, MAX_TIMER_MS));
+  }
+
+  private async refreshToken(generation: number): Promise<void> {
+    this.tokens.invalidate();
+    let token: string;
+    try {
+      token = await this.tokens.get();
+    } catch {
+      // The session ends at `exp`; the reconnect asks the provider again
+      // and reports its failure in the `reconnecting` state.
+      return;
+    }
+    if (generation !== this.generation || this.closedError) return;
+    if (!this.write({ type: "hello", token, client: this.options.clientName ?? CLIENT_NAME })) return;
+    this.socketToken = token;
+    this.armRefresh();
   }
 
   private setState(change: StateChange): void {
@@ -661,6 +703,7 @@ export class SkaldClient {
     this.lastAuthError = undefined;
     this.setState({ state: "open" });
     this.armHeartbeat();
+    this.armRefresh();
     // Whatever waited for a connection goes out now, in order.
     for (const entry of [...this.entries.values()]) {
       if (entry.phase === "pending" || entry.phase === "sent") {

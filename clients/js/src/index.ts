@@ -39,6 +39,6 @@ export { SkaldApi, httpBaseFromWebSocketUrl, httpError } from "./http.js";
 export type { ApiOptions } from "./http.js";
 export { backoffDelay } from "./backoff.js";
 export type { ReconnectOptions } from "./backoff.js";
-export { TokenKeeper, jwtExpiry } from "./token.js";
+export { TokenKeeper, jwtExpiry, refreshDelayMs } from "./token.js";
 export type { TokenSource } from "./token.js";
 export * from "./protocol.js";

@@ -23,6 +23,22 @@ export function jwtExpiry(token: string): number | undefined {
   }
 }
 
+/** Longest wait of one timer (setTimeout fires at once beyond 2^31-1 ms). */
+export const MAX_TIMER_MS = 24 * 3600 * 1000;
+
+/**
+ * When an open session should get a fresh token (PROTOCOL.md: a session
+ * lives as long as its token): 30 s before `exp`, or halfway there for a
+ * token with less than a minute to live; at least a second from now.
+ * Undefined when the token has no readable `exp`.
+ */
+export function refreshDelayMs(token: string, nowMs: number): number | undefined {
+  const exp = jwtExpiry(token);
+  if (exp === undefined) return undefined;
+  const left = exp * 1000 - nowMs;
+  return Math.max(1000, left - Math.min(EXPIRY_MARGIN_SECS * 1000, left / 2));
+}
+
 /** Hands out a usable token, calling the provider only when needed. */
 export class TokenKeeper {
   private cached: string | undefined;

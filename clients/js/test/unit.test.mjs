@@ -20,6 +20,7 @@ import {
   httpBaseFromWebSocketUrl,
   httpError,
   jwtExpiry,
+  refreshDelayMs,
 } from "../dist/index.js";
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
@@ -110,6 +111,13 @@ describe("backoff", () => {
 
 describe("tokens", () => {
   const jwt = (payload) => `e30.${Buffer.from(JSON.stringify(payload)).toString("base64url")}.sig`;
+  it("refreshes an open session's token 30 s before exp, or halfway for a short one", () => {
+    const now = 1_000_000_000_000;
+    assert.equal(refreshDelayMs(jwt({ exp: now / 1000 + 600 }), now), 570_000);
+    assert.equal(refreshDelayMs(jwt({ exp: now / 1000 + 20 }), now), 10_000);
+    assert.equal(refreshDelayMs(jwt({ exp: now / 1000 - 5 }), now), 1000);
+    assert.equal(refreshDelayMs(jwt({ sub: "x" }), now), undefined);
+  });
   it("reads exp without verifying", () => {
     assert.equal(jwtExpiry(jwt({ exp: 1234, sub: "é" })), 1234);
     assert.equal(jwtExpiry("not a jwt"), undefined);
