@@ -28,7 +28,6 @@ use axum::http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
 use super::AppState;
 
 /// The networks whose forwarding headers are believed. A bare address is
@@ -172,9 +171,12 @@ fn address(text: &str) -> Option<IpAddr> {
 pub struct ClientIp(pub IpAddr);
 
 impl FromRequestParts<AppState> for ClientIp {
-    type Rejection = ApiError;
+    type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<ClientIp, ApiError> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &AppState,
+    ) -> Result<ClientIp, Self::Rejection> {
         Ok(ClientIp(client_ip(parts, app)))
     }
 }

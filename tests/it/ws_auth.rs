@@ -190,7 +190,10 @@ async fn a_session_ends_with_its_token_unless_a_hello_refreshes_it() {
 
     let error = lapsing.recv().await;
     assert_eq!(error["code"], "unauthorized", "{error}");
-    assert!(error["message"].as_str().unwrap().contains("expired"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("expired"),
+        "{error}"
+    );
     assert_eq!(lapsing.closed().await, Closed::Code(4401));
     // Both tokens ran out at the same second; only the refreshed session
     // lives on, and serves.
