@@ -42,14 +42,25 @@ fuzz_target!(|data: &[u8]| {
     let client = trusted.client(peer, header, &headers);
     assert_eq!(client, trusted.client(peer, header, &headers));
     if client != peer {
-        let text = String::from_utf8_lossy(rest).to_ascii_lowercase();
-        let v4 = client.to_string();
-        let seen = text.contains(&v4)
-            || match client {
-                // An IPv4 client may have been written mapped into IPv6.
-                IpAddr::V4(a) => text.contains(&a.to_ipv6_mapped().to_string()),
-                IpAddr::V6(a) => text.contains(&a.to_string()) || text.contains("::"),
-            };
-        assert!(seen, "client {client} is not in the header {text:?}");
+        // Every address written anywhere in the header, however it is
+        // delimited: the named client must be one of them.
+        let text = String::from_utf8_lossy(rest);
+        let written: Vec<IpAddr> = text
+            .split(|c: char| matches!(c, ',' | ';' | '=' | '"' | '\n') || c.is_whitespace())
+            .filter_map(|token| {
+                let bare = token.trim_start_matches('[');
+                let bare = bare.split(']').next().unwrap_or(bare);
+                token
+                    .parse::<IpAddr>()
+                    .ok()
+                    .or_else(|| token.parse::<std::net::SocketAddr>().ok().map(|s| s.ip()))
+                    .or_else(|| bare.parse::<IpAddr>().ok())
+            })
+            .map(|a| a.to_canonical())
+            .collect();
+        assert!(
+            written.contains(&client),
+            "client {client} is not in the header {text:?}"
+        );
     }
 });
