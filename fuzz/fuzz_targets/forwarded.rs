@@ -27,7 +27,11 @@ fuzz_target!(|data: &[u8]| {
     } else {
         ForwardedHeader::Forwarded
     };
-    let name = if pick % 2 == 0 { "x-forwarded-for" } else { "forwarded" };
+    let name = if pick % 2 == 0 {
+        "x-forwarded-for"
+    } else {
+        "forwarded"
+    };
     let mut headers = axum::http::HeaderMap::new();
     for line in rest.split(|b| *b == b'\n').take(16) {
         // What the HTTP parser would have refused never reaches the walk.
