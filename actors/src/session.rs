@@ -259,9 +259,9 @@ impl Actor for Session {
             SessionMsg::Frame(frame, _permit) => {
                 state.invalid_in_a_row = 0;
                 match frame {
-                    // Authentication happened before this actor existed; a
-                    // later `hello` (e.g. with a refreshed token) is accepted
-                    // and changes nothing.
+                    // The connection's reader handles every `hello` (the
+                    // first one authenticates, later ones refresh the
+                    // session's token) and casts none here.
                     ClientFrame::Hello { .. } => {}
                     ClientFrame::Ping { ts } => state.outbox.push(&ServerFrame::Pong { ts }),
                     ClientFrame::Send {

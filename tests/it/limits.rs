@@ -47,12 +47,23 @@ async fn server(backend: &Backend, f: impl FnOnce(&mut Config)) -> TestServer {
 }
 
 async fn http_get(server: &TestServer, path: &str, user: &str) -> (u16, Value, Option<String>) {
-    let response = reqwest::Client::new()
+    http_get_with(server, path, user, &[]).await
+}
+
+/// `http_get` with these extra headers.
+async fn http_get_with(
+    server: &TestServer,
+    path: &str,
+    user: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Value, Option<String>) {
+    let mut request = reqwest::Client::new()
         .get(format!("http://{}{path}", server.addr))
-        .bearer_auth(token(user))
-        .send()
-        .await
-        .unwrap();
+        .bearer_auth(token(user));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     let retry = response
         .headers()
@@ -285,17 +296,12 @@ async fn connections_per_user_and_requests_per_address_are_limited() {
     }
 }
 
-/// One request from `server`'s loopback peer, saying it forwards `client`.
-async fn forwarded_get(server: &TestServer, path: &str, user: &str, client: &str) -> u16 {
-    reqwest::Client::new()
-        .get(format!("http://{}{path}", server.addr))
-        .bearer_auth(token(user))
-        .header("x-forwarded-for", format!("198.51.100.250, {client}"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+/// One request from `server`'s loopback peer, saying it forwards `client`
+/// (after a hop the client wrote itself); its status and body.
+async fn forwarded_get(server: &TestServer, path: &str, user: &str, client: &str) -> (u16, Value) {
+    let hops = format!("198.51.100.250, {client}");
+    let (status, body, _) = http_get_with(server, path, user, &[("x-forwarded-for", &hops)]).await;
+    (status, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,18 +313,24 @@ async fn clients_behind_a_trusted_proxy_are_counted_and_audited_apart() {
     let server = server(&Backend::Local, behind_proxy).await;
     for _ in 0..2 {
         assert_eq!(
-            forwarded_get(&server, "/v1/usage", "ida", "203.0.113.1").await,
+            forwarded_get(&server, "/v1/usage", "ida", "203.0.113.1")
+                .await
+                .0,
             200
         );
     }
     assert_eq!(
-        forwarded_get(&server, "/v1/usage", "ida", "203.0.113.1").await,
+        forwarded_get(&server, "/v1/usage", "ida", "203.0.113.1")
+            .await
+            .0,
         429
     );
     // Another client of the same proxy has a bucket of its own, on HTTP
     // and on the WebSocket upgrade, and the audit log records its address.
     assert_eq!(
-        forwarded_get(&server, "/v1/export", "ida", "203.0.113.2").await,
+        forwarded_get(&server, "/v1/export", "ida", "203.0.113.2")
+            .await
+            .0,
         200
     );
     let bearer = format!("Bearer {}", token("ida"));
@@ -347,16 +359,8 @@ async fn clients_behind_a_trusted_proxy_are_counted_and_audited_apart() {
     // fresh addresses, each with its own bucket) until it shows.
     let deadline = tokio::time::Instant::now() + WAIT;
     for i in 10.. {
-        let export = reqwest::Client::new()
-            .get(format!("http://{}/v1/export", server.addr))
-            .bearer_auth(token("ida"))
-            .header("x-forwarded-for", format!("203.0.113.{i}"))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap();
+        let (_, export) =
+            forwarded_get(&server, "/v1/export", "ida", &format!("203.0.113.{i}")).await;
         let addresses: Vec<&str> = export["audit"]
             .as_array()
             .unwrap()
@@ -384,12 +388,14 @@ async fn clients_behind_a_trusted_proxy_are_counted_and_audited_apart() {
     .await;
     for client in ["203.0.113.1", "203.0.113.2"] {
         assert_eq!(
-            forwarded_get(&server, "/v1/usage", "ida", client).await,
+            forwarded_get(&server, "/v1/usage", "ida", client).await.0,
             200
         );
     }
     assert_eq!(
-        forwarded_get(&server, "/v1/usage", "ida", "203.0.113.3").await,
+        forwarded_get(&server, "/v1/usage", "ida", "203.0.113.3")
+            .await
+            .0,
         429
     );
     server.stop().await;
