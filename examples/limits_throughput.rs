@@ -158,9 +158,7 @@ async fn main() -> anyhow::Result<()> {
         measure(sessions, seconds, move |i| {
             let backend = backend.clone();
             async move {
-                let limit = skald_actors::ports::limits::RateLimit {
-                    per_minute: 1_000_000,
-                };
+                let limit = skald_actors::ports::limits::RateLimit::per_minute(1_000_000);
                 let now = skald_actors::time::now_ms();
                 backend
                     .rate(&RateKey::User(format!("direct-{i}").into()), limit, now)
@@ -180,9 +178,12 @@ async fn main() -> anyhow::Result<()> {
         measure(sessions, seconds, move |i| {
             let hub = hub.clone();
             async move {
-                hub.check_rate(RateKey::User(format!("bench-{i}").into()), 1_000_000)
-                    .await
-                    .unwrap();
+                hub.check_rate(
+                    RateKey::User(format!("bench-{i}").into()),
+                    skald_actors::ports::limits::RateLimit::per_minute(1_000_000),
+                )
+                .await
+                .unwrap();
             }
         })
         .await
@@ -193,9 +194,12 @@ async fn main() -> anyhow::Result<()> {
         measure(sessions, seconds, move |i| {
             let hub = hub.clone();
             async move {
-                hub.check_rate(RateKey::User(format!("bench-{i}").into()), 1_000_000)
-                    .await
-                    .unwrap();
+                hub.check_rate(
+                    RateKey::User(format!("bench-{i}").into()),
+                    skald_actors::ports::limits::RateLimit::per_minute(1_000_000),
+                )
+                .await
+                .unwrap();
             }
         })
         .await

@@ -196,6 +196,7 @@ impl Verifier {
                 id: claims.sub.into(),
                 tenant: claims.tenant,
                 roles: claims.roles,
+                bot: None,
             },
             valid_until: UNIX_EPOCH
                 + Duration::from_secs(

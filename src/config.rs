@@ -91,6 +91,7 @@ pub struct Config {
     /// `edge::client_ip`).
     pub trusted_proxies: TrustedProxies,
     pub forwarded_header: ForwardedHeader,
+    pub connections: ConnectionsConfig,
     pub auth: AuthConfig,
     pub websocket: WebSocketConfig,
     pub sessions: SessionSettings,
@@ -116,6 +117,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             trusted_proxies: TrustedProxies::default(),
             forwarded_header: ForwardedHeader::default(),
+            connections: ConnectionsConfig::default(),
             auth: AuthConfig::default(),
             websocket: WebSocketConfig::default(),
             sessions: SessionSettings::default(),
@@ -127,6 +129,38 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
             bots: BTreeMap::from([("default".to_owned(), BotSettings::default())]),
+        }
+    }
+}
+
+/// What a connection may hold before it is an authenticated session (see
+/// `edge::accept` and `edge::pending`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// A request's line and headers must arrive within this time, from the
+    /// connection's start or the end of the previous response.
+    pub header_read_timeout_ms: u64,
+    /// A request's body must arrive within this time, from its headers.
+    pub body_read_timeout_ms: u64,
+    /// Connections that are not an authenticated session, at most; 0: half
+    /// of what the open-files limit leaves after `fd_reserve`.
+    pub max_pending: usize,
+    /// The same, per client address (trusted proxies have no such cap).
+    pub max_pending_per_address: usize,
+    /// File descriptors never given to connections (the store, Redis,
+    /// upstream requests).
+    pub fd_reserve: usize,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        ConnectionsConfig {
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            max_pending: 0,
+            max_pending_per_address: 64,
+            fd_reserve: 256,
         }
     }
 }
@@ -301,6 +335,12 @@ pub struct DemoConfig {
     pub token_ttl_secs: u64,
     /// Demo tokens per minute per client address.
     pub tokens_per_minute_per_address: u32,
+    /// New demo identities per client address per day (renewals of an
+    /// identity are not new).
+    pub identities_per_day_per_address: u32,
+    /// The bot every demo identity talks to, whatever its `send.bot`; when
+    /// `bots` has none of this name, [`DemoConfig::built_in_bot`].
+    pub bot: String,
 }
 
 impl Default for DemoConfig {
@@ -309,6 +349,24 @@ impl Default for DemoConfig {
             enabled: true,
             token_ttl_secs: 900,
             tokens_per_minute_per_address: 10,
+            identities_per_day_per_address: 20,
+            bot: "demo".into(),
+        }
+    }
+}
+
+impl DemoConfig {
+    /// The demo's bot when none is configured: the default bot's prompt
+    /// and model, with short answers and a small monthly budget per
+    /// identity. With `identities_per_day_per_address`, what one address
+    /// can draw from the model is bounded.
+    pub fn built_in_bot(default: &BotSettings) -> BotSettings {
+        BotSettings {
+            max_tokens: 256,
+            messages_per_minute: Some(10),
+            monthly_tokens: Some(5_000),
+            monthly_requests: Some(50),
+            ..default.clone()
         }
     }
 }
@@ -404,6 +462,24 @@ impl Config {
                     .into(),
             );
         }
+        let c = &self.connections;
+        if c.header_read_timeout_ms == 0
+            || c.body_read_timeout_ms == 0
+            || c.max_pending_per_address == 0
+        {
+            return invalid(
+                "connections.header_read_timeout_ms, body_read_timeout_ms and max_pending_per_address must be at least 1"
+                    .into(),
+            );
+        }
+        if self.demo.identities_per_day_per_address == 0
+            || self.demo.tokens_per_minute_per_address == 0
+        {
+            return invalid(
+                "demo.identities_per_day_per_address and tokens_per_minute_per_address must be at least 1"
+                    .into(),
+            );
+        }
         if self.auth.auth_timeout_ms == 0 {
             return invalid("auth.auth_timeout_ms must be at least 1".into());
         }
@@ -432,6 +508,17 @@ impl Config {
 
     pub fn auth_timeout(&self) -> Duration {
         Duration::from_millis(self.auth.auth_timeout_ms)
+    }
+
+    /// The bots the server runs: the configured ones, and with the demo on,
+    /// the demo's bot if none of its name is configured.
+    pub fn bots_in_force(&self) -> BTreeMap<String, BotSettings> {
+        let mut bots = self.bots.clone();
+        if self.demo.enabled && !bots.contains_key(&self.demo.bot) {
+            let default = bots.get("default").cloned().unwrap_or_default();
+            bots.insert(self.demo.bot.clone(), DemoConfig::built_in_bot(&default));
+        }
+        bots
     }
 }
 

@@ -50,6 +50,31 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "browser origins allowed to open a WebSocket; empty allows all; requests without an Origin header are always allowed",
     },
     Setting {
+        key: "connections.header_read_timeout_ms",
+        env: None,
+        meaning: "a request's line and headers must arrive within this time, counted from the connection's start and again from the end of each response on a keep-alive connection; a slower or silent connection is closed (slowloris)",
+    },
+    Setting {
+        key: "connections.body_read_timeout_ms",
+        env: None,
+        meaning: "a request's body must arrive whole within this time, counted from the end of its headers; after it the request fails with `invalid_request`",
+    },
+    Setting {
+        key: "connections.max_pending",
+        env: None,
+        meaning: "connections that are not an authenticated WebSocket session (a request in flight, an idle keep-alive, an upgrade waiting for `hello`), at most; at the cap the oldest is closed to make room; 0: half of what the open-files limit leaves after `fd_reserve`",
+    },
+    Setting {
+        key: "connections.max_pending_per_address",
+        env: None,
+        meaning: "the same, per client address; at the cap that address's oldest is closed to make room; `trusted_proxies` have no per-address cap",
+    },
+    Setting {
+        key: "connections.fd_reserve",
+        env: None,
+        meaning: "file descriptors never given to connections (the store, Redis, upstream requests): at the open-files limit less this, a new connection closes the oldest pending one, or is closed if none is pending; the soft open-files limit is raised to the hard one at start",
+    },
+    Setting {
         key: "trusted_proxies",
         env: Some("SKALD_TRUSTED_PROXIES"),
         meaning: "addresses and CIDRs of the load balancers in front (`[\"10.0.0.0/8\"]`; comma-separated in the variable): from them, the client's address is read from `forwarded_header` for limits, audit and anonymisation; from anyone else the header is ignored",
@@ -363,6 +388,16 @@ pub const SETTINGS: &[Setting] = &[
         key: "demo.tokens_per_minute_per_address",
         env: None,
         meaning: "demo tokens per minute per client address",
+    },
+    Setting {
+        key: "demo.identities_per_day_per_address",
+        env: None,
+        meaning: "new demo identities (anonymous `sub`s) per client address per day; renewing an identity's token does not count. With the demo bot's monthly budget per identity, this bounds what one address can draw from the model",
+    },
+    Setting {
+        key: "demo.bot",
+        env: None,
+        meaning: "the bot every demo identity talks to, whatever its `send.bot` says; when `bots` has none of this name, one is made from `default` with `max_tokens = 256`, `messages_per_minute = 10`, `monthly_tokens = 5000` and `monthly_requests = 50` (configure `[bots.demo]` to change them)",
     },
     Setting {
         key: "bots.<name>.system_prompt",

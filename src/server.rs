@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use skald_actors::hub::Hub;
 use skald_actors::limits::guard::LimitsGuard;
 use skald_actors::ports::model::ModelProvider;
@@ -138,7 +137,7 @@ impl Server {
         let hub = Hub::start(Services {
             store,
             model,
-            bots: config.bots.clone().into_iter().collect(),
+            bots: config.bots_in_force().into_iter().collect(),
             sessions: config.sessions.clone(),
             limits: config.limits.clone(),
             limits_guard,
@@ -153,42 +152,39 @@ impl Server {
             config: Arc::new(config),
             secret: secret.map(|(s, _)| s),
         };
-        let send_buffer = state.config.websocket.socket_send_buffer_bytes;
         let drain_timeout = Duration::from_millis(state.config.drain_timeout_ms);
+        let limits = edge::accept::EdgeLimits::new(&state.config, edge::accept::open_files_limit());
+        tracing::info!(
+            max_open = limits.max_open,
+            max_pending = limits.pending.total,
+            "connection limits"
+        );
         let metrics_server = match state.config.metrics.listen {
             Some(address) => {
                 let listener = tokio::net::TcpListener::bind(address).await?;
                 tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
                 let app = edge::metrics_router(state.clone());
-                Some(tokio::spawn(
-                    async move { axum::serve(listener, app).await },
-                ))
+                let limits = limits.clone();
+                Some(tokio::spawn(edge::accept::serve(
+                    listener,
+                    app,
+                    limits,
+                    CLOSE_GRACE,
+                    std::future::pending(),
+                )))
             }
             None => None,
         };
-        let app = edge::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        // Deltas are small and latency-bound: never let Nagle hold one back
-        // (it costs about 40 ms at p99); the writer batches in user space.
-        let listener = listener.tap_io(move |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::warn!(error = %e, "could not set TCP_NODELAY");
-            }
-            if let Some(bytes) = send_buffer {
-                if let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(bytes) {
-                    tracing::warn!(error = %e, "could not set SO_SNDBUF");
-                }
-            }
-        });
+        let app = edge::router(state);
         // The listener stays open while draining, so that `/readyz` can say
         // 503 and the history API keeps working; it closes once the
         // streams are done.
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let drain = tokio::spawn(drain(hub.clone(), drain_timeout, shutdown, stop_http));
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = http_stopped.await;
-            })
-            .await;
+        edge::accept::serve(listener, app, limits, CLOSE_GRACE, async {
+            let _ = http_stopped.await;
+        })
+        .await;
         drain.abort();
         if let Some(metrics_server) = metrics_server {
             metrics_server.abort();
@@ -200,7 +196,7 @@ impl Server {
             tracing::error!(error = %e, "could not flush the persister at shutdown");
         }
         hub.shutdown().await;
-        served.map_err(ServeError::Io)
+        Ok(())
     }
 }
 

@@ -176,18 +176,19 @@ impl Hub {
     pub async fn check_rate(
         &self,
         key: RateKey,
-        per_minute: u32,
+        limit: RateLimit,
     ) -> Result<RateDecision, LimitsError> {
         self.directory
             .rate_limiter
-            .check(key, RateLimit { per_minute }, self.now_ms())
+            .check(key, limit, self.now_ms())
             .await
     }
 
     /// A client address's new connections and HTTP requests.
     pub async fn check_address(&self, address: IpAddr) -> Result<RateDecision, LimitsError> {
         let per_minute = self.services.limits.address_requests_per_minute;
-        self.check_rate(RateKey::Address(address), per_minute).await
+        self.check_rate(RateKey::Address(address), RateLimit::per_minute(per_minute))
+            .await
     }
 
     /// Takes (or refreshes) one of the user's connection slots.

@@ -55,6 +55,19 @@ pub struct AuthedUser {
     pub id: UserId,
     pub tenant: Option<String>,
     pub roles: Vec<String>,
+    /// The only bot this user talks to, whatever `send.bot` says (a demo
+    /// identity: the demo's bot and its small limits); None: any bot.
+    pub bot: Option<String>,
+}
+
+impl AuthedUser {
+    /// The bot of a `send` that names `asked` (or none).
+    pub fn bot_for(&self, asked: Option<String>) -> String {
+        match &self.bot {
+            Some(pinned) => pinned.clone(),
+            None => asked.unwrap_or_else(|| "default".to_owned()),
+        }
+    }
 }
 
 /// A place in a session's bounded inbound queue, held by a frame until it
@@ -199,7 +212,11 @@ impl Actor for Session {
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
         let services = &state.directory.services;
-        let bot = services.default_bot();
+        let bot = services
+            .bots
+            .get(&state.user.bot_for(None))
+            .cloned()
+            .unwrap_or_else(|| services.default_bot());
         let limits = services.limits.for_user(&state.user.id, &bot);
         // What is left this month; if the limits backend cannot say, the
         // month's allowance (the quota is still enforced at each send).
@@ -454,7 +471,7 @@ impl SessionState {
                 "the server is shutting down; reconnect and send again",
             ));
         }
-        let bot_name = bot_name.unwrap_or_else(|| "default".to_owned());
+        let bot_name = self.user.bot_for(bot_name);
         let Some(bot) = services.bots.get(&bot_name) else {
             return Err(refuse(
                 ErrorCode::NotFound,
@@ -561,9 +578,7 @@ impl SessionState {
             monthly_tokens: limits.monthly_tokens,
             monthly_requests: limits.monthly_requests,
         };
-        let rate = RateLimit {
-            per_minute: limits.messages_per_minute,
-        };
+        let rate = RateLimit::per_minute(limits.messages_per_minute);
         let d = &self.directory;
         let (rate, reserved) = tokio::join!(
             d.rate_limiter

@@ -10,7 +10,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use skald_actors::ports::limits::{RateDecision, RateKey};
+use skald_actors::ports::limits::{RateDecision, RateKey, RateLimit};
 use skald_actors::ports::store::{AuditAction, AuditRecord};
 use skald_actors::session::AuthedUser;
 use skald_protocol::ErrorCode;
@@ -59,16 +59,20 @@ impl FromRequestParts<AppState> for Caller {
 pub async fn check_address_rate(
     app: &AppState,
     key: RateKey,
-    per_minute: u32,
+    limit: RateLimit,
     what: &str,
 ) -> Result<(), ApiError> {
-    match app.hub.check_rate(key, per_minute).await? {
+    match app.hub.check_rate(key, limit).await? {
         RateDecision::Allowed => Ok(()),
         RateDecision::Limited { retry_after_ms } => {
             metrics::counter!("skald_refusals_total", "code" => "rate_limited").increment(1);
             Err(ApiError::new(
                 ErrorCode::RateLimited,
-                format!("more than {per_minute} {what} a minute from this address"),
+                format!(
+                    "more than {} {what} a {} from this address",
+                    limit.count,
+                    limit.period.name()
+                ),
             )
             .retry_after_ms(retry_after_ms))
         }
@@ -78,7 +82,13 @@ pub async fn check_address_rate(
 /// The address's new connections and HTTP requests.
 pub async fn check_address(app: &AppState, address: IpAddr) -> Result<(), ApiError> {
     let per_minute = app.config.limits.address_requests_per_minute;
-    check_address_rate(app, RateKey::Address(address), per_minute, "requests").await
+    check_address_rate(
+        app,
+        RateKey::Address(address),
+        RateLimit::per_minute(per_minute),
+        "requests",
+    )
+    .await
 }
 
 /// Middleware: every HTTP API request counts against its address first.

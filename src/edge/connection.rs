@@ -32,8 +32,11 @@ use skald_actors::ports::store::{AuditAction, AuditRecord};
 use skald_actors::session::{SessionArgs, SessionMsg};
 use skald_protocol::{ClientFrame, CloseCode, ErrorCode, ServerFrame, SessionId, UserId};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::pending::Pending;
+use super::widget::DEMO_ROLE;
 use super::writer::{self, LastSeen};
 use super::AppState;
 use crate::auth::{AuthError, Verified};
@@ -46,6 +49,16 @@ enum AuthFailure {
     Broken(CloseCode, &'static str),
     /// The client went away.
     Gone,
+    /// Closed to make room for other connections (see `edge::pending`).
+    Evicted,
+}
+
+/// What is known of a connection before it authenticates.
+struct Unauthenticated {
+    header_auth: Option<Result<Verified, AuthError>>,
+    client: IpAddr,
+    /// Cancelled if the connection is closed to make room.
+    evicted: CancellationToken,
 }
 
 /// The connection's two halves: what the writer task owns and what this
@@ -60,6 +73,10 @@ pub struct Accepted {
     pub app: AppState,
     pub header_auth: Option<Result<Verified, AuthError>>,
     pub client: IpAddr,
+    /// Its place among the pending connections, given back once the
+    /// session is authenticated; closing it to make room ends the
+    /// connection with 4408.
+    pub pending: Option<Pending>,
 }
 
 /// Serves one upgraded connection, in a span of its own (the session id and
@@ -86,6 +103,7 @@ async fn serve(accepted: Box<Accepted>) {
         app,
         header_auth,
         client,
+        pending,
     } = *accepted;
     let ws = &app.config.websocket;
     let outbox = Outbox::new(app.config.sessions.max_queued_frames);
@@ -102,14 +120,19 @@ async fn serve(accepted: Box<Accepted>) {
     // connection slot, the spawn) would otherwise keep its future's size in
     // this task for the connection's whole life; idle sessions are most of
     // a server's memory.
+    let evicted = pending.as_ref().map(Pending::evicted).unwrap_or_default();
     let started = Box::pin(start_session(
         &mut stream,
         &app,
-        header_auth,
-        client,
+        Unauthenticated {
+            header_auth,
+            client,
+            evicted,
+        },
         &outbox,
     ))
     .await;
+    drop(pending);
     let Some((Verified { user, valid_until }, session_id, session)) = started else {
         let _ = writer.await;
         return;
@@ -156,32 +179,47 @@ async fn serve(accepted: Box<Accepted>) {
 async fn start_session(
     stream: &mut SplitStream<WebSocket>,
     app: &AppState,
-    header_auth: Option<Result<Verified, AuthError>>,
-    client: IpAddr,
+    before: Unauthenticated,
     outbox: &Arc<Outbox>,
 ) -> Option<(Verified, SessionId, ActorRef<SessionMsg>)> {
-    let verified = match authenticate(stream, app, header_auth).await {
+    let Unauthenticated {
+        header_auth,
+        client,
+        evicted,
+    } = before;
+    let authenticated = tokio::select! {
+        result = authenticate(stream, app, header_auth) => result,
+        () = evicted.cancelled() => Err(AuthFailure::Evicted),
+    };
+    let mut verified = match authenticated {
         Ok(verified) => verified,
         Err(failure) => {
-            if let AuthFailure::Close(code, message) = failure {
-                auth_failed(app, client, &message);
-                let error = match code {
-                    CloseCode::AuthTimeout => {
-                        ServerFrame::error(ErrorCode::Unauthorized, "authentication timeout")
-                    }
-                    _ => ServerFrame::error(ErrorCode::Unauthorized, message.clone()),
-                };
-                outbox.push(&error);
-                outbox.close(code, message);
-            } else if let AuthFailure::Broken(code, reason) = failure {
-                outbox.close(code, reason);
-            } else {
-                outbox.close(CloseCode::Normal, "gone");
+            match failure {
+                AuthFailure::Close(code, message) => {
+                    auth_failed(app, client, &message);
+                    let error = match code {
+                        CloseCode::AuthTimeout => {
+                            ServerFrame::error(ErrorCode::Unauthorized, "authentication timeout")
+                        }
+                        _ => ServerFrame::error(ErrorCode::Unauthorized, message.clone()),
+                    };
+                    outbox.push(&error);
+                    outbox.close(code, message);
+                }
+                AuthFailure::Broken(code, reason) => outbox.close(code, reason),
+                AuthFailure::Evicted => outbox.close(
+                    CloseCode::AuthTimeout,
+                    "closed to make room: too many connections waiting to authenticate",
+                ),
+                AuthFailure::Gone => outbox.close(CloseCode::Normal, "gone"),
             }
             return None;
         }
     };
 
+    if verified.user.roles.iter().any(|role| role == DEMO_ROLE) {
+        verified.user.bot = Some(app.config.demo.bot.clone());
+    }
     let user = &verified.user;
     let session_id = SessionId::generate();
     let span = tracing::Span::current();

@@ -5,12 +5,14 @@
 //! [`Hub`]. State is explicit in [`AppState`]. Every HTTP error, the
 //! fallbacks' included, is an [`error::ApiError`].
 
+pub mod accept;
 pub mod access;
 pub mod api;
 pub mod client_ip;
 pub mod connection;
 pub mod error;
 pub mod history;
+pub mod pending;
 pub mod widget;
 pub mod writer;
 pub mod ws;

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
-use skald_actors::ports::limits::RateKey;
+use skald_actors::ports::limits::{RateKey, RateLimit};
 use skald_protocol::http::DemoToken;
 use skald_protocol::ErrorCode;
 
@@ -43,6 +43,9 @@ const DEMO_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 
 
 /// Sub prefix of anonymous demo users.
 const DEMO_SUB_PREFIX: &str = "demo-";
+
+/// The role of demo tokens: a session with it talks to `demo.bot` only.
+pub const DEMO_ROLE: &str = "demo";
 
 /// How long after its expiry a demo token may still be renewed into a token
 /// for the same (anonymous) user, so a visitor who comes back to the tab
@@ -178,14 +181,23 @@ async fn demo_page() -> Response {
 /// (`sub` = `demo-<random>`), at most `demo.tokens_per_minute_per_address`
 /// a minute per client address. A request that carries a demo token of
 /// this server (`Authorization: Bearer`, expired less than a day ago)
-/// gets a token for the same visitor, who so keeps their conversation.
+/// gets a token for the same visitor, who so keeps their conversation;
+/// otherwise a new identity, at most `demo.identities_per_day_per_address`
+/// a day. Demo tokens carry the `demo` role: their sessions talk to the
+/// demo's bot only, with its short answers and small monthly budget.
 async fn demo_token(
     State(app): State<AppState>,
     ClientIp(client): ClientIp,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let per_minute = app.config.demo.tokens_per_minute_per_address;
-    check_address_rate(&app, RateKey::DemoTokens(client), per_minute, "demo tokens").await?;
+    let demo = &app.config.demo;
+    check_address_rate(
+        &app,
+        RateKey::DemoTokens(client),
+        RateLimit::per_minute(demo.tokens_per_minute_per_address),
+        "demo tokens",
+    )
+    .await?;
     let Some(secret) = app.secret.as_ref().map(|s| s.expose()) else {
         return Err(ApiError::new(
             ErrorCode::Unavailable,
@@ -193,9 +205,22 @@ async fn demo_token(
         ));
     };
     let now = auth::now_secs();
-    let sub = bearer(&headers)
-        .and_then(|token| renewable_demo_sub(secret, token, now))
-        .unwrap_or_else(new_demo_sub);
+    let renewed = bearer(&headers).and_then(|token| renewable_demo_sub(secret, token, now));
+    let sub = match renewed {
+        Some(sub) => sub,
+        // A new identity has its own small budget (the demo's bot): how
+        // many an address may have a day bounds what it can draw.
+        None => {
+            check_address_rate(
+                &app,
+                RateKey::DemoIdentities(client),
+                RateLimit::per_day(demo.identities_per_day_per_address),
+                "new demo identities",
+            )
+            .await?;
+            new_demo_sub()
+        }
+    };
     let ttl = app.config.demo.token_ttl_secs;
     let claims = Claims {
         sub,
@@ -205,7 +230,7 @@ async fn demo_token(
         aud: app.config.auth.audience.clone(),
         iss: app.config.auth.issuer.clone(),
         tenant: None,
-        roles: Vec::new(),
+        roles: vec![DEMO_ROLE.to_owned()],
     };
     let token = auth::mint(secret, &claims).map_err(|e| {
         tracing::error!(error = %e, "could not mint a demo token");

@@ -2,10 +2,11 @@
 //! `Authorization` header if there is one, sizes the socket's buffers from
 //! the configuration (tungstenite's 128 KiB default read buffer would
 //! dominate an idle session's memory), and hands the socket to
-//! [`super::connection::run`].
+//! [`super::connection::run`] with its place among the pending connections
+//! ([`super::pending`]), which the session gives back once authenticated.
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -15,11 +16,13 @@ use super::access::{bearer, check_address};
 use super::client_ip::ClientIp;
 use super::connection::Accepted;
 use super::error::ApiError;
+use super::pending::PendingSlot;
 use super::AppState;
 
 pub async fn upgrade(
     State(app): State<AppState>,
     ClientIp(client): ClientIp,
+    Extension(slot): Extension<PendingSlot>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -52,6 +55,8 @@ pub async fn upgrade(
                 app,
                 header_auth,
                 client,
+                // The socket stays pending until its session authenticates.
+                pending: slot.take(),
             }))
         })
 }

@@ -101,7 +101,7 @@ async fn every_operation_fails(b: &RedisLimits) {
         monthly_tokens: 1_000,
         monthly_requests: 10,
     };
-    let rate = RateLimit { per_minute: 5 };
+    let rate = RateLimit::per_minute(5);
     let r = reservation("down", "down-user", 10);
     unavailable("rate", bounded("rate", b.rate(&rk("down"), rate, T0)).await);
     unavailable(
@@ -146,7 +146,7 @@ async fn every_operation_works(b: &RedisLimits, n: u32) -> Result<(), LimitsErro
     };
     b.ping().await?;
     assert_eq!(
-        b.rate(&rk(&key), RateLimit { per_minute: 1 }, T0).await?,
+        b.rate(&rk(&key), RateLimit::per_minute(1), T0).await?,
         RateDecision::Allowed
     );
     assert!(b.acquire_slot(&sk(&key), "h", 1, 1_000, T0).await?);
@@ -249,7 +249,7 @@ async fn two_instances_share_one_quota_and_one_rate() {
     }
 
     // 5 a minute, consumed concurrently from both instances: exactly 5.
-    let rate = RateLimit { per_minute: 5 };
+    let rate = RateLimit::per_minute(5);
     let shared = rk("shared-key");
     let events = (0..12).map(|i| instances[i % 2].rate(&shared, rate, T0));
     let decisions: Vec<RateDecision> = futures::future::join_all(events)
@@ -413,7 +413,7 @@ async fn keys_are_encoded_cluster_safe_and_expire() {
         b.reserve(&r, limits, LEASE, T0).await.unwrap(),
         ReserveDecision::Granted { tokens: 5 }
     ));
-    b.rate(&rk("a{b}"), RateLimit { per_minute: 2 }, crate_now())
+    b.rate(&rk("a{b}"), RateLimit::per_minute(2), crate_now())
         .await
         .unwrap();
     assert!(b
@@ -508,7 +508,7 @@ async fn settings_are_checked_and_passwords_never_shown() {
     server.stop();
     let url = format!("redis://u:hunter2@127.0.0.1:{}", server.port);
     let b = connect(settings(url)).await.unwrap();
-    match bounded("rate", b.rate(&rk("k"), RateLimit { per_minute: 1 }, T0)).await {
+    match bounded("rate", b.rate(&rk("k"), RateLimit::per_minute(1), T0)).await {
         Err(LimitsError::Unavailable(message)) => assert!(!message.contains("hunter2")),
         other => panic!("expected Unavailable, got {other:?}"),
     }

@@ -10,8 +10,10 @@ mod common;
 
 mod binary;
 mod binary_cql;
+mod demo;
 mod docs;
 mod durability;
+mod edge_connections;
 mod edge_protocol;
 mod flood;
 mod history;

@@ -230,4 +230,23 @@ mod tests {
     async fn passes_the_contract() {
         crate::testkit::limits::run_all(&LocalLimits::new(), "local").await;
     }
+
+    #[test]
+    fn a_daily_rate_allows_its_burst_then_one_every_period_over_count() {
+        let limit = RateLimit::per_day(20);
+        let mut tat = None;
+        for _ in 0..20 {
+            let (decision, next) = gcra(tat, limit, 0);
+            assert_eq!(decision, RateDecision::Allowed);
+            tat = next;
+        }
+        // The next comes back after a day / 20 = 4,320 s.
+        assert_eq!(
+            gcra(tat, limit, 0).0,
+            RateDecision::Limited {
+                retry_after_ms: 4_320_000
+            }
+        );
+        assert_eq!(gcra(tat, limit, 4_320_000).0, RateDecision::Allowed);
+    }
 }

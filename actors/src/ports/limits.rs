@@ -16,12 +16,14 @@ use skald_protocol::{StreamId, UserId};
 use crate::time::Month;
 
 /// Who a rate limit counts: a user's messages, or an address's new
-/// connections and HTTP requests, or its demo tokens.
+/// connections and HTTP requests, its demo tokens, or the new demo
+/// identities it was given.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RateKey {
     User(UserId),
     Address(IpAddr),
     DemoTokens(IpAddr),
+    DemoIdentities(IpAddr),
 }
 
 impl std::fmt::Display for RateKey {
@@ -30,6 +32,7 @@ impl std::fmt::Display for RateKey {
             RateKey::User(user) => write!(f, "user:{user}"),
             RateKey::Address(address) => write!(f, "addr:{address}"),
             RateKey::DemoTokens(address) => write!(f, "demo:{address}"),
+            RateKey::DemoIdentities(address) => write!(f, "demoid:{address}"),
         }
     }
 }
@@ -44,22 +47,62 @@ impl std::fmt::Display for SlotKey {
     }
 }
 
-/// A rate: `per_minute` events a minute, and a burst of as many.
+/// A rate: `count` events a `period`, and a burst of as many (GCRA: the
+/// allowance refills continuously, one event every `period / count`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
-    pub per_minute: u32,
+    pub count: u32,
+    pub period: RatePeriod,
+}
+
+/// The period of a [`RateLimit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RatePeriod {
+    Minute,
+    Day,
+}
+
+impl RatePeriod {
+    /// "minute", "day": for refusals.
+    pub fn name(self) -> &'static str {
+        match self {
+            RatePeriod::Minute => "minute",
+            RatePeriod::Day => "day",
+        }
+    }
+
+    fn micros(self) -> u64 {
+        match self {
+            RatePeriod::Minute => 60_000_000,
+            RatePeriod::Day => 86_400_000_000,
+        }
+    }
 }
 
 impl RateLimit {
+    pub fn per_minute(count: u32) -> RateLimit {
+        RateLimit {
+            count,
+            period: RatePeriod::Minute,
+        }
+    }
+
+    pub fn per_day(count: u32) -> RateLimit {
+        RateLimit {
+            count,
+            period: RatePeriod::Day,
+        }
+    }
+
     /// GCRA's emission interval, in microseconds.
     pub fn interval_us(self) -> u64 {
-        60_000_000 / u64::from(self.per_minute.max(1))
+        self.period.micros() / u64::from(self.count.max(1))
     }
 
     /// GCRA's tolerance: how far ahead of now the theoretical arrival time
-    /// may run (a full minute's burst).
+    /// may run (a full period's burst).
     pub fn tolerance_us(self) -> u64 {
-        self.interval_us() * u64::from(self.per_minute.max(1) - 1)
+        self.interval_us() * u64::from(self.count.max(1) - 1)
     }
 }
 

@@ -56,7 +56,7 @@ pub async fn forget_erases_rates_and_slots_but_keeps_quota_counters(
     let gone = user(ns, "gone");
     let rate_key = RateKey::User(gone.clone());
     let slot_key = SlotKey(gone.clone());
-    let limit = RateLimit { per_minute: 1 };
+    let limit = RateLimit::per_minute(1);
     assert_eq!(
         b.rate(&rate_key, limit, T0).await.unwrap(),
         RateDecision::Allowed
@@ -117,7 +117,7 @@ pub async fn settles_in_one_call_apply_each_once(b: &dyn LimitsBackend, ns: &str
 
 pub async fn gcra_is_exact_and_keys_are_isolated(b: &dyn LimitsBackend, ns: &str) {
     let key = RateKey::User(user(ns, "rate-a"));
-    let limit = RateLimit { per_minute: 3 };
+    let limit = RateLimit::per_minute(3);
     for i in 0..3 {
         assert_eq!(
             b.rate(&key, limit, T0).await.unwrap(),

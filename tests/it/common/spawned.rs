@@ -15,11 +15,33 @@ pub fn skald(data_dir: &std::path::Path) -> Command {
     command
 }
 
+/// The binary under an open-files limit of `limit` (soft and hard, as
+/// `ulimit -n` sets them, so the server cannot raise it).
+pub fn skald_with_open_files(data_dir: &std::path::Path, limit: u32) -> Command {
+    let mut command = Command::new("bash");
+    command
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n {limit} && exec {}",
+            env!("CARGO_BIN_EXE_skald")
+        ))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("SKALD_DATA_DIR", data_dir)
+        .env("SKALD_SIMULATED_TOKENS_PER_SECOND", "0")
+        .env("SKALD_SIMULATED_ANSWER_TOKENS", "7");
+    command
+}
+
 /// Serves on `127.0.0.1:port` with the test secret and a slow model (five
 /// tokens a second, fifty-token answers), plus `env`; returns once
 /// `/healthz` answers.
 pub async fn start(data: &std::path::Path, port: u16, env: &[(&str, &str)]) -> Child {
-    let mut command = skald(data);
+    start_command(skald(data), port, env).await
+}
+
+/// [`start`] for a command of [`skald`] or [`skald_with_open_files`].
+pub async fn start_command(mut command: Command, port: u16, env: &[(&str, &str)]) -> Child {
     command
         .env("SKALD_LISTEN", format!("127.0.0.1:{port}"))
         .env("SKALD_JWT_SECRET", super::SECRET)
@@ -45,4 +67,23 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .and_then(|n| n.parse().ok())
         .expect("VmRSS in /proc/PID/status");
     kib * 1024
+}
+
+/// The CPU time a process has used so far (user and system), in seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: utime and stime are the 14th and 15th fields of the line.
+    let after_name = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // The kernel's USER_HZ is 100 on every Linux this runs on.
+    ticks as f64 / 100.0
+}
+
+/// How many file descriptors a process holds open.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| entries.count())
+        .unwrap_or(0)
 }
