@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Builds and runs Skald's fuzz targets, one after the other, each for
-# FUZZ_SECONDS (default 60). Not part of CI (CI stays on stable).
+# FUZZ_SECONDS (default 60) or for FUZZ_RUNS inputs. Not part of CI (CI stays
+# on stable).
 #
 #   fuzz/run.sh                       # every target, 60 s each
 #   FUZZ_SECONDS=300 fuzz/run.sh jwt_forged client_frame
+#   FUZZ_RUNS=10000000 nice -n 19 fuzz/run.sh    # 10M inputs each, no time limit
+#
+# FUZZ_RUNS=N passes libFuzzer `-runs=N`: each target stops after N inputs
+# (the replay of its corpus included). With FUZZ_RUNS set, FUZZ_SECONDS is a
+# time limit only if it is given too (whichever comes first); without it,
+# there is none.
 #
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz`).
 # Each target reads the tracked seeds in fuzz/seeds/<target>/ and writes what
@@ -15,7 +22,26 @@ set -euo pipefail
 
 cd "$(dirname "$0")"
 
-seconds="${FUZZ_SECONDS:-60}"
+runs="${FUZZ_RUNS:-}"
+if [ -n "$runs" ]; then
+    if ! [[ "$runs" =~ ^[1-9][0-9]*$ ]]; then
+        echo "run.sh: FUZZ_RUNS must be a positive number of inputs, not '$runs'" >&2
+        exit 2
+    fi
+    seconds="${FUZZ_SECONDS:-}"
+else
+    seconds="${FUZZ_SECONDS:-60}"
+fi
+limit=()
+what=""
+if [ -n "$runs" ]; then
+    limit+=("-runs=$runs")
+    what="$runs inputs"
+fi
+if [ -n "$seconds" ]; then
+    limit+=("-max_total_time=$seconds")
+    what="${what:+$what or }${seconds}s"
+fi
 toolchain="${FUZZ_TOOLCHAIN:-nightly}"
 read -r -a extra <<<"${FUZZ_ARGS:-}"
 
@@ -45,7 +71,7 @@ for target in "${targets[@]}"; do
     dirs=("corpus/$target")
     [ -d "seeds/$target" ] && dirs+=("seeds/$target")
     args=(
-        "-max_total_time=$seconds"
+        "${limit[@]}"
         "-timeout=10"
         "-rss_limit_mb=2048"
         "-max_len=8192"
@@ -53,7 +79,7 @@ for target in "${targets[@]}"; do
         "-artifact_prefix=artifacts/$target/"
     )
     [ -f "dict/$target.dict" ] && args+=("-dict=dict/$target.dict")
-    echo "=== $target: ${seconds}s, corpus ${dirs[*]}"
+    echo "=== $target: $what, corpus ${dirs[*]}"
     if cargo "+$toolchain" fuzz run "$target" "${dirs[@]}" -- "${args[@]}" "${extra[@]}"; then
         echo "=== $target: no crash"
     else

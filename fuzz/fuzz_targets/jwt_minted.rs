@@ -115,7 +115,7 @@ fuzz_target!(|input: Input| {
             }
             assert_eq!(claims.aud.as_deref(), Some(common::AUDIENCE), "accepted aud");
             assert_eq!(claims.iss.as_deref(), Some(common::ISSUER), "accepted iss");
-            assert_eq!(user.id, claims.sub);
+            assert_eq!(user.id, claims.sub.as_str());
             assert_eq!(user.tenant, claims.tenant);
             assert_eq!(user.roles, claims.roles);
             common::assert_acceptable(&token, &user.id, now_before, now_after);

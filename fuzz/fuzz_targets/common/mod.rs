@@ -143,7 +143,7 @@ pub fn keyed_verifier() -> &'static Verifier {
             issuer: Some(ISSUER.into()),
             keys: vec![skald::config::PublicKeyConfig {
                 kid: ED_KID.into(),
-                algorithm: "EdDSA".into(),
+                algorithm: skald::config::PublicKeyAlgorithm::EdDSA,
                 public_key_pem: ED_PUBLIC.into(),
             }],
             ..Default::default()
