@@ -159,7 +159,7 @@ impl Default for ConnectionsConfig {
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 10_000,
             max_pending: 0,
-            max_pending_per_address: 64,
+            max_pending_per_address: 256,
             fd_reserve: 256,
         }
     }

@@ -1,6 +1,7 @@
 //! Shared test fixtures: a real server on a free loopback port, real
 //! WebSocket clients, tokens signed with the test secret.
 
+pub mod attack;
 pub mod cql;
 pub mod faulty_store;
 pub mod raw_ws;
@@ -76,6 +77,9 @@ pub fn test_config() -> Config {
     // Every test client comes from 127.0.0.1: the per-address limit has its
     // own tests.
     config.limits.address_requests_per_minute = 1_000_000;
+    // Nor may a burst of test clients close each other's connections as
+    // pending ones of one address (`edge_connections` tests that cap).
+    config.connections.max_pending_per_address = 1_000_000;
     config
 }
 
