@@ -281,10 +281,17 @@ async fn authenticate(
     if let Some(result) = header_auth {
         return result.map_err(unauthorized);
     }
+    let mut pings = PingBudget::default();
     let wait_hello = async {
         loop {
             let text = match stream.next().await {
                 Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Ping(_))) if !pings.spend() => {
+                    return Err(AuthFailure::Broken(
+                        CloseCode::ProtocolError,
+                        "too many pings",
+                    ))
+                }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                 Some(Ok(Message::Binary(_))) => {
                     return Err(AuthFailure::Close(
@@ -337,6 +344,43 @@ fn auth_failed(app: &AppState, client: IpAddr, message: &str) {
     ));
 }
 
+/// WebSocket pings a client may send a minute. tungstenite answers each
+/// one with a pong that waits in the connection's write buffer until the
+/// client reads it, so a client that sends pings and never reads would grow
+/// that buffer without bound; no client needs more than a few a minute.
+/// Over it the connection is closed 4400.
+const PINGS_PER_MINUTE: u32 = 120;
+
+/// A connection's count of pings in the current minute.
+struct PingBudget {
+    window: tokio::time::Instant,
+    spent: u32,
+}
+
+impl Default for PingBudget {
+    fn default() -> PingBudget {
+        PingBudget {
+            window: tokio::time::Instant::now(),
+            spent: 0,
+        }
+    }
+}
+
+impl PingBudget {
+    /// Counts one ping; false once the minute's budget is spent.
+    fn spend(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if now.duration_since(self.window) >= Duration::from_secs(60) {
+            *self = PingBudget {
+                window: now,
+                spent: 0,
+            };
+        }
+        self.spent += 1;
+        self.spent <= PINGS_PER_MINUTE
+    }
+}
+
 /// What the reader of an authenticated connection works with.
 struct Reader<'a> {
     app: &'a AppState,
@@ -387,6 +431,7 @@ async fn read_frames(
     } = reader;
     let expiry = tokio::time::sleep_until(life.deadline());
     tokio::pin!(expiry);
+    let mut pings = PingBudget::default();
     loop {
         let message = tokio::select! {
             message = stream.next() => message?,
@@ -411,6 +456,13 @@ async fn read_frames(
                     "binary frames are not part of the protocol",
                 ));
                 return Some((CloseCode::ProtocolError, "binary frame"));
+            }
+            Message::Ping(_) if !pings.spend() => {
+                outbox.push(&ServerFrame::error(
+                    ErrorCode::InvalidRequest,
+                    format!("more than {PINGS_PER_MINUTE} WebSocket pings a minute"),
+                ));
+                return Some((CloseCode::ProtocolError, "too many pings"));
             }
             Message::Ping(_) | Message::Pong(_) => continue,
             Message::Close(_) => return None,

@@ -6,6 +6,7 @@
 
 use reqwest::Method;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::raw_ws::{frame, text, RawWs};
 use crate::common::*;
@@ -91,6 +92,45 @@ async fn broken_framing_closes_with_the_rfc_6455_code_before_and_after_auth() {
         }
     }
     assert!(pong, "the ping before the bad frame was answered");
+    server.stop().await;
+}
+
+/// tungstenite answers every WebSocket ping with a pong that waits in the
+/// write buffer until the client reads it: a client that pings and never
+/// reads would grow it without bound (a deaf flood of a million pings grew
+/// the server by 130 MiB). Over 120 pings a minute the connection closes
+/// 4400, before and after authentication.
+#[tokio::test]
+async fn a_ping_flood_closes_the_connection_4400_before_and_after_auth() {
+    let server = TestServer::start().await;
+    for authenticated in [false, true] {
+        let token = token("pinger");
+        let mut ws = RawWs::connect(server.addr, authenticated.then_some(token.as_str())).await;
+        // One over the budget: nothing is left unread when the server
+        // closes (unread bytes would turn its close into a reset).
+        let mut pings = Vec::new();
+        for _ in 0..121 {
+            pings.extend(frame(true, 0, 0x9, true, &[b'p'; 125]));
+        }
+        ws.write(&pings).await;
+        assert_eq!(
+            ws.close_code().await,
+            Some(4400),
+            "{}",
+            if authenticated {
+                "authenticated"
+            } else {
+                "before hello"
+            }
+        );
+    }
+    // A client that pings now and then is answered and stays.
+    let mut client = server.client("calm").await;
+    for _ in 0..10 {
+        client.send_raw(Message::Ping(b"hi".to_vec().into())).await;
+    }
+    let ack = send(&mut client, "c1", None, "still open?").await;
+    collect_stream(&mut client, ack["stream_id"].as_str().unwrap(), 0).await;
     server.stop().await;
 }
 
