@@ -36,7 +36,7 @@ use crate::board::UserBoard;
 use crate::limits::quota_keeper::QuotaMsg;
 use crate::persister::PersisterMsg;
 use crate::ports::bus::{
-    Control, EntryId, Incoming, PublishBatch, StreamBus, StreamMeta, UserEvent,
+    Control, EntryId, Incoming, PublishBatch, StreamBus, StreamFrames, StreamMeta, UserEvent,
 };
 use crate::ports::limits::Settle;
 use crate::ports::store::{AnswerEnd, FinishedAnswer};
@@ -318,11 +318,15 @@ impl RelayState {
             }
             let read = published.log.read_from(published.cursor);
             if !read.frames.is_empty() {
-                batch.frames.push((id.clone(), read.frames));
+                batch.frames.push(StreamFrames {
+                    stream_id: id.clone(),
+                    frames: read.frames,
+                    ended: read.done,
+                });
             }
             progress.push((id.clone(), read.next, read.done));
         }
-        let entries: usize = batch.frames.iter().map(|(_, f)| f.len()).sum();
+        let entries: usize = batch.frames.iter().map(|s| s.frames.len()).sum();
         match self.args.bus.publish(&batch).await {
             Ok(()) => {
                 metrics::counter!("skald_bus_frames_published_total").increment(entries as u64);
@@ -596,7 +600,11 @@ impl Orphans {
         };
         let batch = PublishBatch {
             announce: Vec::new(),
-            frames: vec![(stream_id.clone(), vec![done.encode()])],
+            frames: vec![StreamFrames {
+                stream_id: stream_id.clone(),
+                frames: vec![done.encode()],
+                ended: true,
+            }],
         };
         match self.bus.publish(&batch).await {
             Ok(()) => {

@@ -250,15 +250,12 @@ impl StreamBus for RedisBus {
             args.push(meta.stream_id.to_string());
             args.push(serde_json::to_string(meta).unwrap_or_default());
         }
-        for (stream, frames) in &batch.frames {
-            keys.push(self.stream_key(stream));
-            keys.push(self.meta_key(stream));
-            let ended = frames
-                .last()
-                .is_some_and(|f| f.contains("\"type\":\"done\""));
-            args.push(stream.to_string());
-            args.push(if ended { "1" } else { "0" }.to_owned());
-            args.push(frames.join("\n"));
+        for stream in &batch.frames {
+            keys.push(self.stream_key(&stream.stream_id));
+            keys.push(self.meta_key(&stream.stream_id));
+            args.push(stream.stream_id.to_string());
+            args.push(if stream.ended { "1" } else { "0" }.to_owned());
+            args.push(stream.frames.join("\n"));
         }
         tokio::time::timeout(
             self.settings.redis.command_timeout,

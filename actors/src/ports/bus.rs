@@ -72,9 +72,19 @@ impl EntryId {
 pub struct PublishBatch {
     /// Streams published for the first time (their meta and lease).
     pub announce: Vec<StreamMeta>,
-    /// Encoded frames per stream, in order; a `done` frame ends the stream
-    /// (its log then expires after the resume window, its lease is dropped).
-    pub frames: Vec<(StreamId, Vec<String>)>,
+    /// Each stream's new frames.
+    pub frames: Vec<StreamFrames>,
+}
+
+/// One stream's frames of a [`PublishBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamFrames {
+    pub stream_id: StreamId,
+    /// Encoded frames, in order.
+    pub frames: Vec<String>,
+    /// The last frame is the stream's `done`: its log then expires after
+    /// the resume window, and its lease is dropped.
+    pub ended: bool,
 }
 
 /// A message of the control channel of one instance.
