@@ -447,3 +447,49 @@ async fn owner_killed_under_two_followers(keyspace: Option<&Keyspace>) {
     b.stop().await;
     c.stop().await;
 }
+
+/// A stream nobody on another instance follows is published several tokens
+/// an entry (the relay's quiet linger: one Redis command for many tokens);
+/// once another instance follows it, a token an entry, each within a few
+/// milliseconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_stream_is_published_token_by_token_an_unfollowed_one_in_batches() {
+    use fred::interfaces::StreamsInterface;
+    const TOKENS: u64 = 40;
+    let redis = RedisServer::start();
+    let (a, b) = (
+        instance(&redis, 50.0, TOKENS as u32).await,
+        instance(&redis, 50.0, TOKENS as u32).await,
+    );
+    let mut on_a = a.client("batched").await;
+    let ack = send(&mut on_a, "b-1", None, "nobody follows").await;
+    let quiet = ack["stream_id"].as_str().unwrap().to_owned();
+    collect_stream(&mut on_a, &quiet, 0).await;
+
+    let ack = send(&mut on_a, "b-2", None, "followed").await;
+    let followed = ack["stream_id"].as_str().unwrap().to_owned();
+    deltas(&mut on_a, &followed, 3).await;
+    let mut on_b = b.client("batched").await;
+    on_b.send(json!({"type":"resume","stream_id":followed,"after_seq":2}))
+        .await;
+    let rest = collect_stream(&mut on_b, &followed, 3).await;
+    assert_eq!(rest.done["finish_reason"], "stop");
+
+    let raw = redis.client().await;
+    let entries = |id: String| {
+        let raw = raw.clone();
+        async move { raw.xlen::<u64, _>(format!("skald:st:{id}")).await.unwrap() }
+    };
+    let (quiet_entries, followed_entries) = (entries(quiet).await, entries(followed).await);
+    eprintln!(
+        "bus entries for {TOKENS} tokens at 50 a second: {quiet_entries} unfollowed, {followed_entries} followed from the third"
+    );
+    assert!(
+        quiet_entries > 0 && quiet_entries * 2 <= TOKENS,
+        "an unfollowed stream is published in batches: {quiet_entries} entries"
+    );
+    assert!(
+        followed_entries >= 2 * quiet_entries,
+        "a followed stream is published as it comes: {followed_entries} entries against {quiet_entries}"
+    );
+}
