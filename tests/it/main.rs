@@ -18,6 +18,7 @@ mod edge_protocol;
 mod flood;
 mod history;
 mod history_cql;
+mod hostile;
 mod instances;
 mod limits;
 mod limits_redis;
