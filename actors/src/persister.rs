@@ -4,7 +4,10 @@
 //! - **Batching**: answers that arrive within `BATCH_WINDOW` are written in
 //!   one `finish_answers` call (one transaction, one fsync on SQLite), so a
 //!   busy server does not pay a durable write per answer, and storage never
-//!   sits between two tokens (it only ever runs after the last one).
+//!   sits between two tokens (it only ever runs after the last one). Audit
+//!   records are batched the same way, after the answers of their flush: a
+//!   flood of refused tokens (each one audited) costs a commit per window,
+//!   not one each, and never holds up an answer's confirmation.
 //! - **Nothing lost**: when the store fails, the batch goes to the spool, an
 //!   append-only file in the data dir, fsynced, and every waiting stream is
 //!   told its answer is safe. Every `DRAIN_EVERY` the spool is replayed into
@@ -96,6 +99,7 @@ pub struct PersisterState {
     counters: Arc<PersisterCounters>,
     batch: Vec<FinishedAnswer>,
     waiters: Vec<RpcReplyPort<()>>,
+    audits: Vec<AuditRecord>,
     flush_scheduled: bool,
 }
 
@@ -132,6 +136,7 @@ impl Actor for Persister {
             counters: args.counters,
             batch: Vec::new(),
             waiters: Vec::new(),
+            audits: Vec::new(),
             flush_scheduled: false,
         })
     }
@@ -155,23 +160,15 @@ impl Actor for Persister {
             PersisterMsg::Answer(answer, reply) => {
                 state.batch.push(answer);
                 state.waiters.extend(reply);
-                if state.batch.len() >= MAX_BATCH {
-                    state.flush().await;
-                } else if !state.flush_scheduled {
-                    state.flush_scheduled = true;
-                    myself.send_after(BATCH_WINDOW, || PersisterMsg::Flush);
-                }
+                state.batched(&myself).await;
+            }
+            PersisterMsg::Audit(record) => {
+                state.audits.push(record);
+                state.batched(&myself).await;
             }
             PersisterMsg::Flush => {
                 state.flush_scheduled = false;
                 state.flush().await;
-            }
-            PersisterMsg::Audit(record) => {
-                if let Err(e) = state.store.append_audit(record.clone()).await {
-                    tracing::warn!(error = %e, "audit record spooled");
-                    metrics::counter!("skald_persister_errors_total").increment(1);
-                    state.spool(&[Spooled::Audit(record)]).await;
-                }
             }
             PersisterMsg::Checkpoints(checkpoints) => {
                 let n = checkpoints.len();
@@ -202,9 +199,46 @@ impl Actor for Persister {
 }
 
 impl PersisterState {
-    /// Writes the batch to the store, or to the spool if the store fails,
-    /// then releases the streams waiting on it.
+    /// After a record joined the batch: writes it now if it is full, or
+    /// asks for a flush at the end of the window.
+    async fn batched(&mut self, myself: &ActorRef<PersisterMsg>) {
+        if self.batch.len() >= MAX_BATCH || self.audits.len() >= MAX_BATCH {
+            self.flush().await;
+        } else if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            myself.send_after(BATCH_WINDOW, || PersisterMsg::Flush);
+        }
+    }
+
+    /// Writes the batch, then the audit records, to the store, or to the
+    /// spool if the store fails; releases the streams waiting on the
+    /// answers as soon as those are durable.
     async fn flush(&mut self) {
+        self.flush_answers().await;
+        self.flush_audits().await;
+    }
+
+    async fn flush_audits(&mut self) {
+        if self.audits.is_empty() {
+            return;
+        }
+        let audits = std::mem::take(&mut self.audits);
+        let stored = if self.counters.spooled.load(Ordering::Relaxed) == 0 {
+            self.store.append_audits(audits.clone()).await
+        } else {
+            Err(crate::ports::store::StoreError::unavailable(
+                "spool not drained yet",
+            ))
+        };
+        if let Err(e) = stored {
+            tracing::warn!(error = %e, records = audits.len(), "audit records spooled");
+            metrics::counter!("skald_persister_errors_total").increment(1);
+            let records: Vec<Spooled> = audits.into_iter().map(Spooled::Audit).collect();
+            self.spool(&records).await;
+        }
+    }
+
+    async fn flush_answers(&mut self) {
         if self.batch.is_empty() {
             return;
         }
@@ -278,15 +312,16 @@ impl PersisterState {
         let Ok(records) = read_spool(&self.spool_path).await else {
             return;
         };
-        let mut answers = Vec::new();
+        let (mut answers, mut audits) = (Vec::new(), Vec::new());
         for record in &records {
             match record {
                 Spooled::Answer(answer) => answers.push(answer.clone()),
-                Spooled::Audit(audit) => {
-                    if self.store.append_audit(audit.clone()).await.is_err() {
-                        return;
-                    }
-                }
+                Spooled::Audit(audit) => audits.push(audit.clone()),
+            }
+        }
+        for chunk in audits.chunks(MAX_BATCH) {
+            if self.store.append_audits(chunk.to_vec()).await.is_err() {
+                return;
             }
         }
         for chunk in answers.chunks(MAX_BATCH) {

@@ -638,23 +638,31 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_audit(&self, record: AuditRecord) -> Result<(), StoreError> {
+    async fn append_audits(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
         self.run(move |conn| {
-            conn.execute(
-                "INSERT OR IGNORE INTO audit (id, at_ms, user, action, address, address_anonymised, detail) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    record.id,
-                    record.at_ms,
-                    record.user.as_ref().map(|u| u.as_str()),
-                    record.action.as_str(),
-                    record.address,
-                    record.address_anonymised,
-                    record.detail
-                ],
-            )
-            .map(|_| ())
-            .map_err(unavailable)
+            let tx = conn.transaction().map_err(unavailable)?;
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO audit (id, at_ms, user, action, address, address_anonymised, detail) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .map_err(unavailable)?;
+                for record in &records {
+                    insert
+                        .execute(params![
+                            record.id,
+                            record.at_ms,
+                            record.user.as_ref().map(|u| u.as_str()),
+                            record.action.as_str(),
+                            record.address,
+                            record.address_anonymised,
+                            record.detail
+                        ])
+                        .map_err(unavailable)?;
+                }
+            }
+            tx.commit().map_err(unavailable)
         })
         .await
     }
@@ -812,8 +820,14 @@ mod tests {
             address_anonymised: Some("198.51.100.0".into()),
             detail: "bad signature".into(),
         };
-        store.append_audit(record("old", 1_000)).await.unwrap();
-        store.append_audit(record("new", 10_000)).await.unwrap();
+        store
+            .append_audits(vec![record("old", 1_000)])
+            .await
+            .unwrap();
+        store
+            .append_audits(vec![record("new", 10_000)])
+            .await
+            .unwrap();
         assert_eq!(store.anonymise_addresses(5_000).await.unwrap(), 1);
         let audit = store.export_user(&"u".into()).await.unwrap().audit;
         assert_eq!(audit[0].address, None);

@@ -385,10 +385,13 @@ async fn full_addresses_expire_after_their_ttl() {
     .unwrap();
     let user = UserId::from("ttl");
     let now = now_ms();
-    store.append_audit(record(Some(&user), now)).await.unwrap();
+    store
+        .append_audits(vec![record(Some(&user), now)])
+        .await
+        .unwrap();
     // Already older than the TTL: written without its address.
     store
-        .append_audit(record(Some(&user), now - 4_000))
+        .append_audits(vec![record(Some(&user), now - 4_000)])
         .await
         .unwrap();
     let full = |e: &skald_actors::ports::store::UserExport| {
@@ -425,7 +428,7 @@ async fn full_addresses_expire_after_their_ttl() {
     // partition, with the same TTL.
     let mut failed = record(None, now_ms());
     failed.action = AuditAction::AuthFailed;
-    store.append_audit(failed.clone()).await.unwrap();
+    store.append_audits(vec![failed.clone()]).await.unwrap();
     let (action, ttl): (String, Option<i32>) = store
         .session()
         .query_unpaged(
@@ -544,7 +547,7 @@ async fn erase_covers_every_table() {
         .await
         .unwrap();
     store
-        .append_audit(record(Some(&user), now_ms()))
+        .append_audits(vec![record(Some(&user), now_ms())])
         .await
         .unwrap();
 

@@ -264,7 +264,10 @@ pub trait Store: Send + Sync + 'static {
         id: &ConversationId,
     ) -> Result<bool, StoreError>;
 
-    async fn append_audit(&self, record: AuditRecord) -> Result<(), StoreError>;
+    /// Appends audit records, in one durable write where the store can (the
+    /// Persister batches them as it batches answers: a flood of refused
+    /// tokens must not cost a commit each).
+    async fn append_audits(&self, records: Vec<AuditRecord>) -> Result<(), StoreError>;
 
     /// Every record about the user.
     async fn export_user(&self, user: &UserId) -> Result<UserExport, StoreError>;

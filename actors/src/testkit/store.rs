@@ -421,11 +421,11 @@ pub async fn export_then_erase_leaves_nothing(store: &dyn Store, ns: &str) {
         detail: String::new(),
     };
     store
-        .append_audit(audit(&user, AuditAction::ConversationCreated))
+        .append_audits(vec![audit(&user, AuditAction::ConversationCreated)])
         .await
         .unwrap();
     store
-        .append_audit(audit(&other, AuditAction::ConversationCreated))
+        .append_audits(vec![audit(&other, AuditAction::ConversationCreated)])
         .await
         .unwrap();
     let export = store.export_user(&user).await.unwrap();

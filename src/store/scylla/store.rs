@@ -59,6 +59,70 @@ fn batch(kind: BatchType, statements: &[&PreparedStatement]) -> Batch {
 }
 
 impl ScyllaStore {
+    /// One audit record: its row and its user's month index (or its
+    /// hour's, without a user), with the address under its TTL.
+    async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        let now = skald_actors::time::now_ms();
+        let address = record.address.as_deref().and_then(|address| {
+            rows::address_ttl_secs(record.at_ms, now, self.address_ttl_secs)
+                .map(|ttl| (ttl, address))
+        });
+        match record.user.as_ref() {
+            Some(user) => {
+                let user_id = user.as_str();
+                let month = audit_month(record.at_ms);
+                let index = UserMonth {
+                    user_id,
+                    month: &month,
+                };
+                let insert = AuditInsert::of(user_id, &month, record);
+                match address {
+                    Some((ttl, address)) => {
+                        let set = AuditAddress {
+                            user_id,
+                            month: &month,
+                            audit_id: &record.id,
+                            ttl,
+                            address,
+                        };
+                        self.session
+                            .batch(&self.audit_with_address, (index, insert, set))
+                            .await
+                    }
+                    None => {
+                        self.session
+                            .batch(&self.audit_without_address, (index, insert))
+                            .await
+                    }
+                }
+            }
+            None => {
+                let hour = audit_hour(record.at_ms);
+                let insert = AnonymousAudit::of(&hour, record);
+                match address {
+                    Some((ttl, address)) => {
+                        let set = AnonymousAddress {
+                            hour: &hour,
+                            audit_id: &record.id,
+                            ttl,
+                            address,
+                        };
+                        self.session
+                            .batch(&self.anonymous_audit_with_address, (insert, set))
+                            .await
+                    }
+                    None => {
+                        self.session
+                            .execute_unpaged(&self.st.insert_anonymous_audit, insert)
+                            .await
+                    }
+                }
+            }
+        }
+        .map_err(ScyllaError::from)?;
+        Ok(())
+    }
+
     /// Connects, runs the migrations if `migrate_on_start`, checks that the
     /// schema is at least this build's version, and prepares every
     /// statement.
@@ -711,65 +775,9 @@ impl Store for ScyllaStore {
         Ok(row.is_live())
     }
 
-    async fn append_audit(&self, record: AuditRecord) -> Result<(), StoreError> {
-        let now = skald_actors::time::now_ms();
-        let address = record.address.as_deref().and_then(|address| {
-            rows::address_ttl_secs(record.at_ms, now, self.address_ttl_secs)
-                .map(|ttl| (ttl, address))
-        });
-        match record.user.as_ref() {
-            Some(user) => {
-                let user_id = user.as_str();
-                let month = audit_month(record.at_ms);
-                let index = UserMonth {
-                    user_id,
-                    month: &month,
-                };
-                let insert = AuditInsert::of(user_id, &month, &record);
-                match address {
-                    Some((ttl, address)) => {
-                        let set = AuditAddress {
-                            user_id,
-                            month: &month,
-                            audit_id: &record.id,
-                            ttl,
-                            address,
-                        };
-                        self.session
-                            .batch(&self.audit_with_address, (index, insert, set))
-                            .await
-                    }
-                    None => {
-                        self.session
-                            .batch(&self.audit_without_address, (index, insert))
-                            .await
-                    }
-                }
-            }
-            None => {
-                let hour = audit_hour(record.at_ms);
-                let insert = AnonymousAudit::of(&hour, &record);
-                match address {
-                    Some((ttl, address)) => {
-                        let set = AnonymousAddress {
-                            hour: &hour,
-                            audit_id: &record.id,
-                            ttl,
-                            address,
-                        };
-                        self.session
-                            .batch(&self.anonymous_audit_with_address, (insert, set))
-                            .await
-                    }
-                    None => {
-                        self.session
-                            .execute_unpaged(&self.st.insert_anonymous_audit, insert)
-                            .await
-                    }
-                }
-            }
-        }
-        .map_err(ScyllaError::from)?;
+    async fn append_audits(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
+        // One statement (or logged batch) a record, all in flight at once.
+        futures::future::try_join_all(records.iter().map(|r| self.append_audit(r))).await?;
         Ok(())
     }
 

@@ -124,9 +124,9 @@ impl Store for FaultyStore {
         self.check()?;
         self.inner.delete_conversation(user, id).await
     }
-    async fn append_audit(&self, record: AuditRecord) -> Result<(), StoreError> {
+    async fn append_audits(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
         self.check()?;
-        self.inner.append_audit(record).await
+        self.inner.append_audits(records).await
     }
     async fn export_user(&self, user: &UserId) -> Result<UserExport, StoreError> {
         self.check()?;
