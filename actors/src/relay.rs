@@ -23,6 +23,7 @@
 //! instances (the [`UserBoard`] delivers them here).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,19 +48,12 @@ use crate::stream_log::{Cursor, Listener, StreamLog};
 /// How long the reader blocks for new entries before it looks at what to
 /// follow again.
 const READ_BLOCK: Duration = Duration::from_millis(100);
-/// How long the frames of a followed stream wait for the flush that
-/// publishes them: a flush then carries every due stream's frames of that
-/// time (one command, a few hundred frames under load), and a follower on
-/// another instance sees a frame at most this much later. A new stream is
-/// announced at once (its `started` may send a client to another instance
-/// right away).
+/// How long frames wait for the flush that publishes them: a flush then
+/// carries every stream's frames of that time (one command, a few hundred
+/// frames under load), and a follower on another instance sees a frame at
+/// most this much later. A new stream is announced at once (its `started`
+/// may send a client to another instance right away).
 const LINGER: Duration = Duration::from_millis(5);
-/// How long the frames of a stream nobody follows wait: they are published
-/// for a resume that has not happened (and, if this instance dies, as the
-/// answer), so several tokens go in one entry, which costs Redis one
-/// command instead of one per token. A follower's first sight of such a
-/// stream may be this much behind; from its `follow` on, [`LINGER`].
-const QUIET_LINGER: Duration = Duration::from_millis(200);
 /// After a failed flush, when to try again.
 const RETRY: Duration = Duration::from_millis(200);
 /// How long the relay's start waits for its subscriptions before it lets
@@ -116,113 +110,29 @@ pub struct RelayArgs {
 }
 
 /// The relay's listener on the logs it publishes: marks them dirty and asks
-/// for a flush when the first of them is due, however many tokens arrive
-/// before it runs.
+/// for one flush, however many tokens arrive before it runs.
 struct Dirty {
-    inner: Mutex<DirtyInner>,
+    ids: Mutex<HashSet<StreamId>>,
+    flush_pending: AtomicBool,
     relay: ActorRef<RelayMsg>,
 }
 
-#[derive(Default)]
-struct DirtyInner {
-    /// Streams with unpublished frames, and since when.
-    since: HashMap<StreamId, Instant>,
-    /// Streams a connection of another instance follows.
-    followed: HashSet<StreamId>,
-    /// When the earliest flush already asked for will run.
-    flush_at: Option<Instant>,
-}
-
 impl Dirty {
-    fn lock(&self) -> std::sync::MutexGuard<'_, DirtyInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Marks these streams as having news since `at`, and asks for a flush
-    /// by when the first is due.
-    fn add(&self, ids: impl IntoIterator<Item = StreamId>, at: Instant) {
-        let mut inner = self.lock();
-        for id in ids {
-            let since = *inner.since.entry(id.clone()).or_insert(at);
-            let due = since + inner.linger(&id);
-            inner.ask_flush(due, &self.relay);
-        }
-    }
-
-    /// From now on, this stream's frames are published without the quiet
-    /// linger.
-    fn follow(&self, id: &StreamId) {
-        let mut inner = self.lock();
-        inner.followed.insert(id.clone());
-        if let Some(&since) = inner.since.get(id) {
-            inner.ask_flush(since + LINGER, &self.relay);
-        }
-    }
-
-    /// Takes the streams due now; the others stay, and a flush is asked
-    /// for the next one due.
-    fn take_due(&self, now: Instant) -> Vec<(StreamId, Instant)> {
-        let mut inner = self.lock();
-        inner.flush_at = None;
-        let due: Vec<(StreamId, Instant)> = inner
-            .since
-            .iter()
-            .filter(|(id, since)| **since + inner.linger(id) <= now)
-            .map(|(id, since)| (id.clone(), *since))
-            .collect();
-        for (id, _) in &due {
-            inner.since.remove(id);
-        }
-        let next = inner
-            .since
-            .iter()
-            .map(|(id, since)| *since + inner.linger(id))
-            .min();
-        if let Some(next) = next {
-            inner.ask_flush(next, &self.relay);
-        }
-        due
-    }
-
-    /// Gives back streams whose publication failed (they keep their time).
-    fn restore(&self, ids: Vec<(StreamId, Instant)>) {
-        let mut inner = self.lock();
-        for (id, since) in ids {
-            inner.since.entry(id).or_insert(since);
-        }
-        inner.ask_flush(Instant::now() + RETRY, &self.relay);
-    }
-
-    /// A stream that ended: nothing more to know of it.
-    fn forget(&self, id: &StreamId) {
-        self.lock().followed.remove(id);
-    }
-}
-
-impl DirtyInner {
-    fn linger(&self, id: &StreamId) -> Duration {
-        if self.followed.contains(id) {
-            LINGER
-        } else {
-            QUIET_LINGER
-        }
-    }
-
-    /// Asks for a flush at `due` unless one is asked for by then already.
-    fn ask_flush(&mut self, due: Instant, relay: &ActorRef<RelayMsg>) {
-        if self.flush_at.is_some_and(|at| at <= due) {
-            return;
-        }
-        self.flush_at = Some(due);
-        relay.send_after(due.saturating_duration_since(Instant::now()), || {
-            RelayMsg::Flush
-        });
+    /// Marks these streams as having news, without asking for a flush.
+    fn add(&self, ids: impl IntoIterator<Item = StreamId>) {
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(ids);
     }
 }
 
 impl Listener for Dirty {
     fn mark_dirty(&self, stream_id: &StreamId) {
-        self.add([stream_id.clone()], Instant::now());
+        self.add([stream_id.clone()]);
+        if !self.flush_pending.swap(true, Ordering::AcqRel) {
+            self.relay.send_after(LINGER, || RelayMsg::Flush);
+        }
     }
 }
 
@@ -289,7 +199,8 @@ impl Actor for Relay {
         myself.send_interval(args.stream_lease / 2, || RelayMsg::Sweep);
         Ok(RelayState {
             dirty: Arc::new(Dirty {
-                inner: Mutex::default(),
+                ids: Mutex::default(),
+                flush_pending: AtomicBool::new(false),
                 relay: myself,
             }),
             args,
@@ -301,7 +212,7 @@ impl Actor for Relay {
 
     async fn handle(
         &self,
-        _myself: ActorRef<RelayMsg>,
+        myself: ActorRef<RelayMsg>,
         message: RelayMsg,
         state: &mut RelayState,
     ) -> Result<(), ActorProcessingErr> {
@@ -332,14 +243,10 @@ impl Actor for Relay {
                     },
                 );
                 // Announced now, before this session's `started` goes out.
-                // (Dirty since a linger ago: due now, followed or not.)
-                let due_now = Instant::now()
-                    .checked_sub(QUIET_LINGER)
-                    .unwrap_or_else(Instant::now);
-                state.dirty.add([log.ids.stream_id.clone()], due_now);
-                state.flush().await;
+                state.dirty.add([log.ids.stream_id.clone()]);
+                state.flush(&myself).await;
             }
-            RelayMsg::Flush => state.flush().await,
+            RelayMsg::Flush => state.flush(&myself).await,
             RelayMsg::Follow {
                 stream_id,
                 user,
@@ -362,11 +269,6 @@ impl Actor for Relay {
                 event.instance = Some(state.args.bus.instance().clone());
                 if let Err(e) = state.args.bus.user_event(&event).await {
                     tracing::warn!(error = %e, "user event not relayed");
-                }
-            }
-            RelayMsg::Incoming(Incoming::Control(Control::Follow { stream_id })) => {
-                if state.published.contains_key(&stream_id) {
-                    state.dirty.follow(&stream_id);
                 }
             }
             RelayMsg::Incoming(Incoming::Control(Control::Cancel { stream_id, user })) => {
@@ -398,12 +300,16 @@ impl Actor for Relay {
 }
 
 impl RelayState {
-    /// Publishes what every due log has new, in one batch.
-    async fn flush(&mut self) {
-        let due = self.dirty.take_due(Instant::now());
+    /// Publishes what every dirty log has new, in one batch.
+    async fn flush(&mut self, myself: &ActorRef<RelayMsg>) {
+        self.dirty.flush_pending.store(false, Ordering::Release);
+        let dirty: Vec<StreamId> = {
+            let mut ids = self.dirty.ids.lock().unwrap_or_else(|p| p.into_inner());
+            ids.drain().collect()
+        };
         let mut batch = PublishBatch::default();
         let mut progress = Vec::new();
-        for (id, _) in &due {
+        for id in &dirty {
             let Some(published) = self.published.get_mut(id) else {
                 continue;
             };
@@ -428,7 +334,6 @@ impl RelayState {
                 for (id, next, done) in progress {
                     if done {
                         self.published.remove(&id);
-                        self.dirty.forget(&id);
                     } else if let Some(published) = self.published.get_mut(&id) {
                         published.cursor = next;
                         published.announce = None;
@@ -439,7 +344,10 @@ impl RelayState {
                 // Nothing moves: the same frames (as recorded in the logs)
                 // go with the next flush.
                 tracing::warn!(error = %e, frames = entries, "frames not published yet");
-                self.dirty.restore(due);
+                self.dirty.add(dirty);
+                if !self.dirty.flush_pending.swap(true, Ordering::AcqRel) {
+                    myself.send_after(RETRY, || RelayMsg::Flush);
+                }
             }
         }
     }
@@ -471,15 +379,6 @@ impl RelayState {
             }
         };
         let ended_at = remote.log.is_finished().then(Instant::now);
-        if ended_at.is_none() {
-            // The owner publishes what we follow without its quiet linger.
-            let control = Control::Follow {
-                stream_id: stream_id.clone(),
-            };
-            if let Err(e) = self.args.bus.control(&remote.meta.owner, &control).await {
-                tracing::debug!(error = %e, %stream_id, "follow not told to the owner");
-            }
-        }
         self.mirrors.insert(
             stream_id.clone(),
             Mirror {

@@ -189,7 +189,7 @@ async fn redis_backend_passes_the_contract() {
     skald_actors::testkit::limits::run_all(&b, "t1").await;
 
     // Each script was loaded once, then run by its SHA: no EVAL of bodies.
-    let raw = server.client().await;
+    let raw = raw_client(&server).await;
     let stats = command_stats(&raw).await;
     assert!(!stats.contains("cmdstat_eval:"), "{stats}");
     let loads: u64 = stat_calls(&stats, "cmdstat_script|load");
@@ -300,7 +300,7 @@ async fn redis_killed_answers_stay_bounded_and_the_same_client_recovers() {
     skald_actors::testkit::limits::run_all(&b, "after-restart").await;
     // The restarted Redis had no scripts cached: the client got NOSCRIPT
     // and ran the body with EVAL, which cached it again for EVALSHA.
-    let raw = server.client().await;
+    let raw = raw_client(&server).await;
     let stats = command_stats(&raw).await;
     assert!(stats.contains("cmdstat_eval:calls="), "{stats}");
     assert!(stats.contains("cmdstat_evalsha:calls="), "{stats}");
@@ -430,7 +430,7 @@ async fn keys_are_encoded_cluster_safe_and_expire() {
         "one script's keys share a slot"
     );
 
-    let raw = server.client().await;
+    let raw = raw_client(&server).await;
     let day = 86_400_000i64;
     for key in [&counters, &reservations] {
         let ttl: i64 = raw.pttl(key.as_str()).await.unwrap();
@@ -454,6 +454,14 @@ async fn keys_are_encoded_cluster_safe_and_expire() {
         "{keys:?}"
     );
     let _ = raw.quit().await;
+}
+
+/// A plain fred client, to look at what the backend wrote.
+async fn raw_client(server: &RedisServer) -> fred::clients::Client {
+    let config = fred::types::config::Config::from_url(&server.url()).unwrap();
+    let raw = fred::clients::Client::new(config, None, None, None);
+    bounded("raw connect", raw.init()).await.unwrap();
+    raw
 }
 
 async fn command_stats(raw: &fred::clients::Client) -> String {

@@ -94,10 +94,6 @@ pub enum Control {
     /// Cancel this stream of this user (another user's cancel is refused
     /// where it was sent; the owner checks again).
     Cancel { stream_id: StreamId, user: UserId },
-    /// A connection of another instance follows this stream: publish its
-    /// frames without the quiet linger. (An instance that does not know
-    /// this message ignores it and keeps publishing as it did.)
-    Follow { stream_id: StreamId },
 }
 
 /// A user's event for that user's connections on every instance.

@@ -38,18 +38,6 @@ impl RedisServer {
         server
     }
 
-    /// A plain fred client, to look at what the server wrote.
-    pub async fn client(&self) -> fred::clients::Client {
-        use fred::interfaces::ClientLike;
-        let config = fred::types::config::Config::from_url(&self.url()).unwrap();
-        let raw = fred::clients::Client::new(config, None, None, None);
-        tokio::time::timeout(super::WAIT, raw.init())
-            .await
-            .expect("connected to redis-server within the wait")
-            .unwrap();
-        raw
-    }
-
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
