@@ -113,14 +113,9 @@ impl Drop for RssSampler {
 /// byte so that no frame is swallowed with it.
 pub async fn upgraded(addr: SocketAddr, token: Option<&str>) -> TcpStream {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n"
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
+    tcp.write_all(super::raw_ws::upgrade_request(addr, token).as_bytes())
+        .await
+        .unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let byte = tokio::time::timeout(WAIT, tcp.read_u8())

@@ -53,18 +53,25 @@ pub fn text(payload: &[u8]) -> Vec<u8> {
     frame(true, 0, 0x1, true, payload)
 }
 
+/// The HTTP request that upgrades a connection to `/v1/ws`, with a bearer
+/// token if given.
+pub fn upgrade_request(addr: SocketAddr, token: Option<&str>) -> String {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n"
+    )
+}
+
 impl RawWs {
     /// Upgrades a fresh connection to `/v1/ws`, with a bearer token if given.
     pub async fn connect(addr: SocketAddr, token: Option<&str>) -> RawWs {
         let mut tcp = TcpStream::connect(addr).await.unwrap();
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        let request = format!(
-            "GET /v1/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{auth}\r\n"
-        );
-        tcp.write_all(request.as_bytes()).await.unwrap();
+        tcp.write_all(upgrade_request(addr, token).as_bytes())
+            .await
+            .unwrap();
         let mut ws = RawWs {
             tcp,
             buffered: Vec::new(),
