@@ -147,13 +147,14 @@ pub async fn tally<R: AsyncReadExt + Unpin>(mut read: R, stop: Arc<AtomicBool>) 
     let mut buffered = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        while let Some((opcode, payload, used)) = server_frame(&buffered) {
-            match opcode {
+        while let Some((frame, used)) = super::raw_ws::parse(&buffered) {
+            match frame.opcode {
                 0x1 => tally.texts += 1,
                 0x9 => tally.pings += 1,
                 0xA => tally.pongs += 1,
                 0x8 => {
-                    tally.close = payload
+                    tally.close = frame
+                        .payload
                         .get(..2)
                         .map(|code| u16::from_be_bytes([code[0], code[1]]));
                     return tally;
@@ -174,25 +175,6 @@ pub async fn tally<R: AsyncReadExt + Unpin>(mut read: R, stop: Arc<AtomicBool>) 
             }
         }
     }
-}
-
-/// An unmasked server frame at the start of `bytes`: its opcode, payload
-/// and length.
-fn server_frame(bytes: &[u8]) -> Option<(u8, &[u8], usize)> {
-    let (&b0, &b1) = (bytes.first()?, bytes.get(1)?);
-    let (len, at) = match b1 & 0x7f {
-        126 => (
-            u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?]) as usize,
-            4,
-        ),
-        127 => (
-            u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        ),
-        n => (n as usize, 2),
-    };
-    let payload = bytes.get(at..at + len)?;
-    Some((b0 & 0x0f, payload, at + len))
 }
 
 /// A token whose header is `header` (e.g. `{"alg":"none"}`), with valid

@@ -136,7 +136,7 @@ impl RawWs {
 }
 
 /// An unmasked server frame at the start of `bytes`, and its length.
-fn parse(bytes: &[u8]) -> Option<(RawFrame, usize)> {
+pub fn parse(bytes: &[u8]) -> Option<(RawFrame, usize)> {
     let (&b0, &b1) = (bytes.first()?, bytes.get(1)?);
     let (len, mut at) = match b1 & 0x7f {
         126 => (
