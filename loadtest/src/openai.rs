@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use eventsource_stream::Eventsource;
@@ -30,7 +30,7 @@ use crate::client::{Target, TargetError};
 use crate::mock_upstream::now_micros;
 use crate::openai_sse::{classify, StreamEvent};
 use crate::procfs::{self, ProcError};
-use crate::report::{errors_line, latency_table, ms, ratio};
+use crate::report::{errors_line, latency_table, ms, ratio, ErrorCounts};
 use crate::stats::Summary;
 
 /// Hard ceilings, whatever the flags say.
@@ -301,13 +301,12 @@ struct Shared {
     reasoning_deltas: AtomicU64,
     tokens: AtomicU64,
     without_usage: AtomicU64,
-    errors: Mutex<BTreeMap<String, u64>>,
+    errors: ErrorCounts,
 }
 
 impl Shared {
     fn error(&self, kind: impl Into<String>) {
-        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
-        *errors.entry(kind.into()).or_default() += 1;
+        self.errors.add(kind);
     }
 }
 
@@ -422,11 +421,7 @@ pub async fn run(load: OpenAiLoad) -> Result<OpenAiReport, OpenAiLoadError> {
     ] {
         latency.insert(key.to_owned(), Summary::of(values));
     }
-    let errors = shared
-        .errors
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let errors = shared.errors.by_kind();
     Ok(OpenAiReport {
         label: load.label.clone(),
         target: load.base_url.clone(),

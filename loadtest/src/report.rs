@@ -138,6 +138,33 @@ pub fn latency_table(
 }
 
 /// `errors: none`, or `errors: kind=count, …`.
+/// Errors counted by kind, by any number of tasks at once.
+#[derive(Default)]
+pub struct ErrorCounts(std::sync::Mutex<BTreeMap<String, u64>>);
+
+impl ErrorCounts {
+    /// Counts one error of `kind`.
+    pub fn add(&self, kind: impl Into<String>) {
+        *self.lock().entry(kind.into()).or_default() += 1;
+    }
+
+    /// The counts so far, by kind.
+    pub fn by_kind(&self) -> BTreeMap<String, u64> {
+        self.lock().clone()
+    }
+
+    /// How many errors so far, of every kind.
+    pub fn total(&self) -> u64 {
+        self.lock().values().sum()
+    }
+
+    /// The map; a task that panicked holding it left it whole (each change
+    /// is one increment), so a poisoned lock is taken as it is.
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 pub fn errors_line(out: &mut String, errors: &BTreeMap<String, u64>) {
     if errors.is_empty() {
         let _ = writeln!(out, "errors: none");

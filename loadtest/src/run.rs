@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{self, Target, Ws};
 use crate::mock_upstream::{now_micros, parse_stamps};
-use crate::report::Report;
+use crate::report::{ErrorCounts, Report};
 use crate::stats::Summary;
 
 /// Runs started by this process (part of every `send.id`).
@@ -99,13 +99,12 @@ struct Live {
     bytes_in: AtomicU64,
     frames_out: AtomicU64,
     bytes_out: AtomicU64,
-    errors: Mutex<BTreeMap<String, u64>>,
+    errors: ErrorCounts,
 }
 
 impl Live {
     fn error(&self, kind: impl Into<String>) {
-        let mut errors = self.errors.lock().unwrap_or_else(|p| p.into_inner());
-        *errors.entry(kind.into()).or_default() += 1;
+        self.errors.add(kind);
     }
 }
 
@@ -226,11 +225,7 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         latency.insert(key.to_owned(), Summary::of(values));
     }
     let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-    let errors = live
-        .errors
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
+    let errors = live.errors.by_kind();
     Ok(Report {
         target: config.url.clone(),
         load: serde_json::to_value(&*config)?,
@@ -270,12 +265,7 @@ fn progress_bar(config: &RunConfig, live: &Arc<Live>) -> Option<Progress> {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tick.tick().await;
-            let errors: u64 = live
-                .errors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .values()
-                .sum();
+            let errors = live.errors.total();
             bar2.set_position(live.messages_done.load(Ordering::Relaxed));
             bar2.set_message(format!(
                 "| connected {} | deltas {} | errors {}",

@@ -7,16 +7,10 @@ use async_openai::types::chat::{
 };
 use async_openai::Client;
 use futures::StreamExt;
-use skald_loadtest::mock_upstream::{answer_text, MockConfig, MockUpstream};
-use tokio::net::TcpListener;
+use skald_loadtest::mock_upstream::{answer_text, MockUpstream};
 
 async fn start(answer_tokens: u32) -> MockUpstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = MockConfig {
-        tokens_per_second: 0.0,
-        answer_tokens,
-    };
-    MockUpstream::start(listener, config).await.unwrap()
+    MockUpstream::on_loopback(0.0, answer_tokens).await.unwrap()
 }
 
 fn client(mock: &MockUpstream) -> Client<OpenAIConfig> {
@@ -24,6 +18,18 @@ fn client(mock: &MockUpstream) -> Client<OpenAIConfig> {
         .with_api_base(mock.base_url())
         .with_api_key("test");
     Client::with_config(config)
+}
+
+/// A streamed chat completion of `model` from the mock, through async-openai.
+async fn open_stream(
+    mock: &MockUpstream,
+    model: &str,
+) -> async_openai::types::chat::ChatCompletionResponseStream {
+    client(mock)
+        .chat()
+        .create_stream(request(model, true))
+        .await
+        .unwrap()
 }
 
 fn request(model: &str, stream: bool) -> async_openai::types::chat::CreateChatCompletionRequest {
@@ -45,11 +51,7 @@ fn request(model: &str, stream: bool) -> async_openai::types::chat::CreateChatCo
 #[tokio::test]
 async fn async_openai_streams_the_answer() {
     let mock = start(10).await;
-    let mut stream = client(&mock)
-        .chat()
-        .create_stream(request("gpt-test", true))
-        .await
-        .unwrap();
+    let mut stream = open_stream(&mock, "gpt-test").await;
     let (mut text, mut finish, mut usage) = (String::new(), None, None);
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.unwrap();
@@ -90,11 +92,7 @@ async fn async_openai_non_streaming_and_errors() {
     );
     assert_eq!(choice.finish_reason, Some(FinishReason::Length));
 
-    let mut stream = client(&mock)
-        .chat()
-        .create_stream(request("mock-drop-after-2", true))
-        .await
-        .unwrap();
+    let mut stream = open_stream(&mock, "mock-drop-after-2").await;
     let mut tokens = 0;
     let mut failed = false;
     while let Some(chunk) = stream.next().await {
@@ -146,11 +144,7 @@ async fn collect(mut stream: async_openai::types::chat::ChatCompletionResponseSt
 #[tokio::test]
 async fn async_openai_reads_reasoning_usage_and_the_answer_around_it() {
     let mock = start(10).await;
-    let stream = client(&mock)
-        .chat()
-        .create_stream(request("mock-reasoning-content-4", true))
-        .await
-        .unwrap();
+    let stream = open_stream(&mock, "mock-reasoning-content-4").await;
     let (text, _, finish, usage, errors) = collect(stream).await;
     assert!(errors.is_empty(), "{errors:?}");
     // The thinking is in a field async-openai does not know: the answer is intact.
@@ -197,11 +191,7 @@ async fn async_openai_streams_a_tool_call() {
 async fn async_openai_surfaces_both_in_stream_error_forms() {
     let mock = start(10).await;
     for model in ["mock-error-after-2", "mock-error-event-after-2"] {
-        let stream = client(&mock)
-            .chat()
-            .create_stream(request(model, true))
-            .await
-            .unwrap();
+        let stream = open_stream(&mock, model).await;
         let (text, _, finish, usage, errors) = collect(stream).await;
         assert_eq!(text, answer_text("hello there", 2), "{model}");
         assert_eq!(errors.len(), 1, "{model}: {errors:?}");

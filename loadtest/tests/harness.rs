@@ -3,22 +3,15 @@
 //! Nothing here asserts on time: only on what was counted and delivered.
 
 use skald_loadtest::idle::{self, IdleConfig};
-use skald_loadtest::mock_upstream::{MockConfig, MockUpstream, STAMPED_MODEL};
+use skald_loadtest::mock_upstream::{MockUpstream, STAMPED_MODEL};
 use skald_loadtest::relay::{self, RelayConfig};
 use skald_loadtest::{run, RunConfig};
 use tokio::net::TcpListener;
 
 async fn mock_and_relay(tokens_per_second: f64, answer_tokens: u32) -> (MockUpstream, String) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mock = MockUpstream::start(
-        listener,
-        MockConfig {
-            tokens_per_second,
-            answer_tokens,
-        },
-    )
-    .await
-    .unwrap();
+    let mock = MockUpstream::on_loopback(tokens_per_second, answer_tokens)
+        .await
+        .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/v1/ws", listener.local_addr().unwrap());
     relay::spawn(

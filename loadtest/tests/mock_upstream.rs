@@ -5,16 +5,12 @@
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use skald_loadtest::mock_upstream::{answer_text, MockConfig, MockStats, MockUpstream};
-use tokio::net::TcpListener;
+use skald_loadtest::mock_upstream::{answer_text, MockStats, MockUpstream};
 
 async fn start(tokens_per_second: f64, answer_tokens: u32) -> MockUpstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = MockConfig {
-        tokens_per_second,
-        answer_tokens,
-    };
-    MockUpstream::start(listener, config).await.unwrap()
+    MockUpstream::on_loopback(tokens_per_second, answer_tokens)
+        .await
+        .unwrap()
 }
 
 fn client() -> reqwest::Client {
@@ -44,6 +40,16 @@ async fn post(mock: &MockUpstream, body: &Value) -> reqwest::Response {
         .send()
         .await
         .unwrap()
+}
+
+/// Asserts that the mock answered its `requests` requests without
+/// completing any or sending a token (every one an injected error).
+fn served_nothing(mock: &MockUpstream, requests: u64) {
+    let stats = mock.stats();
+    assert_eq!(
+        (stats.requests, stats.completed, stats.tokens_sent),
+        (requests, 0, 0)
+    );
 }
 
 /// The `data:` payloads of complete SSE events in `body`.
@@ -338,11 +344,7 @@ async fn error_500_is_an_openai_error() {
         .as_str()
         .unwrap()
         .contains("injected"));
-    let stats = mock.stats();
-    assert_eq!(
-        (stats.requests, stats.completed, stats.tokens_sent),
-        (1, 0, 0)
-    );
+    served_nothing(&mock, 1);
 }
 
 #[tokio::test]
@@ -612,11 +614,7 @@ async fn rate_limited_answers_429_with_retry_after() {
         assert_eq!(body["error"]["code"], "rate_limit_exceeded");
         assert!(body["error"]["message"].is_string());
     }
-    let stats = mock.stats();
-    assert_eq!(
-        (stats.requests, stats.completed, stats.tokens_sent),
-        (2, 0, 0)
-    );
+    served_nothing(&mock, 2);
 }
 
 #[tokio::test]

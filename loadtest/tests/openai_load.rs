@@ -1,17 +1,14 @@
 //! The `openai` load generator against the mock upstream over loopback: what
 //! it counts on normal streams, and how each failure is classified.
 
-use skald_loadtest::mock_upstream::{MockConfig, MockUpstream};
+use skald_loadtest::mock_upstream::MockUpstream;
 use skald_loadtest::openai::{self, OpenAiLoad};
 use tokio::net::TcpListener;
 
 async fn mock(tokens_per_second: f64, answer_tokens: u32) -> MockUpstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = MockConfig {
-        tokens_per_second,
-        answer_tokens,
-    };
-    MockUpstream::start(listener, config).await.unwrap()
+    MockUpstream::on_loopback(tokens_per_second, answer_tokens)
+        .await
+        .unwrap()
 }
 
 fn load(mock: &MockUpstream, model: &str, concurrency: u64, requests: u64) -> OpenAiLoad {

@@ -162,6 +162,20 @@ impl MockUpstream {
     }
 
     /// The OpenAI base URL of this server, e.g. `http://127.0.0.1:PORT/v1`.
+    /// Serves on a free port of 127.0.0.1, at this pace and length (what
+    /// the tests and the examples start).
+    pub async fn on_loopback(
+        tokens_per_second: f64,
+        answer_tokens: u32,
+    ) -> std::io::Result<MockUpstream> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let config = MockConfig {
+            tokens_per_second,
+            answer_tokens,
+        };
+        MockUpstream::start(listener, config).await
+    }
+
     pub fn base_url(&self) -> String {
         let mut addr = self.addr;
         if addr.ip().is_unspecified() {
