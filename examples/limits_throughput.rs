@@ -112,6 +112,24 @@ async fn hub(guard: LimitsGuard) -> Arc<Hub> {
     .unwrap()
 }
 
+/// Rate checks through `hub`'s RateLimiter actor, one user a session, with
+/// a limit no session reaches.
+async fn rate_checks(hub: &Arc<Hub>, sessions: usize, seconds: u64) -> Figures {
+    let hub = hub.clone();
+    measure(sessions, seconds, move |i| {
+        let hub = hub.clone();
+        async move {
+            hub.check_rate(
+                RateKey::User(format!("bench-{i}").into()),
+                skald_actors::ports::limits::RateLimit::per_minute(1_000_000),
+            )
+            .await
+            .unwrap();
+        }
+    })
+    .await
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -173,37 +191,9 @@ async fn main() -> anyhow::Result<()> {
         FailurePolicy::Open,
     ))
     .await;
-    let rate = {
-        let hub = redis_hub.clone();
-        measure(sessions, seconds, move |i| {
-            let hub = hub.clone();
-            async move {
-                hub.check_rate(
-                    RateKey::User(format!("bench-{i}").into()),
-                    skald_actors::ports::limits::RateLimit::per_minute(1_000_000),
-                )
-                .await
-                .unwrap();
-            }
-        })
-        .await
-    };
+    let rate = rate_checks(&redis_hub, sessions, seconds).await;
     let local_hub = hub(LimitsGuard::in_memory()).await;
-    let local = {
-        let hub = local_hub.clone();
-        measure(sessions, seconds, move |i| {
-            let hub = hub.clone();
-            async move {
-                hub.check_rate(
-                    RateKey::User(format!("bench-{i}").into()),
-                    skald_actors::ports::limits::RateLimit::per_minute(1_000_000),
-                )
-                .await
-                .unwrap();
-            }
-        })
-        .await
-    };
+    let local = rate_checks(&local_hub, sessions, seconds).await;
     let baseline = Some(ping.ops as f64 / ping.seconds);
     let mut ping = ping;
     let (mut rate, mut local, mut direct) = (rate, local, direct);

@@ -13,12 +13,14 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use ractor::Actor;
-use skald::store::scylla::{ScyllaSettings, ScyllaStore};
+use skald::store::scylla::ScyllaStore;
 use skald::store::sqlite::SqliteStore;
 use skald_actors::persister::{Persister, PersisterArgs, PersisterCounters, PersisterMsg};
 use skald_actors::ports::store::{AnswerEnd, FinishedAnswer, NewExchange, Store};
 use skald_actors::testkit::store::exchange;
 use skald_protocol::{FinishReason, Usage};
+
+mod support;
 
 fn answer(ex: &NewExchange) -> FinishedAnswer {
     FinishedAnswer {
@@ -131,14 +133,7 @@ async fn measure(
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let cql = match args.iter().position(|a| a == "--cql") {
-        Some(i) => {
-            let node = args.get(i + 1).cloned();
-            args.drain(i..(i + 2).min(args.len()));
-            Some(node.ok_or_else(|| anyhow::anyhow!("--cql needs host:port"))?)
-        }
-        None => None,
-    };
+    let cql = support::take_cql_node(&mut args)?;
     let n: usize = args
         .first()
         .map(|s| s.parse())
@@ -152,14 +147,7 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(SqliteStore::open_in(&dir)?),
     )];
     if let Some(node) = cql {
-        let settings = ScyllaSettings {
-            nodes: vec![node.clone()],
-            keyspace: format!("bench_{}", uuid::Uuid::new_v4().simple()),
-            replication: "{'class': 'NetworkTopologyStrategy', 'replication_factor': 1}".into(),
-            migrate_on_start: true,
-            request_timeout_ms: 30_000,
-            ..ScyllaSettings::default()
-        };
+        let settings = support::fresh_keyspace(&node);
         eprintln!("CQL node {node}, keyspace {}", settings.keyspace);
         stores.push((
             format!("CQL node {node} (local_quorum)"),

@@ -21,7 +21,6 @@ use std::time::Instant;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use skald::auth::{self, Claims};
 use skald::config::Config;
 use skald::model::simulated::SimulatedModel;
 use skald::server::Server;
@@ -33,6 +32,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+mod support;
 
 const SECRET: &str = "example-secret-example-secret-example";
 /// Messages the lone session sends, one after another.
@@ -105,20 +106,7 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// An authenticated connection of `user` that has read its `ready`.
 async fn connect(url: &str, user: String) -> anyhow::Result<Ws> {
-    let now = auth::now_secs();
-    let token = auth::mint(
-        SECRET,
-        &Claims {
-            sub: user,
-            exp: now + 600,
-            iat: Some(now),
-            nbf: None,
-            aud: None,
-            iss: None,
-            tenant: None,
-            roles: vec![],
-        },
-    )?;
+    let token = skald_loadtest::client::mint_token(SECRET, &user, 600)?;
     let mut request = url.into_client_request()?;
     request
         .headers_mut()
@@ -255,28 +243,14 @@ async fn run(
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let cql = match args.iter().position(|a| a == "--cql") {
-        Some(i) => {
-            let node = args.get(i + 1).cloned();
-            args.drain(i..(i + 2).min(args.len()));
-            Some(node.ok_or_else(|| anyhow::anyhow!("--cql needs host:port"))?)
-        }
-        None => None,
-    };
+    let cql = support::take_cql_node(&mut args)?;
     let sessions: usize = args.first().map(|s| s.parse()).transpose()?.unwrap_or(200);
     let rate: f64 = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(20.0);
     let tokens: u32 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(60);
 
     run("embedded store", None, sessions, rate, tokens).await?;
     if let Some(node) = cql {
-        let settings = ScyllaSettings {
-            nodes: vec![node.clone()],
-            keyspace: format!("bench_{}", uuid::Uuid::new_v4().simple()),
-            replication: "{'class': 'NetworkTopologyStrategy', 'replication_factor': 1}".into(),
-            migrate_on_start: true,
-            request_timeout_ms: 30_000,
-            ..ScyllaSettings::default()
-        };
+        let settings = support::fresh_keyspace(&node);
         run(
             &format!("CQL node {node}"),
             Some(settings),
