@@ -1,44 +1,28 @@
 //! The `skald` binary as a user runs it: no configuration at all, a token
 //! from `skald token`, a chat, and a clean stop on SIGTERM.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use crate::common::spawned::{skald, start};
+use crate::common::spawned::{run_ok, sigterm, skald, spawn_reading_stdout, start, wait_exit};
 use crate::common::{collect_stream, messages_via_http, send, Client, TempDir, WAIT};
 
 #[tokio::test]
 async fn runs_with_nothing_configured_and_mints_dev_tokens() {
     let data = TempDir::new("binary");
-    let output = skald(&data.0)
-        .args(["token", "--sub", "alice"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let token = run_ok(skald(&data.0).args(["token", "--sub", "alice"]))
+        .trim()
+        .to_owned();
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
     assert!(
         data.0.join("dev-jwt-secret").is_file(),
         "development secret kept in the data dir"
     );
 
-    let mut child = skald(&data.0)
+    let mut command = skald(&data.0);
+    command
         .env("SKALD_LISTEN", "127.0.0.1:0")
-        .stderr(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+        .stderr(Stdio::null());
+    let (mut child, rx) = spawn_reading_stdout(command);
     let mut logs = Vec::new();
     let address = loop {
         let line = rx.recv_timeout(WAIT).expect("the server logs its address");
@@ -59,32 +43,14 @@ async fn runs_with_nothing_configured_and_mints_dev_tokens() {
     assert_eq!(result.text, crate::common::simulated_answer("hello", 7));
 
     // The container's health check command.
-    let health = skald(&data.0)
-        .env("SKALD_LISTEN", &address)
-        .arg("healthcheck")
-        .output()
-        .unwrap();
-    assert!(
-        health.status.success(),
-        "{}",
-        String::from_utf8_lossy(&health.stderr)
+    run_ok(
+        skald(&data.0)
+            .env("SKALD_LISTEN", &address)
+            .arg("healthcheck"),
     );
 
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let mut waited = std::time::Duration::ZERO;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(waited < WAIT, "the server exits after SIGTERM");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        waited += std::time::Duration::from_millis(50);
-    };
+    sigterm(&child);
+    let status = wait_exit(&mut child, WAIT);
     assert!(status.success(), "exit status {status}");
     assert_eq!(client.closed().await, crate::common::Closed::Code(1001));
 }
@@ -227,21 +193,17 @@ async fn runs_as_an_unprivileged_user_writing_only_its_data_dir() {
         .unwrap();
     crate::common::wait_healthy(port).await;
     // It generated its development secret and its database in the data dir.
-    let token = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&binary)
-        .args(["token", "--sub", "nobody-user"])
-        .current_dir("/")
-        .env_clear()
-        .env("SKALD_DATA_DIR", &data)
-        .output()
-        .unwrap();
-    assert!(
-        token.status.success(),
-        "{}",
-        String::from_utf8_lossy(&token.stderr)
-    );
-    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+    let token = run_ok(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&binary)
+            .args(["token", "--sub", "nobody-user"])
+            .current_dir("/")
+            .env_clear()
+            .env("SKALD_DATA_DIR", &data),
+    )
+    .trim()
+    .to_owned();
     let mut client = Client::connect(&format!("ws://127.0.0.1:{port}/v1/ws"), Some(&token)).await;
     client.recv().await;
     let ack = send(&mut client, "1", None, "hello").await;

@@ -37,10 +37,7 @@ fn claims(token: &str) -> Value {
 
 #[tokio::test]
 async fn new_demo_identities_are_bounded_per_address_and_day_renewals_are_not() {
-    let server = TestServer::builder()
-        .config(|c| c.demo.identities_per_day_per_address = 2)
-        .start()
-        .await;
+    let server = TestServer::with_config(|c| c.demo.identities_per_day_per_address = 2).await;
     let (status, first, _) = demo_token(&server, None).await;
     assert_eq!(status, 200, "{first}");
     let (status, second, _) = demo_token(&server, None).await;
@@ -70,13 +67,11 @@ async fn new_demo_identities_are_bounded_per_address_and_day_renewals_are_not() 
 #[tokio::test]
 async fn a_demo_identity_talks_to_the_demo_bot_with_its_small_budget() {
     // Answers longer than the demo bot's 256 tokens.
-    let server = TestServer::builder()
-        .config(|c| {
-            c.model.simulated_tokens_per_second = 0.0;
-            c.model.simulated_answer_tokens = 300;
-        })
-        .start()
-        .await;
+    let server = TestServer::with_config(|c| {
+        c.model.simulated_tokens_per_second = 0.0;
+        c.model.simulated_answer_tokens = 300;
+    })
+    .await;
     let (_, body, _) = demo_token(&server, None).await;
     let token = body["token"].as_str().unwrap();
     let mut visitor = Client::connect(&server.url(), Some(token)).await;

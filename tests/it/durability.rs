@@ -5,15 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ractor::ActorRef;
 use skald::model::simulated::SimulatedModel;
 use skald::store::sqlite::SqliteStore;
 use skald_actors::hub::Hub;
 use skald_actors::limits::guard::LimitsGuard;
 use skald_actors::outbox::Outbox;
 use skald_actors::ports::model::{ModelRequest, PromptMessage, Role};
-use skald_actors::ports::store::{BeginOutcome, Store};
+use skald_actors::ports::store::{BeginOutcome, Store, StoredMessage};
 use skald_actors::registry::StartStream;
 use skald_actors::settings::SessionSettings;
+use skald_actors::stream::StreamMsg;
 use skald_actors::stream_log::{StreamIds, StreamLog};
 use skald_actors::testkit::store::exchange;
 use skald_actors::time::{Month, SystemClock};
@@ -84,6 +86,35 @@ async fn start_stream(hub: &Hub, store: &dyn Store, user: &str) -> (Arc<StreamLo
     (log, outbox)
 }
 
+/// Waits until the stream of `log` has generated `tokens` tokens.
+async fn until_tokens(log: &StreamLog, tokens: u64) {
+    while log.text_and_tokens().1 < tokens {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The actor running the stream of `log`, found through the registry.
+async fn stream_actor(hub: &Hub, log: &StreamLog) -> ActorRef<StreamMsg> {
+    hub.directory
+        .registry
+        .lookup(&log.ids.stream_id, &log.ids.user)
+        .await
+        .unwrap()
+        .actor
+        .unwrap()
+}
+
+/// The answer of the stream of `log`, as the store has it now.
+async fn stored_answer(store: &dyn Store, log: &StreamLog) -> StoredMessage {
+    store
+        .recent_messages(&log.ids.conversation_id, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|m| m.id == log.ids.message_id)
+        .unwrap()
+}
+
 /// Drains the outbox until its `done`; the text of its deltas and the done.
 async fn until_done(outbox: &Outbox) -> serde_json::Value {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -105,23 +136,11 @@ async fn a_stream_actor_killed_mid_answer_is_stored_before_its_done() {
     let store = Arc::new(SqliteStore::open_in(&dir.0).unwrap());
     let hub = hub(store.clone(), &dir).await;
     let (log, outbox) = start_stream(&hub, store.as_ref(), "killed").await;
-    while log.text_and_tokens().1 < 5 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let handle = hub
-        .directory
-        .registry
-        .lookup(&log.ids.stream_id, &log.ids.user)
-        .await
-        .unwrap();
-    handle.actor.unwrap().kill();
+    until_tokens(&log, 5).await;
+    stream_actor(&hub, &log).await.kill();
     let done = until_done(&outbox).await;
     // The moment `done` is visible, the store has the answer.
-    let stored = store
-        .recent_messages(&log.ids.conversation_id, 10)
-        .await
-        .unwrap();
-    let answer = stored.iter().find(|m| m.id == log.ids.message_id).unwrap();
+    let answer = stored_answer(store.as_ref(), &log).await;
     assert_eq!(done["finish_reason"], "error");
     assert_eq!(done["error"]["code"], "internal");
     assert_eq!(answer.finish_reason, Some(FinishReason::Error));
@@ -140,22 +159,11 @@ async fn a_store_that_does_not_confirm_makes_done_say_so() {
     let store = Arc::new(FaultyStore::new(SqliteStore::open_in(&dir.0).unwrap()));
     let hub = hub(store.clone(), &dir).await;
     let (log, outbox) = start_stream(&hub, store.as_ref(), "wedged").await;
-    while log.text_and_tokens().1 < 3 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_tokens(&log, 3).await;
     // The store hangs on the answer's write far longer than three attempts
     // of `store_timeout` (300 ms here).
     *store.finish_delay.lock().unwrap() = Duration::from_secs(30);
-    let handle = hub
-        .directory
-        .registry
-        .lookup(&log.ids.stream_id, &log.ids.user)
-        .await
-        .unwrap();
-    let _ = handle
-        .actor
-        .unwrap()
-        .cast(skald_actors::stream::StreamMsg::Cancel);
+    let _ = stream_actor(&hub, &log).await.cast(StreamMsg::Cancel);
     let done = until_done(&outbox).await;
     assert_eq!(done["finish_reason"], "error", "{done}");
     assert_eq!(done["error"]["code"], "unavailable", "{done}");
@@ -170,22 +178,9 @@ async fn a_finished_answer_is_stored_before_its_done() {
     let store = Arc::new(SqliteStore::open_in(&dir.0).unwrap());
     let hub = hub(store.clone(), &dir).await;
     let (log, outbox) = start_stream(&hub, store.as_ref(), "finisher").await;
-    let handle = hub
-        .directory
-        .registry
-        .lookup(&log.ids.stream_id, &log.ids.user)
-        .await
-        .unwrap();
-    let _ = handle
-        .actor
-        .unwrap()
-        .cast(skald_actors::stream::StreamMsg::Cancel);
+    let _ = stream_actor(&hub, &log).await.cast(StreamMsg::Cancel);
     let done = until_done(&outbox).await;
-    let stored = store
-        .recent_messages(&log.ids.conversation_id, 10)
-        .await
-        .unwrap();
-    let answer = stored.iter().find(|m| m.id == log.ids.message_id).unwrap();
+    let answer = stored_answer(store.as_ref(), &log).await;
     assert_eq!(done["finish_reason"], "cancelled");
     assert_eq!(answer.finish_reason, Some(FinishReason::Cancelled));
     assert_eq!(answer.content, log.text_and_tokens().0);

@@ -67,10 +67,7 @@ async fn drip(address: SocketAddr, first: &'static [u8], every: Duration, bytes:
 
 #[tokio::test]
 async fn silent_dripping_and_idle_keep_alive_connections_are_closed() {
-    let server = TestServer::builder()
-        .config(|c| c.connections.header_read_timeout_ms = 300)
-        .start()
-        .await;
+    let server = TestServer::with_config(|c| c.connections.header_read_timeout_ms = 300).await;
     let mut silent = TcpStream::connect(server.addr).await.unwrap();
     let dripping = tokio::spawn(drip(
         server.addr,
@@ -103,15 +100,13 @@ async fn silent_dripping_and_idle_keep_alive_connections_are_closed() {
 
 #[tokio::test]
 async fn at_the_per_address_cap_the_oldest_pending_connection_makes_room() {
-    let server = TestServer::builder()
-        .config(|c| {
-            c.connections.max_pending_per_address = 4;
-            // Nothing here may end by its own timeout.
-            c.connections.header_read_timeout_ms = 60_000;
-            c.auth.auth_timeout_ms = 60_000;
-        })
-        .start()
-        .await;
+    let server = TestServer::with_config(|c| {
+        c.connections.max_pending_per_address = 4;
+        // Nothing here may end by its own timeout.
+        c.connections.header_read_timeout_ms = 60_000;
+        c.auth.auth_timeout_ms = 60_000;
+    })
+    .await;
     // A WebSocket waiting for its hello is pending, and the oldest.
     let mut waiting = Client::try_connect(&server.url(), None, None)
         .await

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use crate::common::faulty_store::FaultyStore;
 use crate::common::*;
-use reqwest::Method;
 use serde_json::{json, Value};
 use skald::store::sqlite::SqliteStore;
 use skald_actors::ports::store::Store;
@@ -25,6 +24,14 @@ pub(crate) async fn embedded() -> Option<Arc<dyn Store>> {
     None
 }
 
+/// A server builder on the store `store` makes, whose simulated model
+/// answers at once (tests of what is stored, not of pacing).
+pub(crate) async fn instant_on(store: &impl StoreFactory) -> Builder {
+    on(store)
+        .await
+        .config(|c| c.model.simulated_tokens_per_second = 0.0)
+}
+
 /// A server builder on the store `store` makes.
 pub(crate) async fn on(store: &impl StoreFactory) -> Builder {
     let builder = TestServer::builder();
@@ -34,7 +41,8 @@ pub(crate) async fn on(store: &impl StoreFactory) -> Builder {
     }
 }
 
-async fn messages(server: &TestServer, user: &str, conversation: &str) -> Vec<Value> {
+/// A conversation's messages as `user`, through the history API.
+pub(crate) async fn messages(server: &TestServer, user: &str, conversation: &str) -> Vec<Value> {
     let (status, body) = server
         .get_json(
             &format!("/v1/conversations/{conversation}/messages?limit=200"),
@@ -77,18 +85,7 @@ pub(crate) async fn history_returns_exactly_what_was_streamed_even_when_cancelle
     let ack = send(&mut client, "1", None, "long story").await;
     let stream_id = ack["stream_id"].as_str().unwrap();
     let first = client.recv_type("delta").await;
-    client
-        .send(json!({"type":"cancel","stream_id":stream_id}))
-        .await;
-    let mut text = first["text"].as_str().unwrap().to_owned();
-    let done = loop {
-        let frame = client.recv().await;
-        match frame["type"].as_str().unwrap() {
-            "delta" => text.push_str(frame["text"].as_str().unwrap()),
-            "done" => break frame,
-            _ => {}
-        }
-    };
+    let (text, done) = cancel_after_first_delta(&mut client, stream_id, &first).await;
     assert_eq!(done["finish_reason"], "cancelled");
     let conversation = ack["conversation_id"].as_str().unwrap();
     let listed = messages(&server, "hist", conversation).await;
@@ -118,11 +115,7 @@ async fn conversations_page_with_opaque_cursors_and_bad_input_is_refused() {
 pub(crate) async fn conversations_page_with_opaque_cursors_and_bad_input_is_refused_on(
     store: &impl StoreFactory,
 ) {
-    let server = on(store)
-        .await
-        .config(|c| c.model.simulated_tokens_per_second = 0.0)
-        .start()
-        .await;
+    let server = instant_on(store).await.start().await;
     let mut client = server.client("pager").await;
     let mut created = Vec::new();
     for i in 0..5 {
@@ -185,15 +178,12 @@ pub(crate) async fn other_users_get_404_and_no_token_gets_401_on(store: &impl St
         (404, Some("not_found"))
     );
     let deleted = server
-        .http(
-            Method::DELETE,
+        .delete(
             &format!("/v1/conversations/{conversation}"),
             Some("intruder"),
         )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 404);
+        .await;
+    assert_eq!(deleted, 404);
     assert_eq!(
         messages(&server, "owner", conversation).await.len(),
         2,
@@ -212,12 +202,7 @@ pub(crate) async fn other_users_get_404_and_no_token_gets_401_on(store: &impl St
             "{path}"
         );
     }
-    let erase = server
-        .http(Method::DELETE, "/v1/me", None)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(erase.status(), 401);
+    assert_eq!(server.delete("/v1/me", None).await, 401);
     server.stop().await;
 }
 
@@ -233,15 +218,9 @@ pub(crate) async fn delete_then_export_then_erase_leaves_nothing_on(store: &impl
     let (gone, _, _) = chat(&mut client, "2", None, "delete this").await;
     let gone_id = gone["conversation_id"].as_str().unwrap();
     let deleted = server
-        .http(
-            Method::DELETE,
-            &format!("/v1/conversations/{gone_id}"),
-            Some("gdpr"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+        .delete(&format!("/v1/conversations/{gone_id}"), Some("gdpr"))
+        .await;
+    assert_eq!(deleted, 204);
     let (status, _) = server
         .get_json(
             &format!("/v1/conversations/{gone_id}/messages"),
@@ -276,12 +255,7 @@ pub(crate) async fn delete_then_export_then_erase_leaves_nothing_on(store: &impl
     assert!(export.to_string().contains("keep this"));
     let _ = kept;
 
-    let erased = server
-        .http(Method::DELETE, "/v1/me", Some("gdpr"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(erased.status(), 204);
+    assert_eq!(server.delete("/v1/me", Some("gdpr")).await, 204);
     let (_, after) = server.get_json("/v1/export", Some("gdpr")).await;
     for field in ["conversations", "messages", "idempotency_keys", "audit"] {
         assert_eq!(after[field], json!([]), "{field} after erase: {after}");
@@ -308,12 +282,7 @@ async fn history_and_idempotency_survive_a_restart() {
 
 pub(crate) async fn history_and_idempotency_survive_a_restart_on(store: &impl StoreFactory) {
     let dir = TempDir::new("restart");
-    let server = on(store)
-        .await
-        .data_dir(&dir.0)
-        .config(|c| c.model.simulated_tokens_per_second = 0.0)
-        .start()
-        .await;
+    let server = instant_on(store).await.data_dir(&dir.0).start().await;
     let mut client = server.client("durable").await;
     let (ack, text, _) = chat(&mut client, "same-id", None, "remember").await;
     server.stop().await;
@@ -379,20 +348,17 @@ async fn a_store_outage_spools_answers_and_refuses_new_sends_then_drains() {
     store.set_down(false);
     // Drained within a few seconds: the answer is there, complete.
     let conversation = ack["conversation_id"].as_str().unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let listed = messages(&server, "spool", conversation).await;
-        if listed[1]["finish_reason"] == "stop" {
-            let expected = simulated_answer("during the outage", 30);
-            assert_eq!(listed[1]["content"].as_str().unwrap(), expected);
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the spool never drained"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let listed = eventually(
+        "the spool never drained",
+        Duration::from_millis(100),
+        async || {
+            let listed = messages(&server, "spool", conversation).await;
+            (listed[1]["finish_reason"] == "stop").then_some(listed)
+        },
+    )
+    .await;
+    let expected = simulated_answer("during the outage", 30);
+    assert_eq!(listed[1]["content"].as_str().unwrap(), expected);
     server.stop().await;
 }
 
@@ -404,11 +370,7 @@ async fn concurrent_writers_in_one_conversation_keep_order() {
 pub(crate) async fn concurrent_writers_in_one_conversation_keep_order_on(
     store: &impl StoreFactory,
 ) {
-    let server = on(store)
-        .await
-        .config(|c| c.model.simulated_tokens_per_second = 0.0)
-        .start()
-        .await;
+    let server = instant_on(store).await.start().await;
     let mut first = server.client("writer").await;
     let (ack, _, _) = chat(&mut first, "0", None, "start").await;
     let conversation = ack["conversation_id"].as_str().unwrap().to_owned();

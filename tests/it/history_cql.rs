@@ -7,13 +7,13 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use skald_actors::ports::store::{AnswerCheckpoint, Store};
+use skald_actors::ports::store::Store;
 use skald_actors::testkit::store::exchange;
 use skald_protocol::{ConversationId, MessageId, StreamId, UserId};
 
 use crate::common::cql::Keyspace;
 use crate::common::*;
-use crate::history;
+use crate::history::{self, messages};
 
 /// Each `name => body` runs the history test `body` on a fresh keyspace;
 /// every server of it (a restart too) connects to the keyspace anew, as an
@@ -39,17 +39,6 @@ on_cql!(
     concurrent_writers_in_one_conversation_keep_order => history::concurrent_writers_in_one_conversation_keep_order_on,
 );
 
-async fn messages(server: &TestServer, user: &str, conversation: &str) -> Vec<Value> {
-    let (status, body) = server
-        .get_json(
-            &format!("/v1/conversations/{conversation}/messages"),
-            Some(user),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    body["messages"].as_array().unwrap().clone()
-}
-
 /// Two instances on one keyspace: a `send.id` resent to the other instance
 /// gets the first ack and the same `done`, and the same id sent to both at
 /// once creates one message.
@@ -60,17 +49,9 @@ async fn a_send_id_is_idempotent_across_instances_sharing_the_keyspace() {
     else {
         return;
     };
-    let quick = |c: &mut skald::config::Config| c.model.simulated_tokens_per_second = 0.0;
-    let a = TestServer::builder()
-        .store(ks.shared_store().await)
-        .config(quick)
-        .start()
-        .await;
-    let b = TestServer::builder()
-        .store(ks.shared_store().await)
-        .config(quick)
-        .start()
-        .await;
+    let on_ks = async || Some(ks.shared_store().await);
+    let a = history::instant_on(&on_ks).await.start().await;
+    let b = history::instant_on(&on_ks).await.start().await;
     let mut on_a = a.client("shared").await;
     let ack = send(&mut on_a, "once", None, "asked on a").await;
     let done = collect_stream(&mut on_a, ack["stream_id"].as_str().unwrap(), 0)
@@ -139,13 +120,6 @@ async fn interrupted_answers_are_closed_at_start() {
     let live = exchange(&user, "live", None, "streaming elsewhere");
     store.begin_exchange(dead.clone()).await.unwrap();
     store.begin_exchange(live.clone()).await.unwrap();
-    let checkpoint =
-        |ex: &skald_actors::ports::store::NewExchange, text: &str, at_ms| AnswerCheckpoint {
-            conversation_id: ex.conversation_id.clone(),
-            message_id: ex.assistant_message_id.clone(),
-            content: text.into(),
-            at_ms,
-        };
     store
         .checkpoint_answers(vec![
             checkpoint(&dead, "what was streamed", ten_minutes_ago + 1_000),

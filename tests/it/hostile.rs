@@ -433,54 +433,92 @@ async fn refused_everywhere(url: &str, http: &reqwest::Client, usage: &str, bad:
     assert_eq!(body["error"]["code"], "unauthorized", "HTTP {bad}");
 }
 
-/// Runs `workers` copies of the refusal loop over `tokens` (one token a
-/// round, in turn); returns the rounds done.
-async fn refusal_loop(
-    arena: &mut Arena,
-    tokens: Vec<String>,
+/// How many attack loops a case runs at once, and the rounds each does:
+/// at least `min_rounds`, then on while the bystander chats, never past
+/// `max_rounds`.
+#[derive(Clone, Copy)]
+struct Loops {
     workers: usize,
-    min: usize,
-    max: usize,
-) -> (usize, Figures) {
+    min_rounds: usize,
+    max_rounds: usize,
+}
+
+impl Loops {
+    /// The fewest rounds the loops do together.
+    fn least(&self) -> usize {
+        self.workers * self.min_rounds
+    }
+}
+
+/// Runs the `loops` of an attack under `pressure`, each doing
+/// `round(worker, round)` while the pressure wants more and saying after
+/// each that the attack is under way; returns the rounds of all workers
+/// together.
+async fn in_workers<F, Fut>(pressure: Arc<Pressure>, loops: Loops, round: F) -> usize
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let rounds = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for worker in 0..loops.workers {
+        let (pressure, rounds, round_of) = (pressure.clone(), rounds.clone(), round.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut round = 0;
+            while pressure.more(round, loops.min_rounds, loops.max_rounds) {
+                round_of(worker, round).await;
+                rounds.fetch_add(1, Ordering::Relaxed);
+                round += 1;
+                pressure.under_way();
+            }
+        }));
+    }
+    for task in tasks {
+        unwrap_task(task.await);
+    }
+    rounds.load(Ordering::Relaxed)
+}
+
+/// The refusal case of `tokens` (`what` they are, for the case's line):
+/// [`REFUSAL_LOOPS`] that present one token a round, in turn, every
+/// way [`refused_everywhere`] does, while the bystander chats; then the
+/// report, and the check that the loops did their minimum.
+async fn refusal_case(arena: &mut Arena, tokens: Vec<String>, what: &str) {
+    let variants = tokens.len();
     let (url, usage) = (arena.url(), arena.http("/v1/usage"));
     let tokens = Arc::new(tokens);
-    arena
-        .under(move |pressure| async move {
-            let rounds = Arc::new(AtomicUsize::new(0));
-            let mut tasks = Vec::new();
-            for worker in 0..workers {
-                let (pressure, url, usage, tokens, rounds) = (
-                    pressure.clone(),
-                    url.clone(),
-                    usage.clone(),
-                    tokens.clone(),
-                    rounds.clone(),
-                );
-                tasks.push(tokio::spawn(async move {
-                    let http = reqwest::Client::new();
-                    let mut round = 0;
-                    while pressure.more(round, min, max) {
-                        let bad = &tokens[(worker + round * workers) % tokens.len()];
-                        refused_everywhere(&url, &http, &usage, bad).await;
-                        rounds.fetch_add(1, Ordering::Relaxed);
-                        round += 1;
-                        pressure.under_way();
-                    }
-                }));
-            }
-            for task in tasks {
-                unwrap_task(task.await);
-            }
-            rounds.load(Ordering::Relaxed)
+    let http = reqwest::Client::new();
+    let (rounds, figures) = arena
+        .under(move |pressure| {
+            in_workers(pressure, REFUSAL_LOOPS, move |worker, round| {
+                let (url, usage, tokens, http) =
+                    (url.clone(), usage.clone(), tokens.clone(), http.clone());
+                async move {
+                    let bad = &tokens[(worker + round * REFUSAL_LOOPS.workers) % tokens.len()];
+                    refused_everywhere(&url, &http, &usage, bad).await;
+                }
+            })
         })
-        .await
+        .await;
+    arena.report(
+        &figures,
+        REFUSAL_RSS_BOUND,
+        &format!(
+            "{} refusals of {variants} {what} ({rounds} on the upgrade and 4401, \
+             {rounds} in hello and 4401, {rounds} on HTTP and 401)",
+            3 * rounds
+        ),
+    );
+    assert!(rounds >= REFUSAL_LOOPS.least());
 }
 
 /// Refusal loops: 4 workers, each at least 60 rounds (so 240 tokens, 720
 /// refusals), at most 5 000.
-const REFUSAL_WORKERS: usize = 4;
-const REFUSAL_MIN_ROUNDS: usize = 60;
-const REFUSAL_MAX_ROUNDS: usize = 5_000;
+const REFUSAL_LOOPS: Loops = Loops {
+    workers: 4,
+    min_rounds: 60,
+    max_rounds: 5_000,
+};
 
 /// A refused connection leaves nothing behind once closed (no session, no
 /// slot); what grows is allocator slack and the audit records queued for
@@ -527,26 +565,7 @@ async fn alg_none_tokens_are_refused_and_cost_the_bystander_nothing() {
     )
     .unwrap();
     tokens.push(format!("{signed_part}.{signature}"));
-    let variants = tokens.len();
-
-    let (rounds, figures) = refusal_loop(
-        &mut arena,
-        tokens,
-        REFUSAL_WORKERS,
-        REFUSAL_MIN_ROUNDS,
-        REFUSAL_MAX_ROUNDS,
-    )
-    .await;
-    arena.report(
-        &figures,
-        REFUSAL_RSS_BOUND,
-        &format!(
-            "{} refusals of {variants} unsigned tokens ({rounds} on the upgrade and 4401, \
-             {rounds} in hello and 4401, {rounds} on HTTP and 401)",
-            3 * rounds
-        ),
-    );
-    assert!(rounds >= REFUSAL_WORKERS * REFUSAL_MIN_ROUNDS);
+    refusal_case(&mut arena, tokens, "unsigned tokens").await;
 }
 
 // An RSA key pair made for this test only (openssl genpkey, 2048 bits).
@@ -658,26 +677,7 @@ async fn hs256_tokens_signed_with_the_public_key_are_refused() {
             jsonwebtoken::crypto::sign(signed_part.as_bytes(), &hmac, Algorithm::HS256).unwrap();
         tokens.push(format!("{signed_part}.{signature}"));
     }
-    let variants = tokens.len();
-
-    let (rounds, figures) = refusal_loop(
-        &mut arena,
-        tokens,
-        REFUSAL_WORKERS,
-        REFUSAL_MIN_ROUNDS,
-        REFUSAL_MAX_ROUNDS,
-    )
-    .await;
-    arena.report(
-        &figures,
-        REFUSAL_RSS_BOUND,
-        &format!(
-            "{} refusals of {variants} key-confused tokens ({rounds} on the upgrade and 4401, \
-             {rounds} in hello and 4401, {rounds} on HTTP and 401)",
-            3 * rounds
-        ),
-    );
-    assert!(rounds >= REFUSAL_WORKERS * REFUSAL_MIN_ROUNDS);
+    refusal_case(&mut arena, tokens, "key-confused tokens").await;
 }
 
 /// The default `websocket.max_frame_bytes`, which this case leaves as it is.
@@ -685,9 +685,11 @@ const MAX_FRAME_BYTES: usize = 64 * 1024;
 
 /// Oversized frames: 4 workers, each at least 10 rounds of 6 connections
 /// (so 240 connections closed 1009), at most 1 000 rounds.
-const OVERSIZED_WORKERS: usize = 4;
-const OVERSIZED_MIN_ROUNDS: usize = 10;
-const OVERSIZED_MAX_ROUNDS: usize = 1_000;
+const OVERSIZED_LOOPS: Loops = Loops {
+    workers: 4,
+    min_rounds: 10,
+    max_rounds: 1_000,
+};
 
 /// Each connection makes the server read at most one frame over the limit
 /// (64 KiB) before it closes; tungstenite refuses a declared length before
@@ -722,39 +724,25 @@ async fn oversized_frames_close_1009_and_cost_the_bystander_nothing() {
     ]);
 
     let (rounds, figures) = arena
-        .under(move |pressure| async move {
-            let rounds = Arc::new(AtomicUsize::new(0));
-            let mut tasks = Vec::new();
-            for worker in 0..OVERSIZED_WORKERS {
-                let (pressure, attacks, rounds) =
-                    (pressure.clone(), attacks.clone(), rounds.clone());
-                tasks.push(tokio::spawn(async move {
+        .under(move |pressure| {
+            in_workers(pressure, OVERSIZED_LOOPS, move |worker, _| {
+                let attacks = attacks.clone();
+                async move {
                     let user = token(&format!("big-{worker}"));
-                    let mut round = 0;
-                    while pressure.more(round, OVERSIZED_MIN_ROUNDS, OVERSIZED_MAX_ROUNDS) {
-                        for (what, bytes) in attacks.iter() {
-                            for authenticated in [false, true] {
-                                let mut ws =
-                                    RawWs::connect(addr, authenticated.then_some(user.as_str()))
-                                        .await;
-                                ws.write(bytes).await;
-                                assert_eq!(
-                                    ws.close_code().await,
-                                    Some(1009),
-                                    "{what}, authenticated: {authenticated}"
-                                );
-                            }
+                    for (what, bytes) in attacks.iter() {
+                        for authenticated in [false, true] {
+                            let mut ws =
+                                RawWs::connect(addr, authenticated.then_some(user.as_str())).await;
+                            ws.write(bytes).await;
+                            assert_eq!(
+                                ws.close_code().await,
+                                Some(1009),
+                                "{what}, authenticated: {authenticated}"
+                            );
                         }
-                        rounds.fetch_add(1, Ordering::Relaxed);
-                        round += 1;
-                        pressure.under_way();
                     }
-                }));
-            }
-            for task in tasks {
-                unwrap_task(task.await);
-            }
-            rounds.load(Ordering::Relaxed)
+                }
+            })
         })
         .await;
     arena.report(
@@ -766,7 +754,7 @@ async fn oversized_frames_close_1009_and_cost_the_bystander_nothing() {
             6 * rounds
         ),
     );
-    assert!(rounds >= OVERSIZED_WORKERS * OVERSIZED_MIN_ROUNDS);
+    assert!(rounds >= OVERSIZED_LOOPS.least());
 }
 
 /// Pings a flooder writes at a time, each with the largest payload a

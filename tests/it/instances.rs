@@ -55,6 +55,15 @@ async fn deltas(client: &mut Client, stream_id: &str, n: usize) -> String {
     text
 }
 
+/// Sends `text` as `id` and reads the first `n` deltas of its stream: the
+/// ack and the stream id.
+async fn under_way(client: &mut Client, id: &str, text: &str, n: usize) -> (Value, String) {
+    let ack = send(client, id, None, text).await;
+    let stream_id = ack["stream_id"].as_str().unwrap().to_owned();
+    deltas(client, &stream_id, n).await;
+    (ack, stream_id)
+}
+
 /// The next frame of a type, skipping others.
 async fn next(client: &mut Client, kind: &str) -> Value {
     client.recv_type(kind).await
@@ -75,8 +84,7 @@ async fn a_stream_resumed_on_another_instance_goes_on_gap_free_to_one_done() {
 
     let mut on_b = b.client("roamer").await; // …and lands on B
     let started = Instant::now();
-    on_b.send(json!({"type":"resume","stream_id":stream_id,"after_seq":9}))
-        .await;
+    on_b.resume(&stream_id, 9).await;
     let first_replayed = next(&mut on_b, "delta").await;
     eprintln!(
         "resume on another instance: first replayed delta after {:?}",
@@ -98,8 +106,7 @@ async fn a_stream_resumed_on_another_instance_goes_on_gap_free_to_one_done() {
 
     // After its end, any instance replays it whole, as it was cut.
     let mut late = b.client("roamer").await;
-    late.send(json!({"type":"resume","stream_id":stream_id,"after_seq":-1}))
-        .await;
+    late.resume(&stream_id, -1).await;
     let whole = collect_stream(&mut late, &stream_id, 0).await;
     assert_eq!(whole.text, simulated_answer("a long one please", 40));
     assert_eq!(whole.done, result.done);
@@ -118,13 +125,10 @@ async fn a_resume_ahead_of_what_was_published_waits_for_it() {
         instance(&redis, 20.0, 40).await,
     );
     let mut on_a = a.client("ahead").await;
-    let ack = send(&mut on_a, "ah-1", None, "run ahead").await;
-    let stream_id = ack["stream_id"].as_str().unwrap().to_owned();
-    deltas(&mut on_a, &stream_id, 5).await;
+    let (_, stream_id) = under_way(&mut on_a, "ah-1", "run ahead", 5).await;
     // At 20 tokens/s, seq 24 is a second ahead of anything published.
     let mut on_b = b.client("ahead").await;
-    on_b.send(json!({"type":"resume","stream_id":stream_id,"after_seq":24}))
-        .await;
+    on_b.resume(&stream_id, 24).await;
     let first = on_b.recv().await;
     assert_eq!(first["type"], "delta", "{first}");
     assert_eq!(first["seq"], 25, "{first}");
@@ -136,8 +140,7 @@ async fn a_resume_ahead_of_what_was_published_waits_for_it() {
     );
     // Ended, the cut is final: beyond it is refused.
     let mut late = b.client("ahead").await;
-    late.send(json!({"type":"resume","stream_id":stream_id,"after_seq":1000}))
-        .await;
+    late.resume(&stream_id, 1000).await;
     let refused = late.recv().await;
     assert_eq!(refused["code"], "invalid_request", "{refused}");
     a.stop().await;
@@ -163,16 +166,13 @@ async fn with_share_streams_off_a_stream_stays_where_it_runs() {
     collect_stream(&mut on_a, &stream_id, 0).await;
     // Its own instance replays it; another knows nothing of it.
     let mut again = a.client("homebody").await;
-    again
-        .send(json!({"type":"resume","stream_id":stream_id,"after_seq":-1}))
-        .await;
+    again.resume(&stream_id, -1).await;
     assert_eq!(
         collect_stream(&mut again, &stream_id, 0).await.done["finish_reason"],
         "stop"
     );
     let mut on_b = b.client("homebody").await;
-    on_b.send(json!({"type":"resume","stream_id":stream_id,"after_seq":-1}))
-        .await;
+    on_b.resume(&stream_id, -1).await;
     let refused = next(&mut on_b, "error").await;
     assert_eq!(refused["code"], "not_found", "{refused}");
     assert_eq!(refused["stream_id"], stream_id);
@@ -188,9 +188,7 @@ async fn cancel_through_another_instance_stops_the_stream_where_it_runs() {
         instance(&redis, 10.0, 400).await,
     );
     let mut on_a = a.client("canceller").await;
-    let ack = send(&mut on_a, "c-1", None, "tell me everything").await;
-    let stream_id = ack["stream_id"].as_str().unwrap().to_owned();
-    deltas(&mut on_a, &stream_id, 2).await;
+    let (_, stream_id) = under_way(&mut on_a, "c-1", "tell me everything", 2).await;
 
     let mut on_b = b.client("canceller").await;
     let sent = Instant::now();
@@ -207,8 +205,7 @@ async fn cancel_through_another_instance_stops_the_stream_where_it_runs() {
         "cancelled long before its 40 s end"
     );
     // B follows it too, and sees the same end.
-    on_b.send(json!({"type":"resume","stream_id":stream_id,"after_seq":-1}))
-        .await;
+    on_b.resume(&stream_id, -1).await;
     let followed = collect_stream(&mut on_b, &stream_id, 0).await;
     assert_eq!(followed.done["finish_reason"], "cancelled");
     a.stop().await;
@@ -223,9 +220,7 @@ async fn another_users_stream_is_not_found_on_every_instance() {
         instance(&redis, 10.0, 100).await,
     );
     let mut owner = a.client("owner").await;
-    let ack = send(&mut owner, "o-1", None, "mine").await;
-    let stream_id = ack["stream_id"].as_str().unwrap().to_owned();
-    deltas(&mut owner, &stream_id, 1).await;
+    let (_, stream_id) = under_way(&mut owner, "o-1", "mine", 1).await;
     for server in [&a, &b] {
         let mut intruder = server.client("intruder").await;
         for frame in [
@@ -269,8 +264,7 @@ async fn started_reaches_the_users_other_connections_on_every_instance_only() {
             .unwrap()
             .ends_with('Z'));
         // A tab showing it follows it live.
-        tab.send(json!({"type":"resume","stream_id":ack["stream_id"],"after_seq":-1}))
-            .await;
+        tab.resume(ack["stream_id"].as_str().unwrap(), -1).await;
         let result = collect_stream(tab, ack["stream_id"].as_str().unwrap(), 0).await;
         assert_eq!(result.text, simulated_answer("Bonjour", 10));
     }
@@ -290,9 +284,7 @@ async fn redis_restarted_mid_stream_leaves_streams_running_where_they_are() {
     let mut redis = RedisServer::start();
     let a = instance(&redis, 20.0, 60).await;
     let mut on_a = a.client("weather").await;
-    let ack = send(&mut on_a, "w-1", None, "storm").await;
-    let stream_id = ack["stream_id"].as_str().unwrap().to_owned();
-    deltas(&mut on_a, &stream_id, 3).await;
+    let (ack, stream_id) = under_way(&mut on_a, "w-1", "storm", 3).await;
     redis.stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
     redis.restart();
@@ -382,16 +374,12 @@ async fn owner_killed_under_two_followers(keyspace: Option<&Keyspace>) {
     )
     .await;
     on_owner.recv().await;
-    let ack = send(&mut on_owner, "k-1", None, "a story that will not end").await;
-    let stream_id = ack["stream_id"].as_str().unwrap().to_owned();
-    deltas(&mut on_owner, &stream_id, 3).await;
+    let (ack, stream_id) = under_way(&mut on_owner, "k-1", "a story that will not end", 3).await;
     let mut followers = Vec::new();
     let mut head = String::new();
     for server in [&b, &c] {
         let mut follower = server.client("orphaned").await;
-        follower
-            .send(json!({"type":"resume","stream_id":stream_id,"after_seq":-1}))
-            .await;
+        follower.resume(&stream_id, -1).await;
         head = deltas(&mut follower, &stream_id, 3).await;
         followers.push(follower);
     }

@@ -497,13 +497,11 @@ async fn readyz(server: &TestServer) -> (u16, Value) {
 async fn redis_down_fails_open_then_reconciles_every_token() {
     let mut redis_server = RedisServer::start();
     let url = redis_server.url();
-    let server = TestServer::builder()
-        .config(|c| {
-            c.redis.url = Some(url.clone().as_str().into());
-            c.model.simulated_tokens_per_second = 0.0;
-        })
-        .start()
-        .await;
+    let server = TestServer::with_config(|c| {
+        c.redis.url = Some(url.clone().as_str().into());
+        c.model.simulated_tokens_per_second = 0.0;
+    })
+    .await;
     let mut ida = server.client("ida").await;
     let ack = try_send(&mut ida, "before", json!({})).await;
     let before = collect_stream(&mut ida, ack["stream_id"].as_str().unwrap(), 0).await;
@@ -554,13 +552,11 @@ async fn redis_down_fails_open_then_reconciles_every_token() {
 async fn redis_down_fails_closed_when_configured() {
     let mut redis_server = RedisServer::start();
     let url = redis_server.url();
-    let server = TestServer::builder()
-        .config(|c| {
-            c.redis.url = Some(url.clone().as_str().into());
-            c.redis.failure_policy = FailurePolicy::Closed;
-        })
-        .start()
-        .await;
+    let server = TestServer::with_config(|c| {
+        c.redis.url = Some(url.clone().as_str().into());
+        c.redis.failure_policy = FailurePolicy::Closed;
+    })
+    .await;
     let mut jon = server.client("jon").await;
     assert_eq!(try_send(&mut jon, "ok", json!({})).await["type"], "ack");
     redis_server.stop();

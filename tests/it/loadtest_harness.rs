@@ -20,14 +20,12 @@ async fn a_short_bounded_load_through_skald_measures_every_token() {
     .await
     .unwrap();
     let base_url = mock.base_url();
-    let server = TestServer::builder()
-        .config(move |c| {
-            c.model.upstream_url = Some(base_url.parse().unwrap());
-            c.model.upstream_api_key = Some("sk-test".into());
-            c.model.upstream_model = STAMPED_MODEL.into();
-        })
-        .start()
-        .await;
+    let server = TestServer::with_config(move |c| {
+        c.model.upstream_url = Some(base_url.parse().unwrap());
+        c.model.upstream_api_key = Some("sk-test".into());
+        c.model.upstream_model = STAMPED_MODEL.into();
+    })
+    .await;
 
     let mut load = RunConfig::new(server.url(), SECRET);
     load.sessions = 8;

@@ -2,10 +2,10 @@
 //! on SIGTERM with nothing lost, and logs that hold no message text.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::common::spawned::{sigterm, wait_exit};
 use crate::common::*;
 use serde_json::json;
 
@@ -62,54 +62,54 @@ async fn metrics_parse_and_move_as_a_session_runs() {
     client.send(json!({"type":"send","id":"2","text":""})).await;
     assert_eq!(client.recv().await["code"], "invalid_request");
     client.close().await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let after = scrape(&server).await;
-        let moved = |series: &str| get(&after, series) - get(&before, series);
-        if moved(r#"skald_streams_finished_total{finish_reason="stop"}"#) >= 1.0
-            && moved("skald_answers_stored_total") >= 1.0
-        {
-            assert!(moved("skald_sessions_started_total") >= 1.0);
-            assert!(moved("skald_streams_started_total") >= 1.0);
-            assert!(moved(r#"skald_frames_sent_total{type="delta"}"#) >= result.deltas as f64);
-            assert!(moved(r#"skald_frames_sent_total{type="ack"}"#) >= 1.0);
-            assert!(moved(r#"skald_frames_received_total{type="send"}"#) >= 2.0);
-            assert!(moved(r#"skald_refusals_total{code="invalid_request"}"#) >= 1.0);
-            assert!(moved("skald_tokens_total") >= 20.0);
-            assert!(get(&after, "skald_time_to_first_token_seconds_count") >= 1.0);
-            assert!(
-                get(
-                    &after,
-                    r#"skald_store_write_duration_seconds_count{op="begin_exchange"}"#
-                ) >= 1.0
-            );
-            assert_eq!(
-                get(&after, r#"skald_limits_backend_up{backend="embedded"}"#),
-                1.0
-            );
-            // Label values are bounded: no user id anywhere.
-            assert!(!after.keys().any(|k| k.contains("metered")));
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "metrics never moved"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let moved_in =
+        |after: &HashMap<String, f64>, series: &str| get(after, series) - get(&before, series);
+    let after = eventually(
+        "metrics never moved",
+        Duration::from_millis(50),
+        async || {
+            let after = scrape(&server).await;
+            let done = moved_in(
+                &after,
+                r#"skald_streams_finished_total{finish_reason="stop"}"#,
+            ) >= 1.0
+                && moved_in(&after, "skald_answers_stored_total") >= 1.0;
+            done.then_some(after)
+        },
+    )
+    .await;
+    let moved = |series: &str| moved_in(&after, series);
+    assert!(moved("skald_sessions_started_total") >= 1.0);
+    assert!(moved("skald_streams_started_total") >= 1.0);
+    assert!(moved(r#"skald_frames_sent_total{type="delta"}"#) >= result.deltas as f64);
+    assert!(moved(r#"skald_frames_sent_total{type="ack"}"#) >= 1.0);
+    assert!(moved(r#"skald_frames_received_total{type="send"}"#) >= 2.0);
+    assert!(moved(r#"skald_refusals_total{code="invalid_request"}"#) >= 1.0);
+    assert!(moved("skald_tokens_total") >= 20.0);
+    assert!(get(&after, "skald_time_to_first_token_seconds_count") >= 1.0);
+    assert!(
+        get(
+            &after,
+            r#"skald_store_write_duration_seconds_count{op="begin_exchange"}"#
+        ) >= 1.0
+    );
+    assert_eq!(
+        get(&after, r#"skald_limits_backend_up{backend="embedded"}"#),
+        1.0
+    );
+    // Label values are bounded: no user id anywhere.
+    assert!(!after.keys().any(|k| k.contains("metered")));
     server.stop().await;
 }
 
 #[tokio::test]
 async fn draining_turns_readyz_to_503_refuses_new_work_and_lets_streams_finish() {
-    let mut server = TestServer::builder()
-        .config(|c| {
-            c.model.simulated_tokens_per_second = 20.0;
-            c.model.simulated_answer_tokens = 30;
-            c.drain_timeout_ms = 20_000;
-        })
-        .start()
-        .await;
+    let mut server = TestServer::with_config(|c| {
+        c.model.simulated_tokens_per_second = 20.0;
+        c.model.simulated_answer_tokens = 30;
+        c.drain_timeout_ms = 20_000;
+    })
+    .await;
     let mut client = server.client("drainee").await;
     let ack = send(&mut client, "1", None, "finish me").await;
     client.recv_type("delta").await;
@@ -150,86 +150,85 @@ async fn draining_turns_readyz_to_503_refuses_new_work_and_lets_streams_finish()
     assert_eq!(client.closed().await, Closed::Code(1001));
 }
 
-/// The binary on `port`, with the simulated model and `extra` settings in
-/// a configuration file; its stdout (the log) goes to a channel.
-fn start_binary(
-    data: &std::path::Path,
+/// The binary serving on a free port, with the simulated model and `toml`
+/// settings in a configuration file (plus `env`); its stdout (the log)
+/// goes to a channel.
+struct Binary {
+    child: std::process::Child,
+    log: std::sync::mpsc::Receiver<String>,
     port: u16,
-    toml: &str,
-    env: &[(&str, &str)],
-) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
-    let config = data.join("skald.toml");
-    std::fs::write(
-        &config,
-        // Top-level keys first: TOML puts everything after `[limits]` in it.
-        format!("{toml}[limits]\naddress_requests_per_minute = 100000\nmax_connections_per_user = 1000\n"),
-    )
-    .unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_skald"));
-    command
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("SKALD_CONFIG", &config)
-        .env("SKALD_DATA_DIR", data)
-        .env("SKALD_LISTEN", format!("127.0.0.1:{port}"))
-        .env("SKALD_JWT_SECRET", SECRET)
-        .env("SKALD_DEMO", "0");
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
+}
+
+impl Binary {
+    /// Starts it; returns once `/healthz` answers.
+    async fn start(data: &std::path::Path, toml: &str, env: &[(&str, &str)]) -> Binary {
+        let port = crate::common::redis_server::free_port();
+        let config = data.join("skald.toml");
+        std::fs::write(
+            &config,
+            // Top-level keys first: TOML puts everything after `[limits]` in it.
+            format!("{toml}[limits]\naddress_requests_per_minute = 100000\nmax_connections_per_user = 1000\n"),
+        )
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
+        let mut command = Command::new(env!("CARGO_BIN_EXE_skald"));
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("SKALD_CONFIG", &config)
+            .env("SKALD_DATA_DIR", data)
+            .env("SKALD_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SKALD_JWT_SECRET", SECRET)
+            .env("SKALD_DEMO", "0");
+        for (k, v) in env {
+            command.env(k, v);
         }
-    });
-    (child, rx)
-}
+        command.stderr(Stdio::null());
+        let (child, log) = crate::common::spawned::spawn_reading_stdout(command);
+        wait_healthy(port).await;
+        Binary { child, log, port }
+    }
 
-fn sigterm(child: &std::process::Child) {
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-}
+    fn url(&self) -> String {
+        format!("ws://127.0.0.1:{}/v1/ws", self.port)
+    }
 
-fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server never exited"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+    /// A client as `user` (token on the upgrade) that has read its `ready`.
+    async fn client(&self, user: &str) -> Client {
+        let mut client = Client::connect(&self.url(), Some(&token(user))).await;
+        client.recv().await;
+        client
+    }
+
+    /// Waits until it exited after a SIGTERM; the exit must be a clean one.
+    fn exits_cleanly(&mut self) {
+        let status = wait_exit(&mut self.child, EXIT_WAIT);
+        assert!(status.success(), "exit status {status}");
+    }
+
+    /// SIGTERM, and a clean exit: the log it wrote.
+    fn stop(mut self) -> std::sync::mpsc::Receiver<String> {
+        sigterm(&self.child);
+        self.exits_cleanly();
+        self.log
     }
 }
+
+/// How long a server may take to drain and exit after SIGTERM.
+const EXIT_WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_fifty_streams_loses_nothing_and_exits_0() {
     let data = TempDir::new("drain");
-    let port = crate::common::redis_server::free_port();
-    let (mut child, _log) = start_binary(
+    let mut binary = Binary::start(
         &data.0,
-        port,
         "drain_timeout_ms = 30000\n",
         &[
             ("SKALD_SIMULATED_TOKENS_PER_SECOND", "20"),
             ("SKALD_SIMULATED_ANSWER_TOKENS", "30"),
         ],
-    );
-    wait_healthy(port).await;
-    let url = format!("ws://127.0.0.1:{port}/v1/ws");
+    )
+    .await;
+    let url = binary.url();
     let (acked_tx, mut acked_rx) = tokio::sync::mpsc::channel(64);
     let mut tasks = Vec::new();
     for i in 0..50 {
@@ -257,89 +256,73 @@ async fn sigterm_during_fifty_streams_loses_nothing_and_exits_0() {
     for _ in 0..50 {
         acked_rx.recv().await.unwrap();
     }
-    sigterm(&child);
+    sigterm(&binary.child);
     let mut finished = Vec::new();
     for task in tasks {
         finished.push(task.await.expect("every client got its done"));
     }
-    let status = wait_exit(&mut child);
-    assert!(status.success(), "exit status {status}");
+    binary.exits_cleanly();
 
     // Every accepted message and its answer were stored.
-    let port = crate::common::redis_server::free_port();
-    let (mut child, _log) = start_binary(&data.0, port, "", &[]);
-    wait_healthy(port).await;
+    let binary = Binary::start(&data.0, "", &[]).await;
     for (user, conversation, text) in finished {
-        let body = messages_via_http(port, &user, &conversation).await;
+        let body = messages_via_http(binary.port, &user, &conversation).await;
         assert_eq!(body["messages"][1]["content"].as_str().unwrap(), text);
         assert_eq!(body["messages"][1]["finish_reason"], "stop");
     }
-    sigterm(&child);
-    assert!(wait_exit(&mut child).success());
+    binary.stop();
 }
 
 #[tokio::test]
 async fn a_drain_timeout_ends_streams_with_unavailable_and_keeps_their_text() {
     let data = TempDir::new("drain-timeout");
-    let port = crate::common::redis_server::free_port();
-    let (mut child, _log) = start_binary(
+    let mut binary = Binary::start(
         &data.0,
-        port,
         "drain_timeout_ms = 300\n",
         &[
             ("SKALD_SIMULATED_TOKENS_PER_SECOND", "20"),
             ("SKALD_SIMULATED_ANSWER_TOKENS", "400"),
         ],
-    );
-    wait_healthy(port).await;
-    let url = format!("ws://127.0.0.1:{port}/v1/ws");
-    let mut client = Client::connect(&url, Some(&token("slowpoke"))).await;
-    client.recv().await;
+    )
+    .await;
+    let mut client = binary.client("slowpoke").await;
     let ack = send(&mut client, "1", None, "a very long answer").await;
     client.recv_type("delta").await;
-    sigterm(&child);
+    sigterm(&binary.child);
     let result = collect_stream(&mut client, ack["stream_id"].as_str().unwrap(), 1).await;
     assert_eq!(result.done["finish_reason"], "error");
     assert_eq!(result.done["error"]["code"], "unavailable");
-    assert!(wait_exit(&mut child).success());
-    let port = crate::common::redis_server::free_port();
-    let (mut child, _log) = start_binary(&data.0, port, "", &[]);
-    wait_healthy(port).await;
+    binary.exits_cleanly();
+    let binary = Binary::start(&data.0, "", &[]).await;
     let conversation = ack["conversation_id"].as_str().unwrap();
-    let body = messages_via_http(port, "slowpoke", conversation).await;
+    let body = messages_via_http(binary.port, "slowpoke", conversation).await;
     assert_eq!(body["messages"][1]["finish_reason"], "error");
     assert!(
         !body["messages"][1]["content"].as_str().unwrap().is_empty(),
         "the partial answer is kept"
     );
-    sigterm(&child);
-    assert!(wait_exit(&mut child).success());
+    binary.stop();
 }
 
 #[tokio::test]
 async fn json_logs_of_a_session_hold_no_message_text() {
     let data = TempDir::new("logs");
-    let port = crate::common::redis_server::free_port();
-    let (mut child, log) = start_binary(
+    let binary = Binary::start(
         &data.0,
-        port,
         "",
         &[
             ("SKALD_LOG_FORMAT", "json"),
             ("SKALD_LOG", "debug"),
             ("SKALD_SIMULATED_TOKENS_PER_SECOND", "0"),
         ],
-    );
-    wait_healthy(port).await;
-    let url = format!("ws://127.0.0.1:{port}/v1/ws");
-    let mut client = Client::connect(&url, Some(&token("private"))).await;
-    client.recv().await;
+    )
+    .await;
+    let mut client = binary.client("private").await;
     let secret = "my card number is 4970-1234-5678";
     let ack = send(&mut client, "1", None, secret).await;
     let answer = collect_stream(&mut client, ack["stream_id"].as_str().unwrap(), 0).await;
     client.close().await;
-    sigterm(&child);
-    assert!(wait_exit(&mut child).success());
+    let log = binary.stop();
     let lines: Vec<String> = log.try_iter().collect();
     assert!(lines.len() > 3, "the server logged: {lines:?}");
     for line in &lines {
@@ -394,10 +377,8 @@ async fn api_responses_are_not_cached_or_sniffed() {
 /// moves it to an address of its own.
 #[tokio::test]
 async fn metrics_can_require_a_token_and_listen_apart() {
-    let server = TestServer::builder()
-        .config(|c| c.metrics.token = Some("scrape-me-scrape-me".into()))
-        .start()
-        .await;
+    let server =
+        TestServer::with_config(|c| c.metrics.token = Some("scrape-me-scrape-me".into())).await;
     let url = format!("http://{}/metrics", server.addr);
     let client = reqwest::Client::new();
     let status = |request: reqwest::RequestBuilder| async move {
@@ -417,10 +398,7 @@ async fn metrics_can_require_a_token_and_listen_apart() {
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let metrics_addr = free.local_addr().unwrap();
     drop(free);
-    let server = TestServer::builder()
-        .config(move |c| c.metrics.listen = Some(metrics_addr))
-        .start()
-        .await;
+    let server = TestServer::with_config(move |c| c.metrics.listen = Some(metrics_addr)).await;
     assert_eq!(
         status(client.get(format!("http://{}/metrics", server.addr))).await,
         404,

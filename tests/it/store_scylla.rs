@@ -8,12 +8,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::common::cql::{self, Keyspace};
-use crate::common::TempDir;
+use crate::common::{checkpoint, TempDir};
 use skald::store::scylla::migrate::{checksum, lwt_applied};
 use skald::store::scylla::statements::{self, ALL};
 use skald::store::scylla::{connect_session, connect_store, rows, ScyllaStore, MIGRATIONS};
 use skald_actors::ports::store::{
-    AnswerCheckpoint, AnswerEnd, AuditAction, AuditRecord, BeginOutcome, FinishedAnswer, Store,
+    AnswerEnd, AuditAction, AuditRecord, BeginOutcome, FinishedAnswer, NewExchange, Store,
 };
 use skald_actors::testkit::store::{self as contract, ns_user};
 use skald_actors::time::now_ms;
@@ -34,6 +34,75 @@ async fn count(
         .into_rows_result()
         .unwrap()
         .rows_num()
+}
+
+/// The one row of a query, typed.
+async fn single_row<R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>>(
+    session: &scylla::client::session::Session,
+    cql: &str,
+    values: impl scylla::serialize::row::SerializeRow,
+) -> R {
+    session
+        .query_unpaged(cql, values)
+        .await
+        .unwrap_or_else(|e| panic!("{cql}: {e}"))
+        .into_rows_result()
+        .unwrap()
+        .single_row()
+        .unwrap()
+}
+
+/// The rows a conversation holds in `messages_by_conversation` (traces
+/// of late writes included, which reads skip).
+async fn message_rows(store: &ScyllaStore, conversation_id: &str) -> usize {
+    count(
+        store,
+        "SELECT message_id FROM messages_by_conversation WHERE conversation_id = ?",
+        (conversation_id,),
+    )
+    .await
+}
+
+/// The rows `open_answers` holds of the answer of `ex`.
+async fn open_answer_rows(store: &ScyllaStore, ex: &NewExchange) -> usize {
+    count(
+        store,
+        "SELECT message_id FROM open_answers WHERE bucket = ? AND message_id = ?",
+        (
+            rows::open_bucket(ex.assistant_message_id.as_str()),
+            ex.assistant_message_id.as_str(),
+        ),
+    )
+    .await
+}
+
+/// Claims the idempotency key of `ex` the way `begin_exchange` starts,
+/// and nothing more: the lightweight transaction's raw result.
+async fn claim_key(
+    store: &ScyllaStore,
+    ex: &NewExchange,
+) -> scylla::response::query_result::QueryResult {
+    let claim = store
+        .session()
+        .prepare(statements::CLAIM_KEY)
+        .await
+        .unwrap();
+    store
+        .session()
+        .execute_unpaged(&claim, rows::ClaimKey::of(ex))
+        .await
+        .unwrap()
+}
+
+/// How the exchange of `key` ended, as the store reads it now.
+async fn end_of(store: &ScyllaStore, user: &UserId, key: &str) -> AnswerEnd {
+    store
+        .exchange(user, &ClientMessageId::from(key))
+        .await
+        .unwrap()
+        .unwrap()
+        .finished
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,21 +159,8 @@ async fn lightweight_transactions_are_read_by_their_applied_column() {
     let store = ks.store().await;
     let user = UserId::from("lwt");
     let ex = contract::exchange(&user, "k", None, "claimed");
-    let claim = store
-        .session()
-        .prepare(statements::CLAIM_KEY)
-        .await
-        .unwrap();
-    let first = store
-        .session()
-        .execute_unpaged(&claim, rows::ClaimKey::of(&ex))
-        .await
-        .unwrap();
-    let again = store
-        .session()
-        .execute_unpaged(&claim, rows::ClaimKey::of(&ex))
-        .await
-        .unwrap();
+    let first = claim_key(&store, &ex).await;
+    let again = claim_key(&store, &ex).await;
     let columns = |r: &scylla::response::query_result::QueryResult| {
         r.clone()
             .into_rows_result()
@@ -137,17 +193,7 @@ async fn an_interrupted_exchange_is_completed_by_the_next_lookup() {
     let store = ks.store().await;
     let user = UserId::from("crash");
     let ex = contract::exchange(&user, "k-1", None, "sent just before a crash");
-    let claim = store
-        .session()
-        .prepare(statements::CLAIM_KEY)
-        .await
-        .unwrap();
-    let claimed = store
-        .session()
-        .execute_unpaged(&claim, rows::ClaimKey::of(&ex))
-        .await
-        .unwrap();
-    assert!(lwt_applied(claimed).unwrap());
+    assert!(lwt_applied(claim_key(&store, &ex).await).unwrap());
     assert!(store
         .conversation(&user, &ex.conversation_id)
         .await
@@ -186,11 +232,7 @@ async fn an_interrupted_exchange_is_completed_by_the_next_lookup() {
     // `begin_exchange` that timed out after its claim, called again with
     // the same exchange, recognises its claim and finishes the writes.
     let retried = contract::exchange(&user, "r-1", None, "retried");
-    store
-        .session()
-        .execute_unpaged(&claim, rows::ClaimKey::of(&retried))
-        .await
-        .unwrap();
+    claim_key(&store, &retried).await;
     assert_eq!(
         store.begin_exchange(retried.clone()).await.unwrap(),
         BeginOutcome::Created
@@ -202,11 +244,7 @@ async fn an_interrupted_exchange_is_completed_by_the_next_lookup() {
     assert_eq!(messages.len(), 2);
 }
 
-fn finished(
-    ex: &skald_actors::ports::store::NewExchange,
-    content: &str,
-    at_ms: i64,
-) -> FinishedAnswer {
+fn finished(ex: &NewExchange, content: &str, at_ms: i64) -> FinishedAnswer {
     FinishedAnswer {
         user: ex.user.clone(),
         conversation_id: ex.conversation_id.clone(),
@@ -217,19 +255,6 @@ fn finished(
             usage: Usage::default(),
             error: None,
         },
-        at_ms,
-    }
-}
-
-fn checkpoint(
-    ex: &skald_actors::ports::store::NewExchange,
-    content: &str,
-    at_ms: i64,
-) -> AnswerCheckpoint {
-    AnswerCheckpoint {
-        conversation_id: ex.conversation_id.clone(),
-        message_id: ex.assistant_message_id.clone(),
-        content: content.into(),
         at_ms,
     }
 }
@@ -263,14 +288,8 @@ async fn late_writes_after_a_delete_leave_nothing_readable_or_lasting() {
         .checkpoint_answers(vec![checkpoint(&ex, "taken before", before_delete)])
         .await
         .unwrap();
-    let rows_of = async |store: &ScyllaStore| {
-        count(
-            store,
-            "SELECT message_id FROM messages_by_conversation WHERE conversation_id = ?",
-            (ex.conversation_id.as_str(),),
-        )
-        .await
-    };
+    let rows_of =
+        async |store: &ScyllaStore| message_rows(store, ex.conversation_id.as_str()).await;
     assert_eq!(
         rows_of(&store).await,
         0,
@@ -298,16 +317,11 @@ async fn late_writes_after_a_delete_leave_nothing_readable_or_lasting() {
         .unwrap();
     assert_eq!(store.close_interrupted(now_ms() + 1).await.unwrap(), 0);
     assert_eq!(rows_of(&store).await, 0, "the trace is gone");
-    let open = count(
-        &store,
-        "SELECT message_id FROM open_answers WHERE bucket = ? AND message_id = ?",
-        (
-            rows::open_bucket(ex.assistant_message_id.as_str()),
-            ex.assistant_message_id.as_str(),
-        ),
-    )
-    .await;
-    assert_eq!(open, 0, "and the open answer that led there");
+    assert_eq!(
+        open_answer_rows(&store, &ex).await,
+        0,
+        "and the open answer that led there"
+    );
     ks.drop().await;
 }
 
@@ -328,25 +342,13 @@ async fn a_real_end_overrides_a_close_as_interrupted() {
         .await
         .unwrap();
     assert_eq!(store.close_interrupted(now + 1).await.unwrap(), 1);
-    let closed = store
-        .exchange(&user, &ClientMessageId::from("s-1"))
-        .await
-        .unwrap()
-        .unwrap()
-        .finished
-        .unwrap();
+    let closed = end_of(&store, &user, "s-1").await;
     assert_eq!(closed.finish_reason, FinishReason::Error);
     store
         .finish_answers(vec![finished(&ex, "so far, and the rest", now + 500)])
         .await
         .unwrap();
-    let end = store
-        .exchange(&user, &ClientMessageId::from("s-1"))
-        .await
-        .unwrap()
-        .unwrap()
-        .finished
-        .unwrap();
+    let end = end_of(&store, &user, "s-1").await;
     assert_eq!(end.finish_reason, FinishReason::Stop);
     assert_eq!(end.error, None);
     let messages = store
@@ -429,18 +431,12 @@ async fn full_addresses_expire_after_their_ttl() {
     let mut failed = record(None, now_ms());
     failed.action = AuditAction::AuthFailed;
     store.append_audits(vec![failed.clone()]).await.unwrap();
-    let (action, ttl): (String, Option<i32>) = store
-        .session()
-        .query_unpaged(
-            "SELECT action, TTL(address) FROM audit_anonymous WHERE hour = ? AND audit_id = ?",
-            (rows::audit_hour(failed.at_ms), failed.id.as_str()),
-        )
-        .await
-        .unwrap()
-        .into_rows_result()
-        .unwrap()
-        .single_row()
-        .unwrap();
+    let (action, ttl): (String, Option<i32>) = single_row(
+        store.session(),
+        "SELECT action, TTL(address) FROM audit_anonymous WHERE hour = ? AND audit_id = ?",
+        (rows::audit_hour(failed.at_ms), failed.id.as_str()),
+    )
+    .await;
     assert_eq!(action, "auth_failed");
     assert!(matches!(ttl, Some(1..=3)), "{ttl:?}");
 }
@@ -557,66 +553,32 @@ async fn erase_covers_every_table() {
         finished_ex.conversation_id.as_str(),
         open_ex.conversation_id.as_str(),
     ];
+    // The tables keyed by user, with the rest of their key.
+    let by_user = [
+        ("conversations_by_user", vec![]),
+        ("idempotency_keys", vec![]),
+        ("audit_by_user", vec![("month", month.as_str())]),
+        ("audit_months_by_user", vec![]),
+    ];
     let holdings = async |store: &ScyllaStore| {
-        let mut held = vec![
-            (
-                "conversations_by_user",
-                count(
-                    store,
-                    "SELECT user_id FROM conversations_by_user WHERE user_id = ?",
-                    (u,),
-                )
-                .await,
-            ),
-            (
-                "idempotency_keys",
-                count(
-                    store,
-                    "SELECT user_id FROM idempotency_keys WHERE user_id = ?",
-                    (u,),
-                )
-                .await,
-            ),
-            (
-                "audit_by_user",
-                count(
-                    store,
-                    "SELECT user_id FROM audit_by_user WHERE user_id = ? AND month = ?",
-                    (u, month.as_str()),
-                )
-                .await,
-            ),
-            (
-                "audit_months_by_user",
-                count(
-                    store,
-                    "SELECT user_id FROM audit_months_by_user WHERE user_id = ?",
-                    (u,),
-                )
-                .await,
-            ),
-        ];
+        let mut held = Vec::new();
+        for (table, rest) in &by_user {
+            let mut cql = format!("SELECT user_id FROM {table} WHERE user_id = ?");
+            let mut values = vec![u];
+            for (column, value) in rest {
+                cql += &format!(" AND {column} = ?");
+                values.push(value);
+            }
+            held.push((*table, count(store, &cql, values).await));
+        }
         let mut messages = 0;
         for c in conversations {
-            messages += count(
-                store,
-                "SELECT message_id FROM messages_by_conversation WHERE conversation_id = ?",
-                (c,),
-            )
-            .await;
+            messages += message_rows(store, c).await;
         }
         held.push(("messages_by_conversation", messages));
         let mut open = 0;
         for ex in [&finished_ex, &open_ex] {
-            open += count(
-                store,
-                "SELECT message_id FROM open_answers WHERE bucket = ? AND message_id = ?",
-                (
-                    rows::open_bucket(ex.assistant_message_id.as_str()),
-                    ex.assistant_message_id.as_str(),
-                ),
-            )
-            .await;
+            open += open_answer_rows(store, ex).await;
         }
         held.push(("open_answers", open));
         held
@@ -664,6 +626,17 @@ async fn erase_covers_every_table() {
     assert_eq!(store.export_user(&user).await.unwrap(), Default::default());
 }
 
+/// Runs one statement on the node of `ks` by a session of no keyspace (one
+/// that sets a keyspace up or breaks it on purpose), which it returns.
+async fn run_on_node(ks: &Keyspace, cql: String) -> scylla::client::session::Session {
+    let session = connect_session(&ks.settings()).await.unwrap();
+    session
+        .query_unpaged(cql.as_str(), ())
+        .await
+        .unwrap_or_else(|e| panic!("{cql}: {e}"));
+    session
+}
+
 /// A server refuses a keyspace whose schema is older than its build, until
 /// `skald migrate` ran.
 #[tokio::test]
@@ -671,18 +644,15 @@ async fn an_unmigrated_keyspace_is_refused_at_start() {
     let Some(ks) = Keyspace::unmigrated("an_unmigrated_keyspace_is_refused_at_start") else {
         return;
     };
-    let session = connect_session(&ks.settings()).await.unwrap();
-    session
-        .query_unpaged(
-            format!(
-                "CREATE KEYSPACE {} WITH replication = {}",
-                ks.name,
-                cql::REPLICATION
-            ),
-            (),
-        )
-        .await
-        .unwrap();
+    run_on_node(
+        &ks,
+        format!(
+            "CREATE KEYSPACE {} WITH replication = {}",
+            ks.name,
+            cql::REPLICATION
+        ),
+    )
+    .await;
     let err = connect_store(&ks.settings()).await.err().expect("refused");
     assert!(err.to_string().contains("skald migrate"), "{err}");
     // With migrate_on_start, the server migrates and starts.
@@ -714,7 +684,11 @@ fn skald_migrate(ks: &Keyspace, dir: &std::path::Path) -> Command {
 }
 
 fn run(mut command: Command) -> (bool, String) {
-    let output = command.output().unwrap();
+    outcome(command.output().unwrap())
+}
+
+/// Whether a command succeeded, and all it wrote (stdout, then stderr).
+fn outcome(output: std::process::Output) -> (bool, String) {
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -749,17 +723,12 @@ async fn skald_migrate_creates_a_fresh_keyspace_and_a_rerun_does_nothing() {
     assert_eq!(applied(&ks).await, expected);
     // The keyspace has the replication asked for.
     let session = connect_session(&ks.settings()).await.unwrap();
-    let (replication,): (std::collections::HashMap<String, String>,) = session
-        .query_unpaged(
-            "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?",
-            (ks.name.as_str(),),
-        )
-        .await
-        .unwrap()
-        .into_rows_result()
-        .unwrap()
-        .single_row()
-        .unwrap();
+    let (replication,): (std::collections::HashMap<String, String>,) = single_row(
+        &session,
+        "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = ?",
+        (ks.name.as_str(),),
+    )
+    .await;
     assert!(
         replication["class"].ends_with("NetworkTopologyStrategy"),
         "{replication:?}"
@@ -781,17 +750,14 @@ async fn skald_migrate_refuses_an_edited_migration() {
     let Some(ks) = Keyspace::fresh("skald_migrate_refuses_an_edited_migration").await else {
         return;
     };
-    let session = connect_session(&ks.settings()).await.unwrap();
-    session
-        .query_unpaged(
-            format!(
-                "UPDATE {}.schema_migrations SET checksum = 'edited' WHERE version = 1",
-                ks.name
-            ),
-            (),
-        )
-        .await
-        .unwrap();
+    run_on_node(
+        &ks,
+        format!(
+            "UPDATE {}.schema_migrations SET checksum = 'edited' WHERE version = 1",
+            ks.name
+        ),
+    )
+    .await;
     let dir = TempDir::new("edited");
     let (ok, out) = run(skald_migrate(&ks, &dir.0));
     assert!(!ok, "an edited migration must be refused: {out}");
@@ -818,17 +784,7 @@ async fn two_skald_migrates_at_once_take_turns() {
     let (first, second) = (spawn(&a.0), spawn(&b.0));
     let outputs: Vec<(bool, String)> = [first, second]
         .into_iter()
-        .map(|child| {
-            let o = child.wait_with_output().unwrap();
-            (
-                o.status.success(),
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                ),
-            )
-        })
+        .map(|child| outcome(child.wait_with_output().unwrap()))
         .collect();
     for (ok, out) in &outputs {
         assert!(ok, "{out}");
@@ -855,17 +811,14 @@ async fn a_migration_stopped_after_its_alter_runs_again_to_its_end() {
     else {
         return;
     };
-    let session = connect_session(&ks.settings()).await.unwrap();
-    session
-        .query_unpaged(
-            format!(
-                "DELETE FROM {}.schema_migrations WHERE version = 2",
-                ks.name
-            ),
-            (),
-        )
-        .await
-        .unwrap();
+    let session = run_on_node(
+        &ks,
+        format!(
+            "DELETE FROM {}.schema_migrations WHERE version = 2",
+            ks.name
+        ),
+    )
+    .await;
     let versions = skald::store::scylla::migrate(&session, &ks.name, cql::REPLICATION)
         .await
         .unwrap();

@@ -91,13 +91,11 @@ async fn bad_tokens_get_unauthorized_then_4401() {
 
 #[tokio::test]
 async fn audience_and_issuer_are_checked_when_configured() {
-    let server = TestServer::builder()
-        .config(|c| {
-            c.auth.audience = Some("skald-test".into());
-            c.auth.issuer = Some("https://id.test".into());
-        })
-        .start()
-        .await;
+    let server = TestServer::with_config(|c| {
+        c.auth.audience = Some("skald-test".into());
+        c.auth.issuer = Some("https://id.test".into());
+    })
+    .await;
     let wrong_aud = token_with("u", |c| {
         c.aud = Some("other".into());
         c.iss = Some("https://id.test".into());
@@ -116,10 +114,7 @@ async fn audience_and_issuer_are_checked_when_configured() {
 
 #[tokio::test]
 async fn silent_connections_are_closed_4408() {
-    let server = TestServer::builder()
-        .config(|c| c.auth.auth_timeout_ms = 300)
-        .start()
-        .await;
+    let server = TestServer::with_config(|c| c.auth.auth_timeout_ms = 300).await;
     let mut client = Client::connect(&server.url(), None).await;
     let error = client.recv().await;
     assert_eq!(error["code"], "unauthorized");
@@ -139,10 +134,8 @@ async fn binary_frame_before_auth_is_a_protocol_error() {
 
 #[tokio::test]
 async fn origin_allow_list_refuses_other_sites_with_403() {
-    let server = TestServer::builder()
-        .config(|c| c.allowed_origins = vec!["https://shop.example".into()])
-        .start()
-        .await;
+    let server =
+        TestServer::with_config(|c| c.allowed_origins = vec!["https://shop.example".into()]).await;
     let refused = Client::try_connect(
         &server.url(),
         Some(&token("u")),
@@ -174,10 +167,7 @@ async fn origin_allow_list_refuses_other_sites_with_403() {
 /// fresh token for the same `sub` keeps it; any other `hello` closes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_ends_with_its_token_unless_a_hello_refreshes_it() {
-    let server = TestServer::builder()
-        .config(|c| c.auth.leeway_secs = 0)
-        .start()
-        .await;
+    let server = TestServer::with_config(|c| c.auth.leeway_secs = 0).await;
     let now = skald::auth::now_secs();
     let short = token_with("u-t", |c| c.exp = now + 2);
     let mut lapsing = Client::connect(&server.url(), Some(&short)).await;

@@ -27,10 +27,8 @@ async fn a_full_stream_is_gap_free_exact_and_stored() {
 
 #[tokio::test]
 async fn max_tokens_ends_with_length() {
-    let server = TestServer::builder()
-        .config(|c| c.bots.get_mut("default").unwrap().max_tokens = 5)
-        .start()
-        .await;
+    let server =
+        TestServer::with_config(|c| c.bots.get_mut("default").unwrap().max_tokens = 5).await;
     let mut client = server.client("bob").await;
     let ack = send(&mut client, "1", None, "long please").await;
     let result = collect_stream(&mut client, ack["stream_id"].as_str().unwrap(), 0).await;
@@ -148,10 +146,9 @@ async fn bad_frames_keep_the_connection_until_ten_in_a_row() {
 
 #[tokio::test]
 async fn text_must_be_within_the_bot_limits() {
-    let server = TestServer::builder()
-        .config(|c| c.bots.get_mut("default").unwrap().max_message_chars = 10)
-        .start()
-        .await;
+    let server =
+        TestServer::with_config(|c| c.bots.get_mut("default").unwrap().max_message_chars = 10)
+            .await;
     let mut client = server.client("fay").await;
     client
         .send(json!({"type":"send","id":"long","text":"ééééééééééé"}))
@@ -176,10 +173,7 @@ async fn text_must_be_within_the_bot_limits() {
 
 #[tokio::test]
 async fn oversized_frames_close_1009() {
-    let server = TestServer::builder()
-        .config(|c| c.websocket.max_frame_bytes = 1024)
-        .start()
-        .await;
+    let server = TestServer::with_config(|c| c.websocket.max_frame_bytes = 1024).await;
     let mut client = server.client("gus").await;
     let text = "x".repeat(4096);
     client
@@ -200,19 +194,7 @@ async fn cancel_ends_with_cancelled_and_stores_the_partial_answer() {
     let ack = send(&mut client, "1", None, "tell me a long story").await;
     let stream_id = ack["stream_id"].as_str().unwrap();
     let first = client.recv_type("delta").await;
-    assert_eq!(first["seq"], 0);
-    client
-        .send(json!({"type":"cancel","stream_id":stream_id}))
-        .await;
-    let mut text = first["text"].as_str().unwrap().to_owned();
-    let done = loop {
-        let frame = client.recv().await;
-        match frame["type"].as_str().unwrap() {
-            "delta" => text.push_str(frame["text"].as_str().unwrap()),
-            "done" => break frame,
-            _ => panic!("{frame}"),
-        }
-    };
+    let (text, done) = cancel_after_first_delta(&mut client, stream_id, &first).await;
     assert_eq!(done["finish_reason"], "cancelled");
     let tokens = done["usage"]["completion_tokens"].as_u64().unwrap();
     assert!(
@@ -232,13 +214,11 @@ async fn cancel_ends_with_cancelled_and_stores_the_partial_answer() {
 
 #[tokio::test]
 async fn too_many_streams_is_busy() {
-    let server = TestServer::builder()
-        .config(|c| {
-            c.sessions.max_streams_per_session = 2;
-            c.model.simulated_tokens_per_second = 5.0;
-        })
-        .start()
-        .await;
+    let server = TestServer::with_config(|c| {
+        c.sessions.max_streams_per_session = 2;
+        c.model.simulated_tokens_per_second = 5.0;
+    })
+    .await;
     let mut client = server.client("ivan").await;
     client
         .send(json!({"type":"send","id":"1","text":"a"}))
@@ -278,16 +258,12 @@ async fn a_dropped_connection_does_not_lose_the_answer_and_resume_replays_it() {
 
     // Another user cannot resume it.
     let mut mallory = server.client("mallory").await;
-    mallory
-        .send(json!({"type":"resume","stream_id":stream_id,"after_seq":-1}))
-        .await;
+    mallory.resume(&stream_id, -1).await;
     assert_eq!(mallory.recv().await["code"], "not_found");
 
     // The owner resumes on a new connection after what it saw.
     let mut again = server.client("jo").await;
-    again
-        .send(json!({"type":"resume","stream_id":stream_id,"after_seq":seen_seq}))
-        .await;
+    again.resume(&stream_id, seen_seq).await;
     let rest = collect_stream(&mut again, &stream_id, (seen_seq + 1) as u64).await;
     let full = format!("{}{}", first["text"].as_str().unwrap(), rest.text);
     assert_eq!(full, simulated_answer("remember me", 30));
@@ -297,9 +273,7 @@ async fn a_dropped_connection_does_not_lose_the_answer_and_resume_replays_it() {
 
     // From the start, after the end: every delta again, same boundaries.
     let mut third = server.client("jo").await;
-    third
-        .send(json!({"type":"resume","stream_id":stream_id,"after_seq":-1}))
-        .await;
+    third.resume(&stream_id, -1).await;
     let replay = collect_stream(&mut third, &stream_id, 0).await;
     assert_eq!(replay.text, full);
     assert_eq!(replay.deltas, rest.deltas + 1);
@@ -308,10 +282,7 @@ async fn a_dropped_connection_does_not_lose_the_answer_and_resume_replays_it() {
 
 #[tokio::test]
 async fn an_answer_finishes_and_is_stored_with_nobody_connected() {
-    let server = TestServer::builder()
-        .config(|c| c.model.simulated_tokens_per_second = 100.0)
-        .start()
-        .await;
+    let server = TestServer::with_config(|c| c.model.simulated_tokens_per_second = 100.0).await;
     let mut client = server.client("kim").await;
     let ack = send(&mut client, "1", None, "bye").await;
     client.close().await;
@@ -346,17 +317,15 @@ async fn shutdown_closes_connections_with_1001() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_gets_coalesced_deltas_and_slows_nobody() {
-    let server = TestServer::builder()
-        .config(|c| {
-            c.model.simulated_tokens_per_second = 0.0;
-            c.model.simulated_answer_tokens = 3000;
-            c.bots.get_mut("default").unwrap().max_tokens = 3000;
-            // Small kernel buffers on both sides, so that the server's
-            // writes block as soon as this client stops reading.
-            c.websocket.socket_send_buffer_bytes = Some(4096);
-        })
-        .start()
-        .await;
+    let server = TestServer::with_config(|c| {
+        c.model.simulated_tokens_per_second = 0.0;
+        c.model.simulated_answer_tokens = 3000;
+        c.bots.get_mut("default").unwrap().max_tokens = 3000;
+        // Small kernel buffers on both sides, so that the server's
+        // writes block as soon as this client stops reading.
+        c.websocket.socket_send_buffer_bytes = Some(4096);
+    })
+    .await;
     let mut slow = Client::connect_small_buffer(&server.url(), &token("slow")).await;
     assert_eq!(slow.recv().await["type"], "ready");
     let ack = send(&mut slow, "1", None, "flood me").await;
@@ -379,13 +348,11 @@ async fn a_slow_reader_gets_coalesced_deltas_and_slows_nobody() {
 
 #[tokio::test]
 async fn connections_that_do_not_answer_pings_are_closed() {
-    let server = TestServer::builder()
-        .config(|c| {
-            c.websocket.ping_interval_ms = 100;
-            c.websocket.idle_timeout_ms = 400;
-        })
-        .start()
-        .await;
+    let server = TestServer::with_config(|c| {
+        c.websocket.ping_interval_ms = 100;
+        c.websocket.idle_timeout_ms = 400;
+    })
+    .await;
     // This client reads (and so answers pings) for a while: it stays open.
     let mut alive = server.client("alive").await;
     let until = tokio::time::Instant::now() + std::time::Duration::from_millis(1000);

@@ -41,6 +41,32 @@ async fn server_for(mock: &MockUpstream) -> TestServer {
         .await
 }
 
+/// The mock upstream (at this pace and length), a server on it
+/// ([`server_for`]) and a client of that server.
+struct Rig {
+    upstream: MockUpstream,
+    server: TestServer,
+    client: Client,
+}
+
+impl Rig {
+    async fn start(tokens_per_second: f64, answer_tokens: u32) -> Rig {
+        let upstream = mock_upstream(tokens_per_second, answer_tokens).await;
+        let server = server_for(&upstream).await;
+        let client = server.client("oa").await;
+        Rig {
+            upstream,
+            server,
+            client,
+        }
+    }
+
+    async fn stop(self) {
+        self.server.stop().await;
+        self.upstream.shutdown().await;
+    }
+}
+
 async fn ask(client: &mut Client, id: &str, bot: &str, text: &str) -> (Value, StreamResult) {
     client
         .send(json!({"type":"send","id":id,"bot":bot,"text":text}))
@@ -86,14 +112,12 @@ async fn an_answer_is_cut_at_the_bots_max_answer_bytes() {
 
 #[tokio::test]
 async fn streams_through_async_openai_with_the_upstreams_usage() {
-    let upstream = mock_upstream(0.0, 12).await;
-    let server = server_for(&upstream).await;
-    let mut client = server.client("oa").await;
-    let (ack, result) = ask(&mut client, "1", "default", "Salut toi").await;
+    let mut rig = Rig::start(0.0, 12).await;
+    let (ack, result) = ask(&mut rig.client, "1", "default", "Salut toi").await;
     assert_eq!(result.text, answer_text("Salut toi", 12));
     assert_eq!(result.done["finish_reason"], "stop");
     assert_eq!(result.done["usage"]["completion_tokens"], 12);
-    let request = upstream.last_request().unwrap();
+    let request = rig.upstream.last_request().unwrap();
     assert_eq!(request["model"], "mock-normal");
     assert_eq!(request["stream"], true);
     assert_eq!(request["stream_options"]["include_usage"], true);
@@ -107,97 +131,82 @@ async fn streams_through_async_openai_with_the_upstreams_usage() {
         .map(|m| m["content"].as_str().unwrap().split_whitespace().count() as u64)
         .sum();
     assert_eq!(result.done["usage"]["prompt_tokens"], words);
-    let message = server.answer_of(&ack).await;
+    let message = rig.server.answer_of(&ack).await;
     assert_eq!(message.content, result.text);
-    server.stop().await;
-    upstream.shutdown().await;
+    rig.stop().await;
 }
 
 #[tokio::test]
 async fn an_upstream_that_drops_mid_stream_gives_upstream_error() {
-    let upstream = mock_upstream(0.0, 12).await;
-    let server = server_for(&upstream).await;
-    let mut client = server.client("oa").await;
-    let (ack, result) = ask(&mut client, "1", "drop", "hello").await;
+    let mut rig = Rig::start(0.0, 12).await;
+    let (ack, result) = ask(&mut rig.client, "1", "drop", "hello").await;
     assert_eq!(result.done["finish_reason"], "error");
     assert_eq!(result.done["error"]["code"], "upstream_error");
     assert_eq!(result.text, answer_text("hello", 3));
     assert_eq!(result.done["usage"]["completion_tokens"], 3);
-    let message = server.answer_of(&ack).await;
+    let message = rig.server.answer_of(&ack).await;
     assert_eq!(message.content, result.text);
     assert_eq!(message.finish_reason, Some(FinishReason::Error));
-    server.stop().await;
-    upstream.shutdown().await;
+    rig.stop().await;
 }
 
 #[tokio::test]
 async fn an_upstream_that_never_answers_times_out() {
-    let upstream = mock_upstream(0.0, 12).await;
-    let server = server_for(&upstream).await;
-    let mut client = server.client("oa").await;
-    let (_, result) = ask(&mut client, "1", "hang", "hello?").await;
+    let mut rig = Rig::start(0.0, 12).await;
+    let (_, result) = ask(&mut rig.client, "1", "hang", "hello?").await;
     assert_eq!(result.done["finish_reason"], "error");
     assert_eq!(result.done["error"]["code"], "upstream_timeout");
     assert_eq!(result.text, "");
     // Silent after two tokens: also a timeout, with what came before kept.
-    let (_, result) = ask(&mut client, "2", "stall", "and you?").await;
+    let (_, result) = ask(&mut rig.client, "2", "stall", "and you?").await;
     assert_eq!(result.done["error"]["code"], "upstream_timeout");
     assert_eq!(result.text, answer_text("and you?", 2));
     // The timed-out requests were closed upstream.
-    wait_for(|| upstream.stats().client_disconnects >= 2).await;
-    server.stop().await;
-    upstream.shutdown().await;
+    wait_for(|| rig.upstream.stats().client_disconnects >= 2).await;
+    rig.stop().await;
 }
 
 #[tokio::test]
 async fn an_upstream_error_never_leaks_the_api_key() {
-    let upstream = mock_upstream(0.0, 12).await;
-    let server = server_for(&upstream).await;
-    let mut client = server.client("oa").await;
-    let (_, result) = ask(&mut client, "1", "fail", "hello").await;
+    let mut rig = Rig::start(0.0, 12).await;
+    let (_, result) = ask(&mut rig.client, "1", "fail", "hello").await;
     assert_eq!(result.done["error"]["code"], "upstream_error");
     assert!(!result.done.to_string().contains("sk-test-secret"));
-    server.stop().await;
-    upstream.shutdown().await;
+    rig.stop().await;
 }
 
 #[tokio::test]
 async fn cancel_closes_the_upstream_request() {
-    let upstream = mock_upstream(20.0, 400).await;
-    let server = server_for(&upstream).await;
-    let mut client = server.client("oa").await;
-    client
+    let mut rig = Rig::start(20.0, 400).await;
+    rig.client
         .send(json!({"type":"send","id":"1","text":"a long one"}))
         .await;
-    let ack = client.recv().await;
+    let ack = rig.client.recv().await;
     let stream_id = ack["stream_id"].as_str().unwrap();
-    client.recv_type("delta").await;
-    assert_eq!(upstream.stats().client_disconnects, 0);
-    client
+    rig.client.recv_type("delta").await;
+    assert_eq!(rig.upstream.stats().client_disconnects, 0);
+    rig.client
         .send(json!({"type":"cancel","stream_id":stream_id}))
         .await;
-    let done = client.recv_type("done").await;
+    let done = rig.client.recv_type("done").await;
     assert_eq!(done["finish_reason"], "cancelled");
-    wait_for(|| upstream.stats().client_disconnects == 1).await;
-    let sent = upstream.stats().tokens_sent;
+    wait_for(|| rig.upstream.stats().client_disconnects == 1).await;
+    let sent = rig.upstream.stats().tokens_sent;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        upstream.stats().tokens_sent,
+        rig.upstream.stats().tokens_sent,
         sent,
         "the upstream stopped generating"
     );
     assert!(sent < 400);
-    server.stop().await;
-    upstream.shutdown().await;
+    rig.stop().await;
 }
 
 async fn wait_for(condition: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !condition() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition never held"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(
+        "condition never held",
+        Duration::from_millis(20),
+        async || condition().then_some(()),
+    )
+    .await
 }

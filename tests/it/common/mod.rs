@@ -108,13 +108,16 @@ impl TestServer {
     /// A server whose simulated model writes `tokens_per_second` (0: at
     /// once) and answers `answer_tokens` tokens.
     pub async fn with_model(tokens_per_second: f64, answer_tokens: u32) -> TestServer {
-        TestServer::builder()
-            .config(|c| {
-                c.model.simulated_tokens_per_second = tokens_per_second;
-                c.model.simulated_answer_tokens = answer_tokens;
-            })
-            .start()
-            .await
+        TestServer::with_config(|c| {
+            c.model.simulated_tokens_per_second = tokens_per_second;
+            c.model.simulated_answer_tokens = answer_tokens;
+        })
+        .await
+    }
+
+    /// A server on the test configuration as `f` changes it.
+    pub async fn with_config(f: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::builder().config(f).start().await
     }
 
     pub fn url(&self) -> String {
@@ -144,6 +147,16 @@ impl TestServer {
             .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// DELETE `path` as `user` (None: no token): the status.
+    pub async fn delete(&self, path: &str, user: Option<&str>) -> u16 {
+        self.http(reqwest::Method::DELETE, path, user)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
     }
 
     /// Sends the shutdown signal without waiting (drain tests).
@@ -355,6 +368,12 @@ impl Client {
             .unwrap();
     }
 
+    /// Asks to resume `stream_id` after `after_seq` (-1: from its start).
+    pub async fn resume(&mut self, stream_id: &str, after_seq: i64) {
+        self.send(json!({"type":"resume","stream_id":stream_id,"after_seq":after_seq}))
+            .await;
+    }
+
     pub async fn send_raw(&mut self, message: Message) {
         self.ws.send(message).await.unwrap();
     }
@@ -452,6 +471,25 @@ pub async fn collect_stream(client: &mut Client, stream_id: &str, first_seq: u64
     }
 }
 
+/// Cancels `stream_id`, whose first delta (`seq` 0, `first`) the client
+/// read, and reads the rest of the stream as [`collect_stream`] does: the
+/// whole text streamed (`first` included) and the `done`.
+pub async fn cancel_after_first_delta(
+    client: &mut Client,
+    stream_id: &str,
+    first: &Value,
+) -> (String, Value) {
+    assert_eq!(first["seq"], 0, "{first}");
+    client
+        .send(json!({"type":"cancel","stream_id":stream_id}))
+        .await;
+    let rest = collect_stream(client, stream_id, 1).await;
+    (
+        format!("{}{}", first["text"].as_str().unwrap(), rest.text),
+        rest.done,
+    )
+}
+
 /// Sends a message and returns its ack, skipping frames of other streams
 /// and the `started` of sends from the user's other sessions.
 pub async fn send(client: &mut Client, id: &str, conversation: Option<&str>, text: &str) -> Value {
@@ -488,6 +526,21 @@ pub fn simulated_answer(text: &str, tokens: u32) -> String {
         user: "u".into(),
     };
     model.answer(&request).0.concat()
+}
+
+/// A checkpoint of the answer of `ex`: `content` streamed so far, taken
+/// at `at_ms` (what a stream writes to the store as it goes).
+pub fn checkpoint(
+    ex: &skald_actors::ports::store::NewExchange,
+    content: &str,
+    at_ms: i64,
+) -> skald_actors::ports::store::AnswerCheckpoint {
+    skald_actors::ports::store::AnswerCheckpoint {
+        conversation_id: ex.conversation_id.clone(),
+        message_id: ex.assistant_message_id.clone(),
+        content: content.into(),
+        at_ms,
+    }
 }
 
 /// The stored content of a message.
@@ -535,6 +588,27 @@ pub async fn wait_healthy(port: u16) {
     }
 }
 
+/// Polls `check` every `every` until it gives something, for at most
+/// [`WAIT`]: what it gave. Fails the test with `what_never_happened` when
+/// the wait is over.
+pub async fn eventually<T>(
+    what_never_happened: &str,
+    every: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what_never_happened}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Held by every test that reads `/metrics`: the metrics registry is one
 /// per process (the `metrics` facade is global), and each server writes its
 /// own counters into it at a scrape, so two servers scraped at once would
@@ -574,14 +648,7 @@ pub async fn mock_upstream(
     tokens_per_second: f64,
     answer_tokens: u32,
 ) -> skald_loadtest::mock_upstream::MockUpstream {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    skald_loadtest::mock_upstream::MockUpstream::start(
-        listener,
-        skald_loadtest::mock_upstream::MockConfig {
-            tokens_per_second,
-            answer_tokens,
-        },
-    )
-    .await
-    .unwrap()
+    skald_loadtest::mock_upstream::MockUpstream::on_loopback(tokens_per_second, answer_tokens)
+        .await
+        .unwrap()
 }

@@ -1,7 +1,9 @@
 //! The real `skald` binary as a child process: what tests use where the
 //! process itself is the subject (SIGKILL, its memory, its exit code).
 
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 
 /// The binary with nothing from the test runner's environment but `PATH`,
 /// its data dir, and a simulated model that answers at once.
@@ -55,6 +57,57 @@ pub async fn start_command(mut command: Command, port: u16, env: &[(&str, &str)]
     let child = command.spawn().unwrap();
     super::wait_healthy(port).await;
     child
+}
+
+/// Runs `command` to its end: what it printed on stdout. Fails the test,
+/// with what the command wrote to stderr, if it failed.
+pub fn run_ok(command: &mut Command) -> String {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Sends SIGTERM to `child`.
+pub fn sigterm(child: &Child) {
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// Waits (at most `within`) until `child` exited: how it exited.
+pub fn wait_exit(child: &mut Child, within: std::time::Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never exited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Spawns `command` with its stdout piped (stderr as the command has it):
+/// the child, and the lines of its stdout as they come, read on a thread.
+pub fn spawn_reading_stdout(mut command: Command) -> (Child, Receiver<String>) {
+    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
 }
 
 /// The resident memory of a process, in bytes (`VmRSS` of /proc).
