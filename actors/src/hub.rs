@@ -13,7 +13,9 @@ use skald_protocol::{CloseCode, ErrorBody, ErrorCode, UserId};
 
 use crate::directory::Directory;
 use crate::persister::PersisterCounters;
-use crate::ports::limits::{LimitsError, QuotaUsage, RateDecision, RateKey, RateLimit, SlotKey};
+use crate::ports::limits::{
+    LimitsError, QuotaUsage, RateDecision, RateKey, RateLimit, SlotClaim, SlotKey,
+};
 use crate::ports::store::{AuditRecord, StoreError};
 use crate::registry::RegistryMsg;
 use crate::root::{Root, RootArgs};
@@ -201,10 +203,12 @@ impl Hub {
         self.directory
             .rate_limiter
             .acquire_slot(
-                SlotKey(user.clone()),
-                holder,
-                limits.max_connections_per_user,
-                limits.connection_lease_ms,
+                SlotClaim {
+                    key: SlotKey(user.clone()),
+                    holder: holder.to_owned(),
+                    max: limits.max_connections_per_user,
+                    lease_ms: limits.connection_lease_ms,
+                },
                 self.now_ms(),
             )
             .await

@@ -59,7 +59,7 @@ use fred::types::config::{Config, Options, ReconnectPolicy, TcpConfig, Unrespons
 use fred::types::{Builder, ClusterHash, ConnectHandle, CustomCommand, Value};
 use skald_actors::ports::limits::{
     LimitsBackend, LimitsError, QuotaLimits, QuotaUsage, RateDecision, RateKey, RateLimit,
-    Reservation, ReserveDecision, Settle, SlotKey,
+    Reservation, ReserveDecision, Settle, SlotClaim, SlotKey,
 };
 use skald_actors::time::Month;
 use skald_actors::UserId;
@@ -388,22 +388,15 @@ impl LimitsBackend for RedisLimits {
         })
     }
 
-    async fn acquire_slot(
-        &self,
-        key: &SlotKey,
-        holder: &str,
-        max: u32,
-        lease_ms: u64,
-        now_ms: i64,
-    ) -> Result<bool, LimitsError> {
+    async fn acquire_slot(&self, claim: &SlotClaim, now_ms: i64) -> Result<bool, LimitsError> {
         let reply = self
             .run_ints(
                 &SLOT_ACQUIRE,
-                vec![self.slots_key(key)],
+                vec![self.slots_key(&claim.key)],
                 vec![
-                    holder.to_owned(),
-                    max.to_string(),
-                    exact(lease_ms),
+                    claim.holder.clone(),
+                    claim.max.to_string(),
+                    exact(claim.lease_ms),
                     now_ms.to_string(),
                     KEY_MARGIN_MS.to_string(),
                 ],

@@ -20,7 +20,7 @@ use rusqlite_migration::{Migrations, M};
 use skald_actors::limits::local::LocalLimits;
 use skald_actors::ports::limits::{
     LimitsBackend, LimitsError, QuotaLimits, QuotaUsage, RateDecision, RateKey, RateLimit,
-    Reservation, ReserveDecision, Settle, SlotKey,
+    Reservation, ReserveDecision, Settle, SlotClaim, SlotKey,
 };
 use skald_actors::time::Month;
 use skald_actors::UserId;
@@ -170,17 +170,8 @@ impl LimitsBackend for SqliteLimits {
         self.memory.rate(key, limit, now_ms).await
     }
 
-    async fn acquire_slot(
-        &self,
-        key: &SlotKey,
-        holder: &str,
-        max: u32,
-        lease_ms: u64,
-        now_ms: i64,
-    ) -> Result<bool, LimitsError> {
-        self.memory
-            .acquire_slot(key, holder, max, lease_ms, now_ms)
-            .await
+    async fn acquire_slot(&self, claim: &SlotClaim, now_ms: i64) -> Result<bool, LimitsError> {
+        self.memory.acquire_slot(claim, now_ms).await
     }
 
     async fn release_slot(&self, key: &SlotKey, holder: &str) -> Result<(), LimitsError> {

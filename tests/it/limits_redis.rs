@@ -13,6 +13,7 @@ use skald_actors::ports::limits::{
     LimitsBackend, LimitsError, QuotaLimits, RateDecision, RateKey, RateLimit, Reservation,
     ReserveDecision, Settle, SlotKey,
 };
+use skald_actors::testkit::limits::claim;
 use skald_actors::time::Month;
 use skald_actors::UserId;
 
@@ -108,7 +109,7 @@ async fn every_operation_fails(b: &RedisLimits) {
         "acquire_slot",
         bounded(
             "acquire_slot",
-            b.acquire_slot(&sk("down"), "h", 2, 1_000, T0),
+            b.acquire_slot(&claim(&sk("down"), "h", 2, 1_000), T0),
         )
         .await,
     );
@@ -149,7 +150,7 @@ async fn every_operation_works(b: &RedisLimits, n: u32) -> Result<(), LimitsErro
         b.rate(&rk(&key), RateLimit::per_minute(1), T0).await?,
         RateDecision::Allowed
     );
-    assert!(b.acquire_slot(&sk(&key), "h", 1, 1_000, T0).await?);
+    assert!(b.acquire_slot(&claim(&sk(&key), "h", 1, 1_000), T0).await?);
     b.release_slot(&sk(&key), "h").await?;
     assert_eq!(
         b.reserve(&reservation("r", &user, 100), limits, LEASE, T0)
@@ -417,7 +418,7 @@ async fn keys_are_encoded_cluster_safe_and_expire() {
         .await
         .unwrap();
     assert!(b
-        .acquire_slot(&sk("a{b}"), "h", 1, 30_000, crate_now())
+        .acquire_slot(&claim(&sk("a{b}"), "h", 1, 30_000), crate_now())
         .await
         .unwrap());
 

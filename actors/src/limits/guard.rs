@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::local::LocalLimits;
 use crate::ports::limits::{
     LimitsBackend, LimitsError, QuotaLimits, QuotaUsage, RateDecision, RateKey, RateLimit,
-    Reservation, ReserveDecision, SlotKey,
+    Reservation, ReserveDecision, SlotClaim, SlotKey,
 };
 use crate::time::Month;
 use skald_protocol::UserId;
@@ -170,15 +170,8 @@ impl LimitsGuard {
             .map(|(v, _)| v)
     }
 
-    pub async fn acquire_slot(
-        &self,
-        key: &SlotKey,
-        holder: &str,
-        max: u32,
-        lease_ms: u64,
-        now_ms: i64,
-    ) -> Result<bool, LimitsError> {
-        self.route(|b| Box::pin(b.acquire_slot(key, holder, max, lease_ms, now_ms)))
+    pub async fn acquire_slot(&self, claim: &SlotClaim, now_ms: i64) -> Result<bool, LimitsError> {
+        self.route(|b| Box::pin(b.acquire_slot(claim, now_ms)))
             .await
             .map(|(v, _)| v)
     }

@@ -10,7 +10,7 @@ use skald_protocol::{StreamId, UserId};
 
 use crate::ports::limits::{
     LimitsBackend, LimitsError, QuotaLimits, QuotaUsage, RateDecision, RateKey, RateLimit,
-    Reservation, ReserveDecision, Settle, SlotKey,
+    Reservation, ReserveDecision, Settle, SlotClaim, SlotKey,
 };
 use crate::time::Month;
 
@@ -100,21 +100,14 @@ impl LimitsBackend for LocalLimits {
         Ok(decision)
     }
 
-    async fn acquire_slot(
-        &self,
-        key: &SlotKey,
-        holder: &str,
-        max: u32,
-        lease_ms: u64,
-        now_ms: i64,
-    ) -> Result<bool, LimitsError> {
+    async fn acquire_slot(&self, claim: &SlotClaim, now_ms: i64) -> Result<bool, LimitsError> {
         let mut inner = self.lock();
-        let slots = inner.slots.entry(key.clone()).or_default();
+        let slots = inner.slots.entry(claim.key.clone()).or_default();
         slots.retain(|_, expiry| *expiry > now_ms);
-        if !slots.contains_key(holder) && slots.len() >= max as usize {
+        if !slots.contains_key(&claim.holder) && slots.len() >= claim.max as usize {
             return Ok(false);
         }
-        slots.insert(holder.to_owned(), now_ms + lease_ms as i64);
+        slots.insert(claim.holder.clone(), now_ms + claim.lease_ms as i64);
         Ok(true)
     }
 

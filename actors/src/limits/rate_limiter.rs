@@ -13,7 +13,7 @@ use std::sync::Arc;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::guard::LimitsGuard;
-use crate::ports::limits::{LimitsError, RateDecision, RateKey, RateLimit, SlotKey};
+use crate::ports::limits::{LimitsError, RateDecision, RateKey, RateLimit, SlotClaim, SlotKey};
 use crate::slot::Slot;
 
 pub enum RateLimiterMsg {
@@ -24,10 +24,7 @@ pub enum RateLimiterMsg {
         reply: RpcReplyPort<Result<RateDecision, LimitsError>>,
     },
     AcquireSlot {
-        key: SlotKey,
-        holder: String,
-        max: u32,
-        lease_ms: u64,
+        claim: SlotClaim,
         now_ms: i64,
         reply: RpcReplyPort<Result<bool, LimitsError>>,
     },
@@ -77,19 +74,12 @@ impl Actor for RateLimiter {
                 });
             }
             RateLimiterMsg::AcquireSlot {
-                key,
-                holder,
-                max,
-                lease_ms,
+                claim,
                 now_ms,
                 reply,
             } => {
                 tokio::spawn(async move {
-                    let _ = reply.send(
-                        guard
-                            .acquire_slot(&key, &holder, max, lease_ms, now_ms)
-                            .await,
-                    );
+                    let _ = reply.send(guard.acquire_slot(&claim, now_ms).await);
                 });
             }
             RateLimiterMsg::ReleaseSlot { key, holder } => {
@@ -127,19 +117,9 @@ impl Slot<RateLimiterMsg> {
         .map_err(LimitsError::unavailable)?
     }
 
-    pub async fn acquire_slot(
-        &self,
-        key: SlotKey,
-        holder: &str,
-        max: u32,
-        lease_ms: u64,
-        now_ms: i64,
-    ) -> Result<bool, LimitsError> {
+    pub async fn acquire_slot(&self, claim: SlotClaim, now_ms: i64) -> Result<bool, LimitsError> {
         self.call(|reply| RateLimiterMsg::AcquireSlot {
-            key,
-            holder: holder.to_owned(),
-            max,
-            lease_ms,
+            claim,
             now_ms,
             reply,
         })

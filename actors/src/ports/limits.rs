@@ -47,6 +47,16 @@ impl std::fmt::Display for SlotKey {
     }
 }
 
+/// A claim on one of the slots of `key`: `holder` takes (or refreshes) its
+/// slot among at most `max`; a slot not refreshed within `lease_ms` expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotClaim {
+    pub key: SlotKey,
+    pub holder: String,
+    pub max: u32,
+    pub lease_ms: u64,
+}
+
 /// A rate: `count` events a `period`, and a burst of as many (GCRA: the
 /// allowance refills continuously, one event every `period / count`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,16 +233,8 @@ pub trait LimitsBackend: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<RateDecision, LimitsError>;
 
-    /// Takes (or refreshes) `holder`'s slot among at most `max`; slots not
-    /// refreshed within `lease_ms` expire. False when all slots are taken.
-    async fn acquire_slot(
-        &self,
-        key: &SlotKey,
-        holder: &str,
-        max: u32,
-        lease_ms: u64,
-        now_ms: i64,
-    ) -> Result<bool, LimitsError>;
+    /// Takes (or refreshes) the claimed slot. False when all are taken.
+    async fn acquire_slot(&self, claim: &SlotClaim, now_ms: i64) -> Result<bool, LimitsError>;
 
     async fn release_slot(&self, key: &SlotKey, holder: &str) -> Result<(), LimitsError>;
 

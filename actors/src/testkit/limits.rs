@@ -7,7 +7,7 @@ use skald_protocol::{StreamId, UserId};
 
 use crate::ports::limits::{
     LimitsBackend, QuotaLimits, RateDecision, RateKey, RateLimit, Reservation, ReserveDecision,
-    Settle, SlotKey,
+    Settle, SlotClaim, SlotKey,
 };
 use crate::time::Month;
 
@@ -29,6 +29,16 @@ fn settle(user: &UserId, id: &str, tokens: u64, count_request: bool) -> Settle {
         month: jan(),
         tokens,
         count_request,
+    }
+}
+
+/// A claim on one of `key`'s slots.
+pub fn claim(key: &SlotKey, holder: &str, max: u32, lease_ms: u64) -> SlotClaim {
+    SlotClaim {
+        key: key.clone(),
+        holder: holder.to_owned(),
+        max,
+        lease_ms,
     }
 }
 
@@ -61,7 +71,10 @@ pub async fn forget_erases_rates_and_slots_but_keeps_quota_counters(
         b.rate(&rate_key, limit, T0).await.unwrap(),
         RateDecision::Allowed
     );
-    assert!(b.acquire_slot(&slot_key, "s", 1, LEASE, T0).await.unwrap());
+    assert!(b
+        .acquire_slot(&claim(&slot_key, "s", 1, LEASE), T0)
+        .await
+        .unwrap());
     b.add_usage(&gone, jan(), 10, 1).await.unwrap();
     b.forget(
         std::slice::from_ref(&rate_key),
@@ -74,7 +87,7 @@ pub async fn forget_erases_rates_and_slots_but_keeps_quota_counters(
         RateDecision::Allowed
     );
     assert!(b
-        .acquire_slot(&slot_key, "other", 1, LEASE, T0)
+        .acquire_slot(&claim(&slot_key, "other", 1, LEASE), T0)
         .await
         .unwrap());
     // The month's counters stay: erasure must not hand out a new quota.
@@ -163,20 +176,35 @@ pub async fn gcra_is_exact_and_keys_are_isolated(b: &dyn LimitsBackend, ns: &str
 
 pub async fn slots_are_bounded_refreshable_and_expire(b: &dyn LimitsBackend, ns: &str) {
     let key = SlotKey(user(ns, "slots"));
-    assert!(b.acquire_slot(&key, "a", 2, 1_000, T0).await.unwrap());
-    assert!(b.acquire_slot(&key, "b", 2, 1_000, T0).await.unwrap());
-    assert!(!b.acquire_slot(&key, "c", 2, 1_000, T0).await.unwrap());
-    // Refreshing a held slot is not a new slot.
-    assert!(b.acquire_slot(&key, "a", 2, 1_000, T0 + 500).await.unwrap());
-    b.release_slot(&key, "b").await.unwrap();
-    assert!(b.acquire_slot(&key, "c", 2, 1_000, T0 + 600).await.unwrap());
-    // "a" was refreshed at +500 (until +1500), "c" holds until +1600.
-    assert!(!b
-        .acquire_slot(&key, "d", 2, 1_000, T0 + 1_400)
+    assert!(b
+        .acquire_slot(&claim(&key, "a", 2, 1_000), T0)
         .await
         .unwrap());
     assert!(b
-        .acquire_slot(&key, "d", 2, 1_000, T0 + 1_550)
+        .acquire_slot(&claim(&key, "b", 2, 1_000), T0)
+        .await
+        .unwrap());
+    assert!(!b
+        .acquire_slot(&claim(&key, "c", 2, 1_000), T0)
+        .await
+        .unwrap());
+    // Refreshing a held slot is not a new slot.
+    assert!(b
+        .acquire_slot(&claim(&key, "a", 2, 1_000), T0 + 500)
+        .await
+        .unwrap());
+    b.release_slot(&key, "b").await.unwrap();
+    assert!(b
+        .acquire_slot(&claim(&key, "c", 2, 1_000), T0 + 600)
+        .await
+        .unwrap());
+    // "a" was refreshed at +500 (until +1500), "c" holds until +1600.
+    assert!(!b
+        .acquire_slot(&claim(&key, "d", 2, 1_000), T0 + 1_400)
+        .await
+        .unwrap());
+    assert!(b
+        .acquire_slot(&claim(&key, "d", 2, 1_000), T0 + 1_550)
         .await
         .unwrap());
 }
