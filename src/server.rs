@@ -159,16 +159,16 @@ impl Server {
             max_pending = limits.pending.total,
             "connection limits"
         );
+        let connections = edge::accept::Edge::new(limits);
         let metrics_server = match state.config.metrics.listen {
             Some(address) => {
                 let listener = tokio::net::TcpListener::bind(address).await?;
                 tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
                 let app = edge::metrics_router(state.clone());
-                let limits = limits.clone();
                 Some(tokio::spawn(edge::accept::serve(
                     listener,
                     app,
-                    limits,
+                    connections.clone(),
                     CLOSE_GRACE,
                     std::future::pending(),
                 )))
@@ -181,7 +181,7 @@ impl Server {
         // streams are done.
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let drain = tokio::spawn(drain(hub.clone(), drain_timeout, shutdown, stop_http));
-        edge::accept::serve(listener, app, limits, CLOSE_GRACE, async {
+        edge::accept::serve(listener, app, connections, CLOSE_GRACE, async {
             let _ = http_stopped.await;
         })
         .await;

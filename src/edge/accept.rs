@@ -26,6 +26,10 @@
 //!   5 ms to 1 s, instead of spinning on an error that will not clear;
 //!   the warning is logged once a second at most.
 //!
+//! The counts and caps are the process's, not a listener's: every listener
+//! (the main one, and `metrics.listen`'s) serves through one [`Edge`], so
+//! descriptors are reserved once and the gauges count every connection.
+//!
 //! Only HTTP/1.1 is served (WebSocket upgrades and the JSON API need
 //! nothing else); a TLS-terminating proxy in front speaks HTTP/1.1 to it.
 
@@ -57,8 +61,8 @@ use crate::config::Config;
 /// Pending connections closed when `accept` fails for want of descriptors.
 const EVICTIONS_PER_ACCEPT_ERROR: usize = 16;
 
-/// The limits of one listener, from the configuration and the process's
-/// open-files limit.
+/// The limits of the process's connections, from the configuration and the
+/// process's open-files limit.
 #[derive(Debug, Clone)]
 pub struct EdgeLimits {
     pub header_read_timeout: Duration,
@@ -103,6 +107,24 @@ pub fn open_files_limit() -> usize {
     usize::try_from(limit).unwrap_or(usize::MAX)
 }
 
+/// What every listener of the process shares: the limits, the table of
+/// pending connections and the count of open ones.
+pub struct Edge {
+    limits: EdgeLimits,
+    pending: Arc<PendingTable>,
+    open: Arc<AtomicUsize>,
+}
+
+impl Edge {
+    pub fn new(limits: EdgeLimits) -> Arc<Edge> {
+        Arc::new(Edge {
+            pending: PendingTable::new(limits.pending.clone()),
+            open: Arc::new(AtomicUsize::new(0)),
+            limits,
+        })
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves; then stops
 /// accepting, lets requests in flight finish (at most `grace`), and
 /// returns. Upgraded connections are not waited for: they belong to the
@@ -110,13 +132,15 @@ pub fn open_files_limit() -> usize {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    limits: EdgeLimits,
+    edge: Arc<Edge>,
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
-    let limits = Arc::new(limits);
-    let pending = PendingTable::new(limits.pending.clone());
-    let open = Arc::new(AtomicUsize::new(0));
+    let Edge {
+        limits,
+        pending,
+        open,
+    } = &*edge;
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -159,7 +183,7 @@ pub async fn serve(
             continue;
         }
         configure(&tcp, limits.send_buffer);
-        let io = Counted::new(tcp, open.clone());
+        let io = Counted::new(tcp, Arc::clone(open));
         let place = pending.admit(peer.ip());
         let evicted = place.evicted();
         tracker.spawn(serve_connection(Connection {

@@ -290,3 +290,57 @@ async fn first_token(client: &mut Client, id: &str) -> f64 {
     assert_eq!(rest.done["finish_reason"], "stop");
     first_ms
 }
+
+/// The counts are the process's: with `/metrics` on a listener of its own,
+/// the gauges count the main listener's connections too (a scrape from the
+/// metrics listener once reset them to its own one connection).
+#[tokio::test]
+async fn the_connection_gauges_count_every_listener_of_the_process() {
+    const HELD: usize = 5;
+    let data = TempDir::new("gauges-across-listeners");
+    let port = crate::common::redis_server::free_port();
+    let metrics_port = crate::common::redis_server::free_port();
+    let mut child = crate::common::spawned::start(
+        &data.0,
+        port,
+        &[("SKALD_METRICS_LISTEN", &format!("127.0.0.1:{metrics_port}"))],
+    )
+    .await;
+    // Connections on the main listener that never finish their request.
+    let mut held = Vec::new();
+    for _ in 0..HELD {
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        held.push(tcp);
+    }
+    let gauge = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    };
+    let scrape = || async {
+        reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    // The held connections are accepted asynchronously: look until they
+    // are all counted (the scrape's own connection is one more).
+    let deadline = Instant::now() + WAIT;
+    let (open, pending) = loop {
+        let text = scrape().await;
+        let open = gauge(&text, "skald_connections_open ");
+        let pending = gauge(&text, "skald_connections_pending ");
+        if open > HELD as f64 || Instant::now() > deadline {
+            break (open, pending);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(open, (HELD + 1) as f64, "open: held + the scrape");
+    assert_eq!(pending, (HELD + 1) as f64, "pending: held + the scrape");
+    drop(held);
+}
