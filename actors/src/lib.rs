@@ -19,6 +19,7 @@ use std::sync::Arc;
 pub mod addresses;
 pub mod board;
 pub mod directory;
+pub mod exchange;
 pub mod hub;
 pub mod limits;
 pub mod outbox;

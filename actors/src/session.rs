@@ -11,43 +11,28 @@
 //! released once the frame is handled, so a client that sends faster than
 //! its session handles waits on TCP backpressure instead of filling memory.
 //!
-//! A `send` is a sequence of named steps ([`SessionState::send`]): replay a
-//! known `send.id`, admit (draining, bot, text, busy), find the
-//! conversation, reserve the rate and the quota (a [`Reserved`] guard gives
-//! the reservation back if anything later refuses), store the exchange,
-//! start the stream, `ack`. Then the stream's deltas and `done` flow from
-//! its log to the outbox.
+//! A `send` replays a known `send.id`, or begins an exchange through
+//! [`crate::exchange`] (the steps every edge shares: admission, limits, the
+//! durable write, the stream) and answers `ack`. Then the stream's deltas
+//! and `done` flow from its log to the outbox.
 
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use skald_protocol::{
     ClientFrame, ClientMessageId, CloseCode, ConversationId, DecodeError, ErrorBody, ErrorCode,
-    FinishReason, Limits, MessageId, ServerFrame, SessionId, StartedMessage, StreamId, Usage,
-    UserId,
+    FinishReason, Limits, ServerFrame, SessionId, StreamId, Usage, UserId,
 };
 
 use crate::directory::Directory;
-use crate::limits::quota_keeper::QuotaMsg;
+use crate::exchange::{self, Ask, Begun, Caller, Params, Refusal};
 use crate::outbox::Outbox;
-use crate::ports::bus::UserEvent;
-use crate::ports::limits::{
-    LimitsError, QuotaLimits, RateDecision, RateKey, RateLimit, Reservation, ReserveDecision,
-    Settle,
-};
-use crate::ports::model::ModelRequest;
-use crate::ports::store::{
-    AnswerEnd, AuditAction, AuditRecord, BeginOutcome, Exchange, NewConversation, NewExchange,
-    StoreError, StoredMessage,
-};
-use crate::prompt;
-use crate::registry::{StartStream, StreamHandle};
+use crate::ports::store::{AnswerEnd, Exchange};
+use crate::registry::StreamHandle;
 use crate::relay::RelayMsg;
-use crate::settings::{BotSettings, EffectiveLimits};
-use crate::slot::Slot;
 use crate::stream::StreamMsg;
-use crate::stream_log::{Cursor, StreamIds, StreamLog};
-use crate::time::{now_ms, Month};
+use crate::stream_log::{Cursor, StreamLog};
+use crate::time::Month;
 
 /// Who is connected, from the verified token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,83 +86,6 @@ pub struct SessionState {
     /// Streams this connection started that may still be live.
     started: Vec<Arc<StreamLog>>,
     invalid_in_a_row: u32,
-}
-
-/// A refusal, answered with an `error` frame carrying the `send.id`.
-struct Refusal {
-    code: ErrorCode,
-    message: String,
-    retry_after_ms: Option<u64>,
-}
-
-fn refuse(code: ErrorCode, message: impl Into<String>) -> Refusal {
-    Refusal {
-        code,
-        message: message.into(),
-        retry_after_ms: None,
-    }
-}
-
-fn limits_unavailable(e: LimitsError) -> Refusal {
-    tracing::warn!(error = %e, "limits unavailable");
-    refuse(
-        ErrorCode::Unavailable,
-        "limits are unavailable, try again later",
-    )
-}
-
-impl From<StoreError> for Refusal {
-    fn from(e: StoreError) -> Refusal {
-        match e {
-            StoreError::NotFound(what) => refuse(ErrorCode::NotFound, format!("no such {what}")),
-            StoreError::Unavailable(source) => {
-                tracing::warn!(error = %source, "store unavailable");
-                refuse(
-                    ErrorCode::Unavailable,
-                    "storage is unavailable, try again later",
-                )
-            }
-        }
-    }
-}
-
-/// A quota reservation that is given back when dropped, unless the `send`
-/// went through ([`Reserved::keep`]): every refusal after the reservation
-/// releases it, whichever step refused.
-struct Reserved {
-    quota: Arc<Slot<QuotaMsg>>,
-    reservation: Option<Reservation>,
-    /// Tokens granted (the prompt estimate included).
-    granted: u64,
-}
-
-impl Reserved {
-    /// The `send` was accepted: the stream settles the reservation.
-    fn keep(mut self) -> Reservation {
-        self.reservation.take().expect("a reservation is kept once")
-    }
-}
-
-impl Drop for Reserved {
-    fn drop(&mut self) {
-        if let Some(reservation) = self.reservation.take() {
-            self.quota.settle(Settle::release(&reservation));
-        }
-    }
-}
-
-/// A `send` that passed admission.
-struct Admitted<'b> {
-    bot_name: String,
-    bot: &'b BotSettings,
-    text: String,
-}
-
-/// Where the new exchange goes.
-struct Target {
-    conversation_id: ConversationId,
-    new_conversation: Option<NewConversation>,
-    history: Vec<StoredMessage>,
 }
 
 impl Actor for Session {
@@ -362,338 +270,44 @@ impl SessionState {
         &mut self,
         id: &ClientMessageId,
         conversation_id: Option<ConversationId>,
-        bot_name: Option<String>,
+        bot: Option<String>,
         text: String,
     ) -> Result<(), Refusal> {
-        let services = self.directory.services.clone();
         // A `send.id` seen before answers with the first ack, whatever the rest says.
-        if let Some(existing) = services.store.exchange(&self.user.id, id).await? {
+        if let Some(existing) = self.services().store.exchange(&self.user.id, id).await? {
             return self.replay(id, existing).await;
         }
-        let admitted = self.admit(&services, bot_name, text)?;
-        let target = self.target(&services, conversation_id, &admitted).await?;
-        let messages = prompt::build(admitted.bot, &target.history, &admitted.text);
-        let prompt_tokens_estimate = prompt::estimate_tokens(&messages);
-        let stream_id = StreamId::generate();
-        let reserved = self
-            .reserve(&services, admitted.bot, &stream_id, prompt_tokens_estimate)
-            .await?;
-        let max_tokens = (reserved.granted - prompt_tokens_estimate)
-            .min(u64::from(admitted.bot.max_tokens)) as u32;
-        let user_message = StartedMessage {
-            id: MessageId::generate(),
-            content: admitted.text,
-            created_at: String::new(),
+        self.started.retain(|log| !log.is_finished());
+        let caller = Caller {
+            user: &self.user,
+            address: self.address,
+            origin: &self.session_id,
+            running: &self.started,
         };
-        let exchange = NewExchange {
-            user: self.user.id.clone(),
+        let ask = Ask {
             client_id: id.clone(),
-            conversation_id: target.conversation_id.clone(),
-            new_conversation: target.new_conversation,
-            user_message_id: user_message.id.clone(),
-            text: user_message.content.clone(),
-            assistant_message_id: MessageId::generate(),
-            stream_id: stream_id.clone(),
-            at_ms: now_ms(),
+            conversation_id,
+            bot,
+            text,
+            given: Vec::new(),
+            params: Params::default(),
         };
-        let message_id = exchange.assistant_message_id.clone();
-        let at_ms = exchange.at_ms;
-        if let Some(existing) = self.store_exchange(&services, exchange).await? {
-            // Another connection of this user won the race for this id;
-            // `reserved` drops here and gives the reservation back.
-            return self.replay(id, existing).await;
-        }
-        let log = Arc::new(StreamLog::new(StreamIds {
-            stream_id: stream_id.clone(),
-            user: self.user.id.clone(),
-            conversation_id: target.conversation_id.clone(),
-            message_id: message_id.clone(),
-        }));
-        let request = ModelRequest {
-            model: admitted.bot.model.clone(),
-            messages,
-            temperature: admitted.bot.temperature,
-            max_tokens,
-            max_answer_bytes: admitted.bot.max_answer_bytes,
-            user: self.user.id.clone(),
+        let started = match exchange::begin(&self.directory, caller, ask).await? {
+            Begun::Started(started) => started,
+            Begun::Existing(existing) => return self.replay(id, existing).await,
         };
-        self.start_stream(log.clone(), request, prompt_tokens_estimate, reserved)
-            .await?;
-        tracing::debug!(session_id = %self.session_id, %stream_id, "stream started");
+        let log = started.log;
+        tracing::debug!(session_id = %self.session_id, stream_id = %log.ids.stream_id, "stream started");
         self.started.push(log.clone());
         let ack = ServerFrame::Ack {
             id: id.clone(),
-            conversation_id: target.conversation_id.clone(),
-            message_id: message_id.clone(),
-            stream_id: stream_id.clone(),
+            conversation_id: log.ids.conversation_id.clone(),
+            message_id: log.ids.message_id.clone(),
+            stream_id: log.ids.stream_id.clone(),
         };
         self.outbox
             .push_and_attach(Some(&ack), log, Cursor::default());
-        // The user's other connections, here and on every instance.
-        self.tell_others(ServerFrame::Started {
-            conversation_id: target.conversation_id,
-            stream_id,
-            message_id,
-            bot: admitted.bot_name,
-            user_message: StartedMessage {
-                created_at: crate::time::rfc3339(at_ms),
-                ..user_message
-            },
-        });
         Ok(())
-    }
-
-    /// Gives a frame to this user's other connections: those of this
-    /// instance through the board, the others' through the relay (when a
-    /// stream bus is configured).
-    fn tell_others(&self, frame: ServerFrame) {
-        let d = &self.directory;
-        d.board.deliver(&self.user.id, &self.session_id, &frame);
-        let _ = d.relay.cast(RelayMsg::UserEvent(Box::new(UserEvent {
-            instance: None,
-            user: self.user.id.clone(),
-            origin: self.session_id.clone(),
-            frame,
-        })));
-    }
-
-    /// Refuses what needs no I/O to refuse: a draining server, an unknown
-    /// bot, a bad text, a connection already running its streams.
-    fn admit<'b>(
-        &mut self,
-        services: &'b crate::Services,
-        bot_name: Option<String>,
-        text: String,
-    ) -> Result<Admitted<'b>, Refusal> {
-        if self.directory.is_draining() {
-            return Err(refuse(
-                ErrorCode::Unavailable,
-                "the server is shutting down; reconnect and send again",
-            ));
-        }
-        let bot_name = self.user.bot_for(bot_name);
-        let Some(bot) = services.bots.get(&bot_name) else {
-            return Err(refuse(
-                ErrorCode::NotFound,
-                format!("no bot named {bot_name:?}"),
-            ));
-        };
-        if text.trim().is_empty() {
-            return Err(refuse(
-                ErrorCode::InvalidRequest,
-                "send.text must not be empty",
-            ));
-        }
-        let chars = text.chars().count();
-        if chars > bot.max_message_chars as usize {
-            return Err(refuse(
-                ErrorCode::MessageTooLong,
-                format!(
-                    "send.text has {chars} characters; this bot accepts at most {}",
-                    bot.max_message_chars
-                ),
-            ));
-        }
-        self.started.retain(|log| !log.is_finished());
-        if self.started.len() >= services.sessions.max_streams_per_session {
-            return Err(refuse(
-                ErrorCode::Busy,
-                format!(
-                    "this connection already runs {} streams",
-                    self.started.len()
-                ),
-            ));
-        }
-        Ok(Admitted {
-            bot_name,
-            bot,
-            text,
-        })
-    }
-
-    /// The conversation the exchange goes to (the user's, not busy) and
-    /// its recent history, or a new one.
-    async fn target(
-        &self,
-        services: &crate::Services,
-        conversation_id: Option<ConversationId>,
-        admitted: &Admitted<'_>,
-    ) -> Result<Target, Refusal> {
-        let Some(cid) = conversation_id else {
-            return Ok(Target {
-                conversation_id: ConversationId::generate(),
-                new_conversation: Some(NewConversation {
-                    bot: admitted.bot_name.clone(),
-                    title: admitted.text.chars().take(80).collect(),
-                }),
-                history: Vec::new(),
-            });
-        };
-        if services
-            .store
-            .conversation(&self.user.id, &cid)
-            .await?
-            .is_none()
-        {
-            return Err(refuse(ErrorCode::NotFound, "no such conversation"));
-        }
-        if self.started.iter().any(|l| l.ids.conversation_id == cid) {
-            return Err(refuse(
-                ErrorCode::Busy,
-                "this conversation already has an answer in progress",
-            ));
-        }
-        let history = services
-            .store
-            .recent_messages(&cid, admitted.bot.history_messages * 2)
-            .await?;
-        Ok(Target {
-            conversation_id: cid,
-            new_conversation: None,
-            history,
-        })
-    }
-
-    /// The rate check and the quota reservation (the request and the most
-    /// tokens the stream may use, shrunk to what the month has left). They
-    /// are independent decisions, so they run together: one limits round
-    /// trip on an accepted `send`'s path instead of two.
-    async fn reserve(
-        &self,
-        services: &crate::Services,
-        bot: &BotSettings,
-        stream_id: &StreamId,
-        prompt_tokens_estimate: u64,
-    ) -> Result<Reserved, Refusal> {
-        let limits: EffectiveLimits = services.limits.for_user(&self.user.id, bot);
-        let now_ms = self.directory.now_ms();
-        let reservation = Reservation {
-            id: stream_id.clone(),
-            user: self.user.id.clone(),
-            month: Month::of(now_ms),
-            tokens: prompt_tokens_estimate + u64::from(bot.max_tokens),
-            min_tokens: prompt_tokens_estimate + 1,
-        };
-        let quota = QuotaLimits {
-            monthly_tokens: limits.monthly_tokens,
-            monthly_requests: limits.monthly_requests,
-        };
-        let rate = RateLimit::per_minute(limits.messages_per_minute);
-        let d = &self.directory;
-        let (rate, reserved) = tokio::join!(
-            d.rate_limiter
-                .check(RateKey::User(self.user.id.clone()), rate, now_ms),
-            d.quota_keeper.reserve(reservation.clone(), quota, now_ms)
-        );
-        // Granted or not, from here on the guard gives it back on refusal.
-        let granted = match &reserved {
-            Ok(ReserveDecision::Granted { tokens }) => *tokens,
-            _ => 0,
-        };
-        let guard = Reserved {
-            quota: d.quota_keeper.clone(),
-            reservation: (granted > 0).then_some(reservation),
-            granted,
-        };
-        match rate {
-            Ok(RateDecision::Allowed) => {}
-            Ok(RateDecision::Limited { retry_after_ms }) => {
-                return Err(Refusal {
-                    code: ErrorCode::RateLimited,
-                    message: format!(
-                        "more than {} messages a minute; retry in {retry_after_ms} ms",
-                        limits.messages_per_minute
-                    ),
-                    retry_after_ms: Some(retry_after_ms),
-                })
-            }
-            Err(e) => return Err(limits_unavailable(e)),
-        }
-        match reserved.map_err(limits_unavailable)? {
-            ReserveDecision::Granted { .. } => Ok(guard),
-            ReserveDecision::TokensExhausted => Err(refuse(
-                ErrorCode::QuotaExceeded,
-                "the monthly token quota is used up",
-            )),
-            ReserveDecision::RequestsExhausted => Err(refuse(
-                ErrorCode::QuotaExceeded,
-                "the monthly request quota is used up",
-            )),
-        }
-    }
-
-    /// The one write before an `ack`: claims the idempotency key and
-    /// stores the user message, durably. `Some` when another connection of
-    /// this user claimed the key first.
-    async fn store_exchange(
-        &self,
-        services: &crate::Services,
-        exchange: NewExchange,
-    ) -> Result<Option<Exchange>, Refusal> {
-        let conversation_id = exchange.conversation_id.clone();
-        let is_new_conversation = exchange.new_conversation.is_some();
-        let started = std::time::Instant::now();
-        let begun = services.store.begin_exchange(exchange).await;
-        metrics::histogram!("skald_store_write_duration_seconds", "op" => "begin_exchange")
-            .record(started.elapsed().as_secs_f64());
-        match begun {
-            Ok(BeginOutcome::Created) => {
-                if is_new_conversation {
-                    self.directory.persister.audit(AuditRecord::now(
-                        AuditAction::ConversationCreated,
-                        Some(&self.user.id),
-                        self.address,
-                        conversation_id.as_str(),
-                    ));
-                }
-                Ok(None)
-            }
-            Ok(BeginOutcome::Existing(existing)) => Ok(Some(existing)),
-            Err(e) => {
-                metrics::counter!("skald_store_errors_total").increment(1);
-                Err(e.into())
-            }
-        }
-    }
-
-    /// Hands the stream to the registry; from then on the stream settles
-    /// the reservation.
-    async fn start_stream(
-        &self,
-        log: Arc<StreamLog>,
-        request: ModelRequest,
-        prompt_tokens_estimate: u64,
-        reserved: Reserved,
-    ) -> Result<(), Refusal> {
-        let start = StartStream {
-            log,
-            prompt_tokens_estimate,
-            quota_month: reserved
-                .reservation
-                .as_ref()
-                .map(|r| r.month)
-                .unwrap_or_else(|| Month::of(self.directory.now_ms())),
-            request,
-        };
-        let log = start.log.clone();
-        let (quota_month, prompt_tokens_estimate) =
-            (start.quota_month, start.prompt_tokens_estimate);
-        match self.directory.registry.start(start).await {
-            Ok(()) => {
-                reserved.keep();
-                // Other instances can follow it (a no-op without a bus).
-                let _ = self.directory.relay.cast(RelayMsg::Publish {
-                    log,
-                    quota_month,
-                    prompt_tokens_estimate,
-                });
-                Ok(())
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "could not start a stream");
-                Err(refuse(ErrorCode::Internal, "could not start the answer"))
-            }
-        }
     }
 
     /// Answers a `send` whose id was used before: its ack again, then the
