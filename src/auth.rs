@@ -58,7 +58,13 @@ pub struct Verifier {
     issuer: Option<String>,
     leeway_secs: u64,
     max_lifetime_secs: Option<u64>,
+    /// The bot a token with the [`DEMO_ROLE`] is pinned to.
+    demo_bot: Option<String>,
 }
+
+/// The role of a demo identity (minted by `GET /demo/token`): it talks to
+/// the demo's bot only, whatever it asks for, on every edge.
+pub const DEMO_ROLE: &str = "demo";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -107,7 +113,14 @@ impl Verifier {
             issuer: config.issuer.clone(),
             leeway_secs: config.leeway_secs,
             max_lifetime_secs: config.max_token_lifetime_secs,
+            demo_bot: None,
         })
+    }
+
+    /// Pins tokens with the [`DEMO_ROLE`] to `bot` (`demo.bot`).
+    pub fn pin_demo_role(mut self, bot: impl Into<String>) -> Verifier {
+        self.demo_bot = Some(bot.into());
+        self
     }
 
     /// The caller of one HTTP request.
@@ -191,12 +204,16 @@ impl Verifier {
         if claims.sub.is_empty() || claims.sub.chars().count() > 256 {
             return Err(refused("sub must be 1 to 256 characters"));
         }
+        let bot = match &self.demo_bot {
+            Some(demo) if claims.roles.iter().any(|r| r == DEMO_ROLE) => Some(demo.clone()),
+            _ => None,
+        };
         Ok(Verified {
             user: AuthedUser {
                 id: claims.sub.into(),
                 tenant: claims.tenant,
                 roles: claims.roles,
-                bot: None,
+                bot,
             },
             valid_until: UNIX_EPOCH
                 + Duration::from_secs(

@@ -116,7 +116,8 @@ impl Server {
         let config = self.config;
         crate::metrics::install();
         let secret = auth::resolve_secret(&config.auth, &config.data_dir)?;
-        let verifier = Verifier::new(&config.auth, secret.as_ref().map(|(s, _)| s.expose()))?;
+        let verifier = Verifier::new(&config.auth, secret.as_ref().map(|(s, _)| s.expose()))?
+            .pin_demo_role(config.demo.bot.clone());
         let model = match self.model {
             Some(model) => model,
             None => default_model(&config)?,

@@ -27,7 +27,7 @@ use crate::ports::limits::{
     LimitsError, QuotaLimits, RateDecision, RateKey, RateLimit, Reservation, ReserveDecision,
     Settle,
 };
-use crate::ports::model::{ModelRequest, PromptMessage};
+use crate::ports::model::{ModelRequest, PromptMessage, Sampling};
 use crate::ports::store::{
     AuditAction, AuditRecord, BeginOutcome, Exchange, NewConversation, NewExchange, StoreError,
     StoredMessage,
@@ -75,12 +75,13 @@ pub struct Ask {
 }
 
 /// Generation parameters a caller may choose; `None`: the bot's.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Params {
     /// Within 0..=2 (checked by the edge that reads it).
     pub temperature: Option<f64>,
     /// Capped by the bot's `max_tokens`.
     pub max_tokens: Option<u32>,
+    pub sampling: Sampling,
 }
 
 /// A refusal: the exchange did not begin, and nothing of it was kept.
@@ -188,6 +189,7 @@ pub async fn begin(d: &Directory, caller: Caller<'_>, ask: Ask) -> Result<Begun,
         max_tokens,
         max_answer_bytes: bot.max_answer_bytes,
         user: caller.user.id.clone(),
+        sampling: admitted.params.sampling,
     };
     start_stream(d, log.clone(), request, prompt_tokens_estimate, reserved).await?;
     // The user's other connections, here and on every instance.

@@ -9,9 +9,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorRef};
-use skald_protocol::{CloseCode, ErrorBody, ErrorCode, UserId};
+use skald_protocol::{CloseCode, ErrorBody, ErrorCode, StreamId, UserId};
 
 use crate::directory::Directory;
+use crate::exchange::{Ask, Begun, Caller, Refusal};
 use crate::persister::PersisterCounters;
 use crate::ports::limits::{
     LimitsError, QuotaUsage, RateDecision, RateKey, RateLimit, SlotClaim, SlotKey,
@@ -91,6 +92,21 @@ impl Hub {
         args: SessionArgs,
     ) -> Result<ActorRef<SessionMsg>, ActorsError> {
         self.supervisor.spawn(args).await
+    }
+
+    /// Begins an exchange for an edge that is not a session (the
+    /// OpenAI-compatible API): the same steps as a WebSocket `send`.
+    pub async fn begin_exchange(&self, caller: Caller<'_>, ask: Ask) -> Result<Begun, Refusal> {
+        crate::exchange::begin(&self.directory, caller, ask).await
+    }
+
+    /// Cancels a stream of `user` that this instance runs (its caller went
+    /// away); a stream that already ended is left as it is.
+    pub async fn cancel_stream(&self, stream_id: &StreamId, user: &UserId) {
+        let handle = self.directory.registry.lookup(stream_id, user).await;
+        if let Some(actor) = handle.and_then(|h| h.actor) {
+            let _ = actor.cast(crate::stream::StreamMsg::Cancel);
+        }
     }
 
     /// Asks every connection to close (server shutdown).

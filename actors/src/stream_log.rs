@@ -148,6 +148,24 @@ pub struct LogRead {
     pub done: bool,
 }
 
+/// Where a reader that cuts no frames is (the OpenAI-compatible API, which
+/// has no `seq` to resume from): byte offsets into each text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TextOffsets {
+    pub answer: usize,
+    pub reasoning: usize,
+}
+
+/// What such a reader takes in one read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TextRead {
+    pub reasoning: String,
+    pub answer: String,
+    pub next: TextOffsets,
+    /// How the stream ended, once this read took the last of its text.
+    pub end: Option<AnswerEnd>,
+}
+
 impl StreamLog {
     pub fn new(ids: StreamIds) -> StreamLog {
         StreamLog {
@@ -312,6 +330,23 @@ impl StreamLog {
         LogRead { frames, next, done }
     }
 
+    /// The text a reader at `from` has not seen, without cutting frames
+    /// (the frames of `delta` readers are not changed by it); the end once
+    /// it has every byte.
+    pub fn read_text(&self, from: TextOffsets) -> TextRead {
+        let inner = self.lock();
+        let tail = |text: &str, at: usize| text.get(at..).unwrap_or_default().to_owned();
+        TextRead {
+            reasoning: tail(&inner.reasoning.text, from.reasoning),
+            answer: tail(&inner.answer.text, from.answer),
+            next: TextOffsets {
+                answer: inner.answer.text.len(),
+                reasoning: inner.reasoning.text.len(),
+            },
+            end: inner.end.clone(),
+        }
+    }
+
     fn done_frame(&self, end: &AnswerEnd) -> ServerFrame {
         ServerFrame::Done {
             stream_id: self.ids.stream_id.clone(),
@@ -387,6 +422,36 @@ mod tests {
         assert_eq!(parse(&read.frames)[0]["text"], "c");
         assert_eq!(read.next.answer, 2);
         assert!(!read.done);
+    }
+
+    #[test]
+    fn a_text_reader_takes_what_is_new_cuts_no_frames_and_sees_the_end_last() {
+        let log = log();
+        log.push_reasoning("think");
+        log.push_token("a");
+        let first = log.read_text(TextOffsets::default());
+        assert_eq!(
+            (first.reasoning.as_str(), first.answer.as_str()),
+            ("think", "a")
+        );
+        assert_eq!(first.end, None);
+        log.push_token("bc");
+        log.finish(AnswerEnd {
+            finish_reason: FinishReason::Stop,
+            usage: Usage::default(),
+            error: None,
+        });
+        let second = log.read_text(first.next);
+        assert_eq!(
+            (second.reasoning.as_str(), second.answer.as_str()),
+            ("", "bc")
+        );
+        assert_eq!(
+            second.end.map(|e| e.finish_reason),
+            Some(FinishReason::Stop)
+        );
+        // A `delta` reader still gets the whole answer as its first frame.
+        assert_eq!(parse(&log.read_from(at(0)).frames)[1]["text"], "abc");
     }
 
     #[test]

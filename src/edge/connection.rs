@@ -36,7 +36,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::pending::Pending;
-use super::widget::DEMO_ROLE;
 use super::writer::{self, LastSeen};
 use super::AppState;
 use crate::auth::{AuthError, Verified};
@@ -191,7 +190,7 @@ async fn start_session(
         result = authenticate(stream, app, header_auth) => result,
         () = evicted.cancelled() => Err(AuthFailure::Evicted),
     };
-    let mut verified = match authenticated {
+    let verified = match authenticated {
         Ok(verified) => verified,
         Err(failure) => {
             match failure {
@@ -217,9 +216,6 @@ async fn start_session(
         }
     };
 
-    if verified.user.roles.iter().any(|role| role == DEMO_ROLE) {
-        verified.user.bot = Some(app.config.demo.bot.clone());
-    }
     let user = &verified.user;
     let session_id = SessionId::generate();
     let span = tracing::Span::current();

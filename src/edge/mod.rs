@@ -9,6 +9,7 @@ pub mod accept;
 pub mod access;
 pub mod api;
 pub mod client_ip;
+pub mod completions;
 pub mod connection;
 pub mod error;
 pub mod history;

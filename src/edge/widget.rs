@@ -25,7 +25,7 @@ use super::access::{bearer, check_address_rate};
 use super::client_ip::ClientIp;
 use super::error::ApiError;
 use super::AppState;
-use crate::auth::{self, Claims};
+use crate::auth::{self, Claims, DEMO_ROLE};
 
 const WIDGET_JS: &str = include_str!("../../clients/widget/dist/widget.js");
 const WIDGET_JS_GZ: &[u8] = include_bytes!("../../clients/widget/dist/widget.js.gz");
@@ -43,9 +43,6 @@ const DEMO_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 
 
 /// Sub prefix of anonymous demo users.
 const DEMO_SUB_PREFIX: &str = "demo-";
-
-/// The role of demo tokens: a session with it talks to `demo.bot` only.
-pub const DEMO_ROLE: &str = "demo";
 
 /// How long after its expiry a demo token may still be renewed into a token
 /// for the same (anonymous) user, so a visitor who comes back to the tab

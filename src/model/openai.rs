@@ -73,7 +73,7 @@ use async_openai::types::chat::{
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
     ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
     ChatCompletionResponseStream, ChatCompletionStreamOptions, CreateChatCompletionRequest,
-    CreateChatCompletionStreamResponse, FinishReason,
+    CreateChatCompletionStreamResponse, FinishReason, StopConfiguration,
 };
 use futures::StreamExt;
 use skald_actors::ports::model::{
@@ -259,8 +259,19 @@ impl OpenAiProvider {
                 include_obfuscation: None,
             }),
             safety_identifier: self.safety_identifier(&request.user),
+            top_p: request.sampling.top_p.map(|v| v as f32),
+            frequency_penalty: request.sampling.frequency_penalty.map(|v| v as f32),
+            presence_penalty: request.sampling.presence_penalty.map(|v| v as f32),
+            stop: (!request.sampling.stop.is_empty())
+                .then_some(StopConfiguration::StringArray(request.sampling.stop)),
             ..CreateChatCompletionRequest::default()
         };
+        // Deprecated by OpenAI, still honoured by it and by vLLM and
+        // llama.cpp: passed when the caller set it.
+        #[allow(deprecated)]
+        {
+            body.seed = request.sampling.seed;
+        }
         match self.max_tokens_field {
             MaxTokensField::MaxCompletionTokens => {
                 body.max_completion_tokens = Some(request.max_tokens);

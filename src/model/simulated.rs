@@ -170,6 +170,7 @@ mod tests {
             max_tokens,
             max_answer_bytes: u32::MAX,
             user: "u".into(),
+            sampling: Default::default(),
         }
     }
 

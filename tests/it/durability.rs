@@ -77,6 +77,7 @@ async fn start_stream(hub: &Hub, store: &dyn Store, user: &str) -> (Arc<StreamLo
                 max_tokens: 1000,
                 max_answer_bytes: u32::MAX,
                 user: ex.user.clone(),
+                sampling: Default::default(),
             },
             prompt_tokens_estimate: 2,
             quota_month: Month::of(skald_actors::time::now_ms()),

@@ -10,6 +10,7 @@ mod common;
 
 mod binary;
 mod binary_cql;
+mod completions;
 mod demo;
 mod docs;
 mod durability;

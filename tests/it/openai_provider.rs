@@ -61,6 +61,7 @@ fn request(model: Option<&str>, max_tokens: u32) -> ModelRequest {
         max_tokens,
         max_answer_bytes: u32::MAX,
         user: "user-42".into(),
+        sampling: Default::default(),
     }
 }
 

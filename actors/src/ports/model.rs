@@ -34,6 +34,21 @@ pub struct ModelRequest {
     pub max_answer_bytes: u32,
     /// The end user, passed upstream for abuse tracking (OpenAI's `user`).
     pub user: skald_protocol::UserId,
+    /// Sampling parameters a caller chose (the OpenAI-compatible API);
+    /// unset ones are the provider's defaults.
+    pub sampling: Sampling,
+}
+
+/// Sampling parameters passed upstream as the caller gave them (already
+/// checked against OpenAI's ranges by the edge that read them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Sampling {
+    pub top_p: Option<f64>,
+    pub frequency_penalty: Option<f64>,
+    pub presence_penalty: Option<f64>,
+    pub seed: Option<i64>,
+    /// Up to four stop sequences.
+    pub stop: Vec<String>,
 }
 
 /// What a token stream yields.

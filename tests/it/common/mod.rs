@@ -524,6 +524,7 @@ pub fn simulated_answer(text: &str, tokens: u32) -> String {
         max_tokens: u32::MAX,
         max_answer_bytes: u32::MAX,
         user: "u".into(),
+        sampling: Default::default(),
     };
     model.answer(&request).0.concat()
 }

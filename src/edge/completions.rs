@@ -1,0 +1,621 @@
+//! The OpenAI-compatible API (PROTOCOL.md): `POST /v1/chat/completions`,
+//! plain and streamed (Server-Sent Events), and `GET /v1/models`.
+//!
+//! Why here and this thin: an application written against OpenAI's SDKs
+//! points its base URL at Skald and gets Skald's auth, bots, limits, quotas
+//! and stored history unchanged. So a completion is an exchange like a
+//! WebSocket `send` ([`skald_actors::exchange`]: the same admission,
+//! limits, durable write and stream actor); this module only reads OpenAI's
+//! request body (async-openai's own types, so every shape the SDKs send is
+//! read as OpenAI defines it) and writes OpenAI's answers from the
+//! stream's log. A caller that goes away cancels its stream (the drop of
+//! [`Running`]), which stores what was made as `cancelled` and bills it.
+//!
+//! Each call holds one of the user's connection slots while it runs
+//! (`limits.max_connections_per_user`, shared with WebSocket connections
+//! and across instances), so the calls a user can have in flight are
+//! bounded like its connections.
+
+use std::sync::{Arc, Weak};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_openai::types::chat::{
+    ChatCompletionRequestAssistantMessageContent, ChatCompletionRequestAssistantMessageContentPart,
+    ChatCompletionRequestMessage, ChatCompletionRequestUserMessageContent,
+    ChatCompletionRequestUserMessageContentPart, CreateChatCompletionRequest, StopConfiguration,
+};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+use serde_json::{json, Value};
+use skald_actors::exchange::{Ask, Begun, Caller as ExchangeCaller, Params, Refusal};
+use skald_actors::hub::Hub;
+use skald_actors::ports::model::{PromptMessage, Role, Sampling};
+use skald_actors::session::AuthedUser;
+use skald_actors::stream_log::{AnswerEnd, Listener, StreamLog, TextOffsets};
+use skald_protocol::{
+    ClientMessageId, ConversationId, ErrorCode, FinishReason, SessionId, StreamId,
+};
+use tokio::sync::Notify;
+
+use super::access::Caller;
+use super::client_ip::ClientIp;
+use super::error::ApiError;
+use super::AppState;
+
+/// The header that names (request) and returns (response) the conversation.
+pub const CONVERSATION_HEADER: &str = "x-skald-conversation";
+/// Longest conversation id accepted in that header.
+const MAX_CONVERSATION_ID: usize = 128;
+/// Stop sequences OpenAI accepts, and the longest one taken here.
+const MAX_STOP: usize = 4;
+const MAX_STOP_CHARS: usize = 256;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/chat/completions", post(completions))
+        .route("/v1/models", get(models))
+}
+
+/// An [`ApiError`] in OpenAI's shape: `{"error":{"message","type","code"}}`,
+/// with the status of its code (`message_too_long` is a 400 here, as
+/// OpenAI's own context-length error is), so the SDKs raise their usual
+/// exceptions.
+pub struct OpenAiError(ApiError);
+
+impl From<ApiError> for OpenAiError {
+    fn from(e: ApiError) -> OpenAiError {
+        OpenAiError(e)
+    }
+}
+
+impl From<Refusal> for OpenAiError {
+    fn from(r: Refusal) -> OpenAiError {
+        let mut e = ApiError::new(r.code, r.message);
+        e.retry_after_ms = r.retry_after_ms;
+        OpenAiError(e)
+    }
+}
+
+fn invalid(message: impl Into<String>) -> OpenAiError {
+    OpenAiError(ApiError::new(ErrorCode::InvalidRequest, message))
+}
+
+/// OpenAI's error `type` for one of Skald's codes.
+fn openai_type(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::Unauthorized => "authentication_error",
+        ErrorCode::Forbidden => "permission_error",
+        ErrorCode::InvalidRequest | ErrorCode::MessageTooLong | ErrorCode::NotFound => {
+            "invalid_request_error"
+        }
+        ErrorCode::RateLimited | ErrorCode::Busy => "rate_limit_error",
+        ErrorCode::QuotaExceeded => "insufficient_quota",
+        ErrorCode::UpstreamError
+        | ErrorCode::UpstreamTimeout
+        | ErrorCode::Unavailable
+        | ErrorCode::Internal => "server_error",
+    }
+}
+
+fn error_body(code: ErrorCode, message: &str) -> Value {
+    json!({"error": {"message": message, "type": openai_type(code), "code": code.as_str(), "param": null}})
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let status = match e.code {
+            ErrorCode::MessageTooLong => StatusCode::BAD_REQUEST,
+            _ => e.status(),
+        };
+        let mut response = (status, Json(error_body(e.code, &e.message))).into_response();
+        if let Some(ms) = e.retry_after_ms {
+            let seconds = ms.div_ceil(1000).max(1);
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        response
+    }
+}
+
+/// `GET /v1/models`: the bots the caller may use.
+async fn models(
+    State(app): State<AppState>,
+    caller: Result<Caller, ApiError>,
+) -> Result<Json<Value>, OpenAiError> {
+    let Caller(user) = caller?;
+    let mut names: Vec<&String> = match &user.bot {
+        Some(pinned) => app
+            .hub
+            .services
+            .bots
+            .keys()
+            .filter(|n| *n == pinned)
+            .collect(),
+        None => app.hub.services.bots.keys().collect(),
+    };
+    names.sort();
+    let data: Vec<Value> = names
+        .into_iter()
+        // Bots come from the configuration: no creation time to give.
+        .map(|name| json!({"id": name, "object": "model", "created": 0, "owned_by": "skald"}))
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+/// What a completion asks, read from OpenAI's body.
+struct Completion {
+    ask: Ask,
+    stream: bool,
+    include_usage: bool,
+}
+
+/// `POST /v1/chat/completions`.
+async fn completions(
+    State(app): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    ClientIp(address): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OpenAiError> {
+    let Caller(user) = caller?;
+    let request: CreateChatCompletionRequest = serde_json::from_slice(&body).map_err(|e| {
+        invalid(format!(
+            "the request body is not a chat completion request: {e}"
+        ))
+    })?;
+    let completion = read_request(request, conversation_of(&headers)?)?;
+    let origin = SessionId::generate();
+    // One of the user's connection slots while the call runs.
+    let holder = origin.to_string();
+    if !app
+        .hub
+        .acquire_connection(&user.id, &holder)
+        .await
+        .map_err(ApiError::from)?
+    {
+        return Err(OpenAiError(ApiError::new(
+            ErrorCode::Busy,
+            "too many connections and completions in flight for this user",
+        )));
+    }
+    let slot = SlotGuard {
+        hub: app.hub.clone(),
+        user: user.id.clone(),
+        holder,
+    };
+    let caller = ExchangeCaller {
+        user: &user,
+        address: Some(address),
+        origin: &origin,
+        running: &[],
+    };
+    let started = match app.hub.begin_exchange(caller, completion.ask).await? {
+        Begun::Started(started) => started,
+        // The key is new to this call: no other claim can exist.
+        Begun::Existing(_) => {
+            return Err(OpenAiError(ApiError::new(
+                ErrorCode::Internal,
+                "the exchange was claimed twice",
+            )))
+        }
+    };
+    let model = started.bot_name;
+    let running = Running::new(app.hub.clone(), user, started.log, slot);
+    let conversation = HeaderValue::from_str(running.log.ids.conversation_id.as_str())
+        .map_err(|_| invalid("the conversation id is not a header value"))?;
+    // The bot that answers (a demo identity's is pinned, whatever it named).
+    let chunk = Chunk::new(&running.log.ids.stream_id, model);
+    let mut response = if completion.stream {
+        let events = sse(running, chunk, completion.include_usage);
+        (
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            Body::from_stream(events),
+        )
+            .into_response()
+    } else {
+        whole(running, chunk).await?
+    };
+    response.headers_mut().insert(
+        header::HeaderName::from_static(CONVERSATION_HEADER),
+        conversation,
+    );
+    Ok(response)
+}
+
+/// The conversation named by `X-Skald-Conversation`, if any.
+fn conversation_of(headers: &HeaderMap) -> Result<Option<ConversationId>, OpenAiError> {
+    let Some(value) = headers.get(CONVERSATION_HEADER) else {
+        return Ok(None);
+    };
+    let id = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|id| !id.is_empty() && id.len() <= MAX_CONVERSATION_ID)
+        .ok_or_else(|| invalid("X-Skald-Conversation must be a conversation id"))?;
+    Ok(Some(ConversationId::from(id)))
+}
+
+/// Reads what Skald takes of OpenAI's body; what it cannot honour is
+/// refused by name rather than ignored.
+fn read_request(
+    r: CreateChatCompletionRequest,
+    conversation_id: Option<ConversationId>,
+) -> Result<Completion, OpenAiError> {
+    let unsupported = [
+        ("tools", r.tools.is_some()),
+        ("tool_choice", r.tool_choice.is_some()),
+        ("parallel_tool_calls", r.parallel_tool_calls.is_some()),
+        ("response_format", r.response_format.is_some()),
+        ("audio", r.audio.is_some()),
+        ("modalities", r.modalities.is_some()),
+        ("prediction", r.prediction.is_some()),
+        ("web_search_options", r.web_search_options.is_some()),
+        ("logprobs", r.logprobs == Some(true)),
+        ("top_logprobs", r.top_logprobs.is_some()),
+        ("logit_bias", r.logit_bias.is_some()),
+    ];
+    if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
+        return Err(invalid(format!("{name} is not supported by this server")));
+    }
+    if r.n.is_some_and(|n| n != 1) {
+        return Err(invalid("n must be 1: one answer per request"));
+    }
+    let temperature = in_range("temperature", r.temperature, 0.0, 2.0)?;
+    let sampling = Sampling {
+        top_p: in_range("top_p", r.top_p, 0.0, 1.0)?,
+        frequency_penalty: in_range("frequency_penalty", r.frequency_penalty, -2.0, 2.0)?,
+        presence_penalty: in_range("presence_penalty", r.presence_penalty, -2.0, 2.0)?,
+        #[allow(deprecated)]
+        seed: r.seed,
+        stop: stop_sequences(r.stop)?,
+    };
+    #[allow(deprecated)]
+    let max_tokens = r.max_completion_tokens.or(r.max_tokens);
+    if max_tokens == Some(0) {
+        return Err(invalid("max_completion_tokens must be at least 1"));
+    }
+    let mut given = r
+        .messages
+        .into_iter()
+        .map(prompt_message)
+        .collect::<Result<Vec<_>, _>>()?;
+    let text = match given.pop() {
+        Some(PromptMessage {
+            role: Role::User,
+            content,
+        }) => content,
+        Some(_) => return Err(invalid("the last message must be the user's")),
+        None => return Err(invalid("messages must not be empty")),
+    };
+    Ok(Completion {
+        ask: Ask {
+            client_id: ClientMessageId::from(format!("api:{}", StreamId::generate())),
+            conversation_id,
+            bot: Some(r.model),
+            text,
+            given,
+            params: Params {
+                temperature,
+                max_tokens,
+                sampling,
+            },
+        },
+        stream: r.stream == Some(true),
+        include_usage: r
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
+    })
+}
+
+fn in_range(
+    name: &str,
+    value: Option<f32>,
+    min: f64,
+    max: f64,
+) -> Result<Option<f64>, OpenAiError> {
+    match value.map(f64::from) {
+        Some(v) if !(min..=max).contains(&v) => {
+            Err(invalid(format!("{name} must be within {min} and {max}")))
+        }
+        v => Ok(v),
+    }
+}
+
+fn stop_sequences(stop: Option<StopConfiguration>) -> Result<Vec<String>, OpenAiError> {
+    let stop = match stop {
+        None => Vec::new(),
+        Some(StopConfiguration::String(s)) => vec![s],
+        Some(StopConfiguration::StringArray(list)) => list,
+    };
+    if stop.len() > MAX_STOP
+        || stop
+            .iter()
+            .any(|s| s.is_empty() || s.chars().count() > MAX_STOP_CHARS)
+    {
+        return Err(invalid(format!(
+            "stop takes at most {MAX_STOP} non-empty sequences of at most {MAX_STOP_CHARS} characters"
+        )));
+    }
+    Ok(stop)
+}
+
+/// One message of the caller's: user and assistant text only. A system or
+/// developer message would replace the bot's prompt, which the bot owns.
+fn prompt_message(m: ChatCompletionRequestMessage) -> Result<PromptMessage, OpenAiError> {
+    let (role, content) = match m {
+        ChatCompletionRequestMessage::User(u) => (Role::User, user_text(u.content)?),
+        ChatCompletionRequestMessage::Assistant(a) => {
+            if a.tool_calls.is_some() {
+                return Err(invalid("tool calls are not supported by this server"));
+            }
+            (Role::Assistant, assistant_text(a.content)?)
+        }
+        ChatCompletionRequestMessage::System(_) | ChatCompletionRequestMessage::Developer(_) => {
+            return Err(invalid(
+                "system and developer messages are not accepted: the bot's system prompt is used",
+            ))
+        }
+        ChatCompletionRequestMessage::Tool(_) | ChatCompletionRequestMessage::Function(_) => {
+            return Err(invalid("tool messages are not supported by this server"))
+        }
+    };
+    Ok(PromptMessage { role, content })
+}
+
+fn user_text(content: ChatCompletionRequestUserMessageContent) -> Result<String, OpenAiError> {
+    match content {
+        ChatCompletionRequestUserMessageContent::Text(text) => Ok(text),
+        ChatCompletionRequestUserMessageContent::Array(parts) => parts
+            .into_iter()
+            .map(|part| match part {
+                ChatCompletionRequestUserMessageContentPart::Text(t) => Ok(t.text),
+                _ => Err(invalid("only text content is supported by this server")),
+            })
+            .collect(),
+    }
+}
+
+fn assistant_text(
+    content: Option<ChatCompletionRequestAssistantMessageContent>,
+) -> Result<String, OpenAiError> {
+    match content {
+        None => Err(invalid("an assistant message needs its content")),
+        Some(ChatCompletionRequestAssistantMessageContent::Text(text)) => Ok(text),
+        Some(ChatCompletionRequestAssistantMessageContent::Array(parts)) => parts
+            .into_iter()
+            .map(|part| match part {
+                ChatCompletionRequestAssistantMessageContentPart::Text(t) => Ok(t.text),
+                ChatCompletionRequestAssistantMessageContentPart::Refusal(r) => Ok(r.refusal),
+            })
+            .collect(),
+    }
+}
+
+/// Gives the connection slot back when the call ends, however it ends.
+struct SlotGuard {
+    hub: Arc<Hub>,
+    user: skald_protocol::UserId,
+    holder: String,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.hub.release_connection(&self.user, &self.holder);
+    }
+}
+
+/// Wakes the reader of a log when it has news.
+struct Wake(Notify);
+
+impl Listener for Wake {
+    fn mark_dirty(&self, _stream_id: &StreamId) {
+        // A permit is stored when nobody waits: no news is lost.
+        self.0.notify_one();
+    }
+}
+
+/// A completion's stream while its caller reads it; dropped before the
+/// end (the caller went away), it cancels the stream.
+struct Running {
+    hub: Arc<Hub>,
+    user: AuthedUser,
+    log: Arc<StreamLog>,
+    wake: Arc<Wake>,
+    at: TextOffsets,
+    _slot: SlotGuard,
+}
+
+impl Running {
+    fn new(hub: Arc<Hub>, user: AuthedUser, log: Arc<StreamLog>, slot: SlotGuard) -> Running {
+        let wake = Arc::new(Wake(Notify::new()));
+        let listener: Arc<dyn Listener> = wake.clone();
+        log.subscribe(Arc::downgrade(&listener) as Weak<dyn Listener>);
+        Running {
+            hub,
+            user,
+            log,
+            wake,
+            at: TextOffsets::default(),
+            _slot: slot,
+        }
+    }
+
+    /// The next news: new text, and the end once everything was read.
+    async fn next(&mut self) -> (String, String, Option<AnswerEnd>) {
+        loop {
+            let read = self.log.read_text(self.at);
+            self.at = read.next;
+            if !read.reasoning.is_empty() || !read.answer.is_empty() || read.end.is_some() {
+                return (read.reasoning, read.answer, read.end);
+            }
+            self.wake.0.notified().await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.log.is_finished() {
+            return;
+        }
+        let (hub, stream_id, user) = (
+            self.hub.clone(),
+            self.log.ids.stream_id.clone(),
+            self.user.id.clone(),
+        );
+        tokio::spawn(async move { hub.cancel_stream(&stream_id, &user).await });
+    }
+}
+
+/// The fields every chunk and answer of one completion share.
+#[derive(Clone, Serialize)]
+struct Chunk {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Chunk {
+    fn new(stream_id: &StreamId, model: String) -> Chunk {
+        Chunk {
+            id: format!("chatcmpl-{stream_id}"),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            model,
+        }
+    }
+
+    fn chunk(&self, choices: Value, usage: Option<Value>) -> String {
+        let mut body = json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created,
+            "model": self.model, "choices": choices,
+        });
+        if let Some(usage) = usage {
+            body["usage"] = usage;
+        }
+        format!("data: {body}\n\n")
+    }
+}
+
+fn usage_of(end: &AnswerEnd) -> Value {
+    let u = end.usage;
+    let mut usage = json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+    });
+    if let Some(reasoning) = u.reasoning_tokens {
+        usage["completion_tokens_details"] = json!({"reasoning_tokens": reasoning});
+    }
+    usage
+}
+
+/// OpenAI's `finish_reason` for an answer that ended well, or the error
+/// to report for one that did not.
+fn finish_of(end: &AnswerEnd) -> Result<&'static str, ApiError> {
+    match end.finish_reason {
+        FinishReason::Stop => Ok("stop"),
+        FinishReason::Length => Ok("length"),
+        FinishReason::Cancelled => Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the answer was cancelled",
+        )),
+        FinishReason::Error => Err(match &end.error {
+            Some(e) => ApiError::new(e.code, e.message.clone()),
+            None => ApiError::new(ErrorCode::Internal, "the answer failed"),
+        }),
+    }
+}
+
+fn delta(reasoning: &str, answer: &str) -> Value {
+    let mut delta = json!({});
+    if !reasoning.is_empty() {
+        delta["reasoning_content"] = json!(reasoning);
+    }
+    if !answer.is_empty() {
+        delta["content"] = json!(answer);
+    }
+    json!([{"index": 0, "delta": delta, "finish_reason": null}])
+}
+
+/// The Server-Sent Events of a streamed completion: a first chunk with the
+/// role, one chunk per read of new text, the finishing chunk, the usage
+/// chunk when asked for, `[DONE]`. An answer that fails after the first
+/// byte ends with an `error` event (the SDKs raise it) and no `[DONE]`.
+fn sse(
+    running: Running,
+    chunk: Chunk,
+    include_usage: bool,
+) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    let first = chunk.chunk(
+        json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]),
+        None,
+    );
+    let state = Some((running, chunk, Some(first)));
+    futures::stream::unfold(state, move |state| async move {
+        let (mut running, chunk, pending) = state?;
+        if let Some(first) = pending {
+            return Some((Ok(Bytes::from(first)), Some((running, chunk, None))));
+        }
+        let (reasoning, answer, end) = running.next().await;
+        let mut out = String::new();
+        if !reasoning.is_empty() || !answer.is_empty() {
+            out.push_str(&chunk.chunk(delta(&reasoning, &answer), None));
+        }
+        let Some(end) = end else {
+            return Some((Ok(Bytes::from(out)), Some((running, chunk, None))));
+        };
+        match finish_of(&end) {
+            Ok(reason) => {
+                out.push_str(&chunk.chunk(
+                    json!([{"index": 0, "delta": {}, "finish_reason": reason}]),
+                    None,
+                ));
+                if include_usage {
+                    out.push_str(&chunk.chunk(json!([]), Some(usage_of(&end))));
+                }
+                out.push_str("data: [DONE]\n\n");
+            }
+            Err(e) => {
+                out.push_str(&format!("data: {}\n\n", error_body(e.code, &e.message)));
+            }
+        }
+        // The stream ended: the last bytes, then nothing.
+        Some((Ok(Bytes::from(out)), None))
+    })
+}
+
+/// A completion answered whole, once it ended.
+async fn whole(mut running: Running, chunk: Chunk) -> Result<Response, OpenAiError> {
+    let (mut reasoning, mut answer) = (String::new(), String::new());
+    let end = loop {
+        let (r, a, end) = running.next().await;
+        reasoning.push_str(&r);
+        answer.push_str(&a);
+        if let Some(end) = end {
+            break end;
+        }
+    };
+    let reason = finish_of(&end)?;
+    let mut message = json!({"role": "assistant", "content": answer, "refusal": null});
+    if !reasoning.is_empty() {
+        message["reasoning_content"] = json!(reasoning);
+    }
+    let body = json!({
+        "id": chunk.id, "object": "chat.completion", "created": chunk.created,
+        "model": chunk.model,
+        "choices": [{"index": 0, "message": message, "finish_reason": reason, "logprobs": null}],
+        "usage": usage_of(&end),
+    });
+    Ok(Json(body).into_response())
+}

@@ -1,0 +1,426 @@
+//! The OpenAI-compatible API (`POST /v1/chat/completions`, `GET
+//! /v1/models`), driven by a real OpenAI client (async-openai, as an
+//! application would use it) and by raw HTTP where the wire itself is the
+//! subject (the SSE framing, the headers, the error bodies). The answers
+//! come from the simulated model through the same exchange path as a
+//! WebSocket `send`, so what is checked against is what the server stored.
+
+use std::time::Duration;
+
+use async_openai::config::OpenAIConfig;
+use async_openai::types::chat::{
+    ChatCompletionRequestMessage, ChatCompletionRequestUserMessage, ChatCompletionStreamOptions,
+    CreateChatCompletionRequest, FinishReason,
+};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+use crate::common::{eventually, token, token_with, TestServer, WAIT};
+
+fn client(server: &TestServer, user: &str) -> async_openai::Client<OpenAIConfig> {
+    async_openai::Client::with_config(
+        OpenAIConfig::new()
+            .with_api_base(format!("http://{}/v1", server.addr))
+            .with_api_key(token(user)),
+    )
+}
+
+fn user_says(text: &str) -> ChatCompletionRequestMessage {
+    ChatCompletionRequestMessage::User(ChatCompletionRequestUserMessage::from(text))
+}
+
+fn request(messages: Vec<ChatCompletionRequestMessage>) -> CreateChatCompletionRequest {
+    CreateChatCompletionRequest {
+        model: "default".into(),
+        messages,
+        ..Default::default()
+    }
+}
+
+/// A raw `POST /v1/chat/completions` as `user` (None: no token).
+async fn post(
+    server: &TestServer,
+    user: Option<&str>,
+    body: Value,
+    conversation: Option<&str>,
+) -> reqwest::Response {
+    let mut request = server
+        .http(reqwest::Method::POST, "/v1/chat/completions", user)
+        .json(&body);
+    if let Some(id) = conversation {
+        request = request.header("X-Skald-Conversation", id);
+    }
+    request.send().await.unwrap()
+}
+
+/// The stored messages of a conversation, through the history API.
+async fn stored(server: &TestServer, user: &str, conversation: &str) -> Vec<Value> {
+    let (status, body) = server
+        .get_json(
+            &format!("/v1/conversations/{conversation}/messages"),
+            Some(user),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["messages"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_streamed_completion_is_the_stored_answer_chunk_by_chunk() {
+    let server = TestServer::start().await;
+    let mut asked = request(vec![user_says("hello over the OpenAI API")]);
+    asked.stream = Some(true);
+    asked.stream_options = Some(ChatCompletionStreamOptions {
+        include_usage: Some(true),
+        include_obfuscation: None,
+    });
+    let mut stream = client(&server, "sdk-stream")
+        .chat()
+        .create_stream(asked)
+        .await
+        .unwrap();
+    let (mut text, mut finish, mut usage, mut roles, mut ids) =
+        (String::new(), None, None, Vec::new(), Vec::new());
+    while let Some(chunk) = tokio::time::timeout(WAIT, stream.next()).await.unwrap() {
+        let chunk = chunk.unwrap();
+        ids.push(chunk.id.clone());
+        if let Some(u) = chunk.usage {
+            assert!(chunk.choices.is_empty(), "the usage chunk has no choices");
+            usage = Some(u);
+        }
+        for choice in chunk.choices {
+            roles.extend(choice.delta.role);
+            text.push_str(choice.delta.content.as_deref().unwrap_or_default());
+            if choice.finish_reason.is_some() {
+                finish = choice.finish_reason;
+            }
+        }
+    }
+    assert_eq!(finish, Some(FinishReason::Stop));
+    assert_eq!(roles.len(), 1, "the role comes once, first");
+    assert!(
+        ids.windows(2).all(|w| w[0] == w[1]),
+        "one id per completion"
+    );
+    let usage = usage.expect("include_usage gives a usage chunk");
+    assert!(usage.completion_tokens > 0 && usage.prompt_tokens > 0);
+    assert_eq!(
+        usage.total_tokens,
+        usage.prompt_tokens + usage.completion_tokens
+    );
+
+    // The same answer was stored, in a conversation of its own.
+    let (_, list) = server
+        .get_json("/v1/conversations", Some("sdk-stream"))
+        .await;
+    let conversation = list["conversations"][0]["id"].as_str().unwrap().to_owned();
+    let messages = stored(&server, "sdk-stream", &conversation).await;
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0]["content"], "hello over the OpenAI API");
+    assert_eq!(messages[1]["content"], text.as_str());
+    assert_eq!(messages[1]["finish_reason"], "stop");
+    assert_eq!(
+        messages[1]["usage"]["completion_tokens"],
+        usage.completion_tokens
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_plain_completion_continues_the_conversation_its_header_names() {
+    let server = TestServer::start().await;
+    let first = post(
+        &server,
+        Some("plain"),
+        json!({"model": "default", "messages": [{"role": "user", "content": "first question"}]}),
+        None,
+    )
+    .await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["content-type"], "application/json");
+    let conversation = first.headers()["x-skald-conversation"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = first.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+    let answer = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!answer.is_empty());
+
+    // The real client reads the same answer shape.
+    let mut second = request(vec![
+        user_says("an earlier turn the caller gives"),
+        user_says("second question"),
+    ]);
+    second.max_completion_tokens = Some(3);
+    let answered = client(&server, "plain")
+        .chat()
+        .create(second)
+        .await
+        .unwrap();
+    assert_eq!(
+        answered.choices[0].finish_reason,
+        Some(FinishReason::Length)
+    );
+    assert_eq!(answered.usage.unwrap().completion_tokens, 3);
+
+    let third = post(
+        &server,
+        Some("plain"),
+        json!({"model": "default", "messages": [{"role": "user", "content": "third question"}]}),
+        Some(&conversation),
+    )
+    .await;
+    assert_eq!(
+        third.headers()["x-skald-conversation"],
+        conversation.as_str()
+    );
+    let messages = stored(&server, "plain", &conversation).await;
+    let contents: Vec<&str> = messages
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents.len(), 4, "{contents:?}");
+    assert_eq!((contents[0], contents[1]), ("first question", answer));
+    assert_eq!(contents[2], "third question");
+
+    // Another user cannot name it.
+    let other = post(
+        &server,
+        Some("someone-else"),
+        json!({"model": "default", "messages": [{"role": "user", "content": "hi"}]}),
+        Some(&conversation),
+    )
+    .await;
+    assert_eq!(other.status(), 404);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_openai_errors_and_change_nothing() {
+    let server = TestServer::with_config(|c| {
+        c.limits.messages_per_minute = 1;
+        c.bots.get_mut("default").unwrap().max_message_chars = 20;
+    })
+    .await;
+    let hi = json!([{"role": "user", "content": "hi"}]);
+    let cases = [
+        (
+            None,
+            json!({"model": "default", "messages": hi}),
+            401,
+            "authentication_error",
+            "unauthorized",
+        ),
+        (
+            Some("bad"),
+            json!({"model": "default"}),
+            400,
+            "invalid_request_error",
+            "invalid_request",
+        ),
+        (
+            Some("bad"),
+            json!({"model": "default", "messages": []}),
+            400,
+            "invalid_request_error",
+            "invalid_request",
+        ),
+        (
+            Some("bad"),
+            json!({"model": "no-such-bot", "messages": hi}),
+            404,
+            "invalid_request_error",
+            "not_found",
+        ),
+        (
+            Some("bad"),
+            json!({"model": "default", "messages": [{"role": "system", "content": "obey me"}, {"role": "user", "content": "hi"}]}),
+            400,
+            "invalid_request_error",
+            "invalid_request",
+        ),
+        (
+            Some("bad"),
+            json!({"model": "default", "messages": hi, "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            400,
+            "invalid_request_error",
+            "invalid_request",
+        ),
+        (
+            Some("bad"),
+            json!({"model": "default", "messages": hi, "n": 2}),
+            400,
+            "invalid_request_error",
+            "invalid_request",
+        ),
+        (
+            Some("bad"),
+            json!({"model": "default", "messages": hi, "temperature": 3}),
+            400,
+            "invalid_request_error",
+            "invalid_request",
+        ),
+        (
+            Some("bad"),
+            json!({"model": "default", "messages": [{"role": "user", "content": "far more than twenty characters"}]}),
+            400,
+            "invalid_request_error",
+            "message_too_long",
+        ),
+        (
+            Some("bad"),
+            json!({"model": "default", "messages": [{"role": "assistant", "content": "I speak last"}]}),
+            400,
+            "invalid_request_error",
+            "invalid_request",
+        ),
+    ];
+    for (user, body, status, kind, code) in cases {
+        let response = post(&server, user, body.clone(), None).await;
+        assert_eq!(response.status().as_u16(), status, "{body}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["type"], kind, "{body}: {error}");
+        assert_eq!(error["error"]["code"], code, "{body}: {error}");
+        assert!(error["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    let (_, list) = server.get_json("/v1/conversations", Some("bad")).await;
+    assert_eq!(
+        list["conversations"],
+        json!([]),
+        "a refused call stores nothing"
+    );
+
+    // Over the rate: 429 with Retry-After, and the SDK's RateLimitError shape.
+    assert_eq!(
+        post(
+            &server,
+            Some("rate"),
+            json!({"model": "default", "messages": hi}),
+            None
+        )
+        .await
+        .status(),
+        200
+    );
+    let limited = post(
+        &server,
+        Some("rate"),
+        json!({"model": "default", "messages": hi}),
+        None,
+    )
+    .await;
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    let error: Value = limited.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "rate_limit_error");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_caller_that_goes_away_cancels_the_answer_which_is_stored_cancelled() {
+    // Slow enough that the answer is still being written when the caller leaves.
+    let server = TestServer::with_model(20.0, 400).await;
+    let response = post(
+        &server,
+        Some("leaver"),
+        json!({"model": "default", "stream": true, "messages": [{"role": "user", "content": "a long one"}]}),
+        None,
+    )
+    .await;
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let conversation = response.headers()["x-skald-conversation"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let mut body = response.bytes_stream();
+    let mut seen = String::new();
+    while seen.matches("\"content\":\"").count() < 3 {
+        let bytes = tokio::time::timeout(WAIT, body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push_str(std::str::from_utf8(&bytes).unwrap());
+    }
+    assert!(seen.starts_with("data: {"), "{seen}");
+    drop(body);
+    let answer = eventually(
+        "the answer was never stored as cancelled",
+        Duration::from_millis(50),
+        async || {
+            let messages = stored(&server, "leaver", &conversation).await;
+            (messages[1]["finish_reason"] == "cancelled").then(|| messages[1].clone())
+        },
+    )
+    .await;
+    let content = answer["content"].as_str().unwrap();
+    assert!(!content.is_empty(), "what was made is kept");
+    assert!(
+        answer["usage"]["completion_tokens"].as_u64().unwrap() < 400,
+        "{answer}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn models_lists_the_bots_the_caller_may_use() {
+    let server = TestServer::with_config(|c| {
+        c.bots.insert("support".into(), Default::default());
+    })
+    .await;
+    let (status, listed) = server.get_json("/v1/models", Some("lister")).await;
+    assert_eq!((status, listed["object"].as_str()), (200, Some("list")));
+    let names: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["object"] == "model"));
+    // The demo's bot is built in (`demo.bot`).
+    assert_eq!(names, ["default", "demo", "support"]);
+    // A demo identity talks to the demo's bot only, and is shown only it.
+    let demo = token_with("demo-identity", |c| c.roles = vec!["demo".into()]);
+    let pinned: Value = server
+        .http(reqwest::Method::GET, "/v1/models", None)
+        .bearer_auth(demo)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pinned["data"].as_array().unwrap().len(), 1, "{pinned}");
+    assert_eq!(pinned["data"][0]["id"], "demo");
+    let answered: Value = server
+        .http(reqwest::Method::POST, "/v1/chat/completions", None)
+        .bearer_auth(token_with("demo-identity", |c| {
+            c.roles = vec!["demo".into()]
+        }))
+        .json(&json!({"model": "default", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answered["model"], "demo",
+        "answered by the demo's bot: {answered}"
+    );
+    let (status, body) = server.get_json("/v1/models", None).await;
+    assert_eq!(
+        (status, body["error"]["type"].as_str()),
+        (401, Some("authentication_error"))
+    );
+    server.stop().await;
+}
