@@ -150,10 +150,24 @@ async fn models(
 }
 
 /// What a completion asks, read from OpenAI's body.
-struct Completion {
-    ask: Ask,
-    stream: bool,
-    include_usage: bool,
+pub struct Completion {
+    pub ask: Ask,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+/// Reads a request body: OpenAI's JSON, then what Skald takes of it.
+/// Public for the `openai_request` fuzz target.
+pub fn parse_request(
+    body: &[u8],
+    conversation_id: Option<ConversationId>,
+) -> Result<Completion, OpenAiError> {
+    let request: CreateChatCompletionRequest = serde_json::from_slice(body).map_err(|e| {
+        invalid(format!(
+            "the request body is not a chat completion request: {e}"
+        ))
+    })?;
+    read_request(request, conversation_id)
 }
 
 /// `POST /v1/chat/completions`.
@@ -165,12 +179,7 @@ async fn completions(
     body: Bytes,
 ) -> Result<Response, OpenAiError> {
     let Caller(user) = caller?;
-    let request: CreateChatCompletionRequest = serde_json::from_slice(&body).map_err(|e| {
-        invalid(format!(
-            "the request body is not a chat completion request: {e}"
-        ))
-    })?;
-    let completion = read_request(request, conversation_of(&headers)?)?;
+    let completion = parse_request(&body, conversation_of(&headers)?)?;
     let origin = SessionId::generate();
     // One of the user's connection slots while the call runs.
     let holder = origin.to_string();
