@@ -440,6 +440,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "cap on the characters of those earlier messages, oldest dropped first",
     },
     Setting {
+        key: "bots.<name>.allow_client_system_prompt",
+        env: None,
+        meaning: "whether callers of the OpenAI-compatible API may add `system` / `developer` messages (after the bot's system prompt, which always comes first); off, they are refused with 400",
+    },
+    Setting {
         key: "bots.<name>.messages_per_minute",
         env: None,
         meaning: "this bot's rate limit over `limits.messages_per_minute`",

@@ -27,7 +27,7 @@ use crate::ports::limits::{
     LimitsError, QuotaLimits, RateDecision, RateKey, RateLimit, Reservation, ReserveDecision,
     Settle,
 };
-use crate::ports::model::{ModelRequest, PromptMessage, Sampling};
+use crate::ports::model::{ModelRequest, PromptMessage, Role, Sampling};
 use crate::ports::store::{
     AuditAction, AuditRecord, BeginOutcome, Exchange, NewConversation, NewExchange, StoreError,
     StoredMessage,
@@ -268,6 +268,12 @@ fn admit<'b>(d: &'b Directory, caller: &Caller<'_>, ask: Ask) -> Result<Admitted
                 "send.text has {chars} characters; this bot accepts at most {}",
                 bot.max_message_chars
             ),
+        ));
+    }
+    if !bot.allow_client_system_prompt && ask.given.iter().any(|m| m.role == Role::System) {
+        return Err(refuse(
+            ErrorCode::InvalidRequest,
+            format!("system and developer messages are not accepted by bot {bot_name:?}: its own system prompt is used"),
         ));
     }
     let given_chars: usize = ask.given.iter().map(|m| m.content.chars().count()).sum();

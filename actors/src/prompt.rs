@@ -134,6 +134,38 @@ mod tests {
     }
 
     #[test]
+    fn given_turns_come_after_the_stored_history_and_the_bot_prompt_stays_first() {
+        let bot = BotSettings::default();
+        let history = [
+            message(MessageRole::User, "stored", false),
+            message(MessageRole::Assistant, "stored answer", true),
+        ];
+        let given = [
+            PromptMessage {
+                role: Role::System,
+                content: "the caller's own instructions".into(),
+            },
+            PromptMessage {
+                role: Role::User,
+                content: "given".into(),
+            },
+        ];
+        let prompt = build(&bot, &history, &given, "now");
+        let contents: Vec<_> = prompt.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(
+            contents,
+            [
+                bot.system_prompt.as_str(),
+                "stored",
+                "stored answer",
+                "the caller's own instructions",
+                "given",
+                "now"
+            ]
+        );
+    }
+
+    #[test]
     fn estimate_rounds_up() {
         let m = |c: &str| PromptMessage {
             role: Role::User,

@@ -34,6 +34,10 @@ pub struct BotSettings {
     /// Cap on the characters of those earlier messages (the seed caps user
     /// context); the oldest are dropped first.
     pub max_history_chars: usize,
+    /// Whether a caller of the OpenAI-compatible API may add its own
+    /// `system` / `developer` messages (after the bot's system prompt,
+    /// which always comes first). Off: they are refused.
+    pub allow_client_system_prompt: bool,
     /// This bot's own limits over the global ones (a user's own override
     /// still wins): messages per minute, monthly tokens and requests.
     pub messages_per_minute: Option<u32>,
@@ -53,6 +57,7 @@ impl Default for BotSettings {
             max_message_chars: 4000,
             history_messages: 20,
             max_history_chars: 8000,
+            allow_client_system_prompt: false,
             messages_per_minute: None,
             monthly_tokens: None,
             monthly_requests: None,

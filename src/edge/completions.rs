@@ -21,7 +21,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_openai::types::chat::{
     ChatCompletionRequestAssistantMessageContent, ChatCompletionRequestAssistantMessageContentPart,
-    ChatCompletionRequestMessage, ChatCompletionRequestUserMessageContent,
+    ChatCompletionRequestDeveloperMessageContent, ChatCompletionRequestDeveloperMessageContentPart,
+    ChatCompletionRequestMessage, ChatCompletionRequestSystemMessageContent,
+    ChatCompletionRequestSystemMessageContentPart, ChatCompletionRequestUserMessageContent,
     ChatCompletionRequestUserMessageContentPart, CreateChatCompletionRequest, StopConfiguration,
 };
 use axum::body::{Body, Bytes};
@@ -368,16 +370,35 @@ fn prompt_message(m: ChatCompletionRequestMessage) -> Result<PromptMessage, Open
             }
             (Role::Assistant, assistant_text(a.content)?)
         }
-        ChatCompletionRequestMessage::System(_) | ChatCompletionRequestMessage::Developer(_) => {
-            return Err(invalid(
-                "system and developer messages are not accepted: the bot's system prompt is used",
-            ))
-        }
+        // Kept only if the bot allows it (`allow_client_system_prompt`,
+        // checked at admission, where the bot is known).
+        ChatCompletionRequestMessage::System(s) => (Role::System, system_text(s.content)),
+        ChatCompletionRequestMessage::Developer(d) => (Role::System, developer_text(d.content)),
         ChatCompletionRequestMessage::Tool(_) | ChatCompletionRequestMessage::Function(_) => {
             return Err(invalid("tool messages are not supported by this server"))
         }
     };
     Ok(PromptMessage { role, content })
+}
+
+fn system_text(content: ChatCompletionRequestSystemMessageContent) -> String {
+    match content {
+        ChatCompletionRequestSystemMessageContent::Text(text) => text,
+        ChatCompletionRequestSystemMessageContent::Array(parts) => parts
+            .into_iter()
+            .map(|ChatCompletionRequestSystemMessageContentPart::Text(t)| t.text)
+            .collect(),
+    }
+}
+
+fn developer_text(content: ChatCompletionRequestDeveloperMessageContent) -> String {
+    match content {
+        ChatCompletionRequestDeveloperMessageContent::Text(text) => text,
+        ChatCompletionRequestDeveloperMessageContent::Array(parts) => parts
+            .into_iter()
+            .map(|ChatCompletionRequestDeveloperMessageContentPart::Text(t)| t.text)
+            .collect(),
+    }
 }
 
 fn user_text(content: ChatCompletionRequestUserMessageContent) -> Result<String, OpenAiError> {

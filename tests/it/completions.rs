@@ -368,6 +368,40 @@ async fn a_caller_that_goes_away_cancels_the_answer_which_is_stored_cancelled() 
 }
 
 #[tokio::test]
+async fn a_bot_may_take_the_callers_own_system_messages() {
+    let server = TestServer::with_config(|c| {
+        c.bots.insert(
+            "open".into(),
+            skald_actors::settings::BotSettings {
+                allow_client_system_prompt: true,
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let body = |model: &str| {
+        json!({"model": model, "messages": [
+            {"role": "system", "content": "answer in French"},
+            {"role": "developer", "content": [{"type": "text", "text": "be brief"}]},
+            {"role": "user", "content": "hello"},
+        ]})
+    };
+    let open = post(&server, Some("sys"), body("open"), None).await;
+    assert_eq!(open.status(), 200);
+    let closed = post(&server, Some("sys"), body("default"), None).await;
+    assert_eq!(closed.status(), 400);
+    let error: Value = closed.json().await.unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("system"),
+        "{error}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn models_lists_the_bots_the_caller_may_use() {
     let server = TestServer::with_config(|c| {
         c.bots.insert("support".into(), Default::default());
