@@ -37,6 +37,11 @@ fn request(messages: Vec<ChatCompletionRequestMessage>) -> CreateChatCompletionR
     }
 }
 
+/// OpenAI's body asking the default bot `text`.
+fn ask(text: &str) -> Value {
+    json!({"model": "default", "messages": [{"role": "user", "content": text}]})
+}
+
 /// A raw `POST /v1/chat/completions` as `user` (None: no token).
 async fn post(
     server: &TestServer,
@@ -129,13 +134,7 @@ async fn a_streamed_completion_is_the_stored_answer_chunk_by_chunk() {
 #[tokio::test]
 async fn a_plain_completion_continues_the_conversation_its_header_names() {
     let server = TestServer::start().await;
-    let first = post(
-        &server,
-        Some("plain"),
-        json!({"model": "default", "messages": [{"role": "user", "content": "first question"}]}),
-        None,
-    )
-    .await;
+    let first = post(&server, Some("plain"), ask("first question"), None).await;
     assert_eq!(first.status(), 200);
     assert_eq!(first.headers()["content-type"], "application/json");
     let conversation = first.headers()["x-skald-conversation"]
@@ -169,7 +168,7 @@ async fn a_plain_completion_continues_the_conversation_its_header_names() {
     let third = post(
         &server,
         Some("plain"),
-        json!({"model": "default", "messages": [{"role": "user", "content": "third question"}]}),
+        ask("third question"),
         Some(&conversation),
     )
     .await;
@@ -190,7 +189,7 @@ async fn a_plain_completion_continues_the_conversation_its_header_names() {
     let other = post(
         &server,
         Some("someone-else"),
-        json!({"model": "default", "messages": [{"role": "user", "content": "hi"}]}),
+        ask("hi"),
         Some(&conversation),
     )
     .await;
@@ -265,7 +264,7 @@ async fn bad_requests_get_openai_errors_and_change_nothing() {
         ),
         (
             Some("bad"),
-            json!({"model": "default", "messages": [{"role": "user", "content": "far more than twenty characters"}]}),
+            ask("far more than twenty characters"),
             400,
             "invalid_request_error",
             "message_too_long",
@@ -424,29 +423,19 @@ async fn models_lists_the_bots_the_caller_may_use() {
     assert_eq!(names, ["default", "demo", "support"]);
     // A demo identity talks to the demo's bot only, and is shown only it.
     let demo = token_with("demo-identity", |c| c.roles = vec!["demo".into()]);
-    let pinned: Value = server
-        .http(reqwest::Method::GET, "/v1/models", None)
-        .bearer_auth(demo)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let as_demo = async |request: reqwest::RequestBuilder| -> Value {
+        let response = request.bearer_auth(&demo).send().await.unwrap();
+        response.json().await.unwrap()
+    };
+    let pinned = as_demo(server.http(reqwest::Method::GET, "/v1/models", None)).await;
     assert_eq!(pinned["data"].as_array().unwrap().len(), 1, "{pinned}");
     assert_eq!(pinned["data"][0]["id"], "demo");
-    let answered: Value = server
-        .http(reqwest::Method::POST, "/v1/chat/completions", None)
-        .bearer_auth(token_with("demo-identity", |c| {
-            c.roles = vec!["demo".into()]
-        }))
-        .json(&json!({"model": "default", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answered = as_demo(
+        server
+            .http(reqwest::Method::POST, "/v1/chat/completions", None)
+            .json(&ask("hi")),
+    )
+    .await;
     assert_eq!(
         answered["model"], "demo",
         "answered by the demo's bot: {answered}"
