@@ -321,6 +321,48 @@ async fn bad_requests_get_openai_errors_and_change_nothing() {
 }
 
 #[tokio::test]
+async fn a_spent_quota_and_a_failing_upstream_are_openai_errors() {
+    // Nothing listens on port 1: every upstream request is refused.
+    let server = TestServer::with_config(|c| {
+        c.limits.monthly_requests = 2;
+        c.model.upstream_url = Some("http://127.0.0.1:1/v1".parse().unwrap());
+    })
+    .await;
+    let failed = post(&server, Some("quota"), ask("hi"), None).await;
+    assert_eq!(failed.status(), 502);
+    let error: Value = failed.json().await.unwrap();
+    assert_eq!(
+        (
+            error["error"]["type"].as_str(),
+            error["error"]["code"].as_str()
+        ),
+        (Some("server_error"), Some("upstream_error")),
+        "{error}"
+    );
+    // Every accepted call counts as a request, as a WebSocket `send` does:
+    // this one is the month's last.
+    let mut streamed = ask("again");
+    streamed["stream"] = json!(true);
+    let events = post(&server, Some("quota"), streamed, None).await;
+    assert_eq!(
+        events.status(),
+        200,
+        "the stream starts before the upstream answers"
+    );
+    let text = events.text().await.unwrap();
+    assert!(text.contains("\"code\":\"upstream_error\""), "{text}");
+    assert!(
+        !text.contains("[DONE]"),
+        "a failed stream ends with its error: {text}"
+    );
+    let spent = post(&server, Some("quota"), ask("once more"), None).await;
+    assert_eq!(spent.status(), 402);
+    let error: Value = spent.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "insufficient_quota", "{error}");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_caller_that_goes_away_cancels_the_answer_which_is_stored_cancelled() {
     // Slow enough that the answer is still being written when the caller leaves.
     let server = TestServer::with_model(20.0, 400).await;
