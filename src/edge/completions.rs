@@ -31,7 +31,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 use skald_actors::exchange::{Ask, Begun, Caller as ExchangeCaller, Params, Refusal};
@@ -47,6 +47,7 @@ use tokio::sync::Notify;
 use super::access::Caller;
 use super::client_ip::ClientIp;
 use super::error::ApiError;
+use super::pending::PendingSlot;
 use super::AppState;
 
 /// The header that names (request) and returns (response) the conversation.
@@ -177,6 +178,7 @@ async fn completions(
     State(app): State<AppState>,
     caller: Result<Caller, ApiError>,
     ClientIp(address): ClientIp,
+    pending: Option<Extension<PendingSlot>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OpenAiError> {
@@ -201,6 +203,12 @@ async fn completions(
         user: user.id.clone(),
         holder,
     };
+    // An authenticated call in flight is no longer a pending connection
+    // (which the pending caps would close to make room): it holds one of
+    // its user's connection slots instead, as a WebSocket session does.
+    if let Some(Extension(pending)) = pending {
+        drop(pending.take());
+    }
     let caller = ExchangeCaller {
         user: &user,
         address: Some(address),

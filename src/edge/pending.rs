@@ -193,7 +193,9 @@ impl Drop for Pending {
 
 /// A connection's pending place, shared with the requests it carries: the
 /// WebSocket upgrade takes it along, and its session gives it back once
-/// authenticated. An HTTP connection keeps it until it closes.
+/// authenticated; an OpenAI-compatible completion gives it back once its
+/// caller is authenticated. Any other HTTP connection keeps it until it
+/// closes.
 #[derive(Debug, Clone, Default)]
 pub struct PendingSlot(Arc<Mutex<Option<Pending>>>);
 

@@ -362,6 +362,33 @@ async fn a_spent_quota_and_a_failing_upstream_are_openai_errors() {
     server.stop().await;
 }
 
+/// Completions in flight are authenticated connections, not pending ones:
+/// more of them than an address may hold pending all run to their end.
+#[tokio::test]
+async fn completions_in_flight_are_not_closed_as_pending_connections() {
+    let server = TestServer::with_config(|c| {
+        c.connections.max_pending_per_address = 2;
+        c.model.simulated_tokens_per_second = 50.0;
+        c.model.simulated_answer_tokens = 25;
+    })
+    .await;
+    // One after the other up to their headers (a connection is pending
+    // until then), then all streaming at once.
+    let mut running = Vec::new();
+    for i in 0..5 {
+        let mut body = ask(&format!("question {i}"));
+        body["stream"] = json!(true);
+        running.push(post(&server, Some("many"), body, None).await);
+    }
+    let calls = running
+        .into_iter()
+        .map(|r| async move { r.text().await.unwrap() });
+    for events in futures::future::join_all(calls).await {
+        assert!(events.ends_with("data: [DONE]\n\n"), "{events}");
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_caller_that_goes_away_cancels_the_answer_which_is_stored_cancelled() {
     // Slow enough that the answer is still being written when the caller leaves.
