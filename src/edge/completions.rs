@@ -27,6 +27,7 @@ use async_openai::types::chat::{
     ChatCompletionRequestUserMessageContentPart, CreateChatCompletionRequest, StopConfiguration,
 };
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -180,9 +181,17 @@ async fn completions(
     ClientIp(address): ClientIp,
     pending: Option<Extension<PendingSlot>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OpenAiError> {
     let Caller(user) = caller?;
+    // Too large (axum's 2 MB bound), or not arrived within the body-read
+    // timeout: said in OpenAI's shape, not as the framework's plain text.
+    let body = body.map_err(|e| {
+        invalid(format!(
+            "the request body could not be read: {}",
+            e.body_text()
+        ))
+    })?;
     let completion = parse_request(&body, conversation_of(&headers)?)?;
     let origin = SessionId::generate();
     // One of the user's connection slots while the call runs.

@@ -287,6 +287,18 @@ async fn bad_requests_get_openai_errors_and_change_nothing() {
             .as_str()
             .is_some_and(|m| !m.is_empty()));
     }
+    // A body over the bound is refused in the same shape.
+    let huge = "x".repeat(3 << 20);
+    let response = post(
+        &server,
+        Some("bad"),
+        json!({"model": "default", "messages": [{"role": "user", "content": huge}]}),
+        None,
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error", "{error}");
     let (_, list) = server.get_json("/v1/conversations", Some("bad")).await;
     assert_eq!(
         list["conversations"],
