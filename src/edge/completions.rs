@@ -58,6 +58,8 @@ const MAX_CONVERSATION_ID: usize = 128;
 /// Stop sequences OpenAI accepts, and the longest one taken here.
 const MAX_STOP: usize = 4;
 const MAX_STOP_CHARS: usize = 256;
+/// Longest silence of a streamed completion before a keep-alive comment.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -614,7 +616,13 @@ fn sse(
         if let Some(first) = pending {
             return Some((Ok(Bytes::from(first)), Some((running, chunk, None))));
         }
-        let (reasoning, answer, end) = running.next().await;
+        // A comment line while nothing comes (a model that thinks, a slow
+        // first token): proxies in front (nginx: 60 s) keep the stream open.
+        let Ok((reasoning, answer, end)) = tokio::time::timeout(KEEP_ALIVE, running.next()).await
+        else {
+            let comment = Bytes::from_static(b": keep-alive\n\n");
+            return Some((Ok(comment), Some((running, chunk, None))));
+        };
         let mut out = String::new();
         if !reasoning.is_empty() || !answer.is_empty() {
             out.push_str(&chunk.chunk(delta(&reasoning, &answer), None));

@@ -401,6 +401,34 @@ async fn completions_in_flight_are_not_closed_as_pending_connections() {
     server.stop().await;
 }
 
+/// A stream that has nothing to say for a while says so in a comment line
+/// every 15 s, which SSE readers skip and proxies count as traffic.
+#[tokio::test]
+async fn a_silent_stream_sends_keep_alive_comments() {
+    // The first token comes after 40 s.
+    let server = TestServer::with_model(0.025, 2).await;
+    let mut body = ask("take your time");
+    body["stream"] = json!(true);
+    let response = post(&server, Some("patient"), body, None).await;
+    let mut events = response.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains(": keep-alive\n\n") {
+        let bytes = tokio::time::timeout(Duration::from_secs(30), events.next())
+            .await
+            .expect("a keep-alive within 30 s")
+            .unwrap()
+            .unwrap();
+        seen.push_str(std::str::from_utf8(&bytes).unwrap());
+    }
+    assert!(
+        !seen.contains("[DONE]"),
+        "still waiting for the model: {seen}"
+    );
+    // Leaving cancels the answer, so the server can stop at once.
+    drop(events);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn a_caller_that_goes_away_cancels_the_answer_which_is_stored_cancelled() {
     // Slow enough that the answer is still being written when the caller leaves.
