@@ -257,7 +257,7 @@ fn admit<'b>(d: &'b Directory, caller: &Caller<'_>, ask: Ask) -> Result<Admitted
     if ask.text.trim().is_empty() {
         return Err(refuse(
             ErrorCode::InvalidRequest,
-            "send.text must not be empty",
+            "the message must not be empty",
         ));
     }
     let chars = ask.text.chars().count();
@@ -265,7 +265,7 @@ fn admit<'b>(d: &'b Directory, caller: &Caller<'_>, ask: Ask) -> Result<Admitted
         return Err(refuse(
             ErrorCode::MessageTooLong,
             format!(
-                "send.text has {chars} characters; this bot accepts at most {}",
+                "the message has {chars} characters; this bot accepts at most {}",
                 bot.max_message_chars
             ),
         ));
