@@ -47,7 +47,7 @@ use tokio::sync::Notify;
 
 use super::access::Caller;
 use super::client_ip::ClientIp;
-use super::error::ApiError;
+use super::error::{with_retry_after, ApiError};
 use super::pending::PendingSlot;
 use super::AppState;
 
@@ -119,14 +119,8 @@ impl IntoResponse for OpenAiError {
             ErrorCode::MessageTooLong => StatusCode::BAD_REQUEST,
             _ => e.status(),
         };
-        let mut response = (status, Json(error_body(e.code, &e.message))).into_response();
-        if let Some(ms) = e.retry_after_ms {
-            let seconds = ms.div_ceil(1000).max(1);
-            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-        }
-        response
+        let body = Json(error_body(e.code, &e.message));
+        with_retry_after((status, body).into_response(), e.retry_after_ms)
     }
 }
 

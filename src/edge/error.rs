@@ -50,15 +50,20 @@ impl IntoResponse for ApiError {
                 message: self.message,
             },
         };
-        let mut response = (status, Json(body)).into_response();
-        if let Some(ms) = retry_after {
-            let seconds = ms.div_ceil(1000).max(1);
-            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-        }
-        response
+        with_retry_after((status, Json(body)).into_response(), retry_after)
     }
+}
+
+/// `Retry-After` in whole seconds (at least 1) when a limit said when to
+/// come back; every error shape of the API answers with it.
+pub fn with_retry_after(mut response: Response, retry_after_ms: Option<u64>) -> Response {
+    if let Some(ms) = retry_after_ms {
+        let seconds = ms.div_ceil(1000).max(1);
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
+    response
 }
 
 impl From<StoreError> for ApiError {
