@@ -28,6 +28,8 @@ fn answer(ex: &NewExchange) -> FinishedAnswer {
         conversation_id: ex.conversation_id.clone(),
         message_id: ex.assistant_message_id.clone(),
         content: "an answer of about a hundred bytes, which is what a short chat reply weighs once it is stored".into(),
+        reasoning: String::new(),
+        tool_calls: Vec::new(),
         end: AnswerEnd {
             finish_reason: FinishReason::Stop,
             usage: Usage {

@@ -27,7 +27,7 @@ use crate::ports::limits::{
     LimitsError, QuotaLimits, RateDecision, RateKey, RateLimit, Reservation, ReserveDecision,
     Settle,
 };
-use crate::ports::model::{ModelRequest, PromptMessage, Role, Sampling};
+use crate::ports::model::{ModelRequest, PromptMessage, Role, Sampling, Tools};
 use crate::ports::store::{
     AuditAction, AuditRecord, BeginOutcome, Exchange, NewConversation, NewExchange, StoreError,
     StoredMessage,
@@ -64,8 +64,12 @@ pub struct Ask {
     pub conversation_id: Option<ConversationId>,
     /// The bot asked for (`None`: the default; a pinned user's bot wins).
     pub bot: Option<String>,
-    /// The new user text: stored as the user message, last in the prompt.
+    /// The new message: stored, and last in the prompt. The user's text,
+    /// or (the OpenAI-compatible API) a tool's result.
     pub text: String,
+    /// Set when `text` is a tool's result: the call it answers (the
+    /// message is then stored and prompted with the `tool` role).
+    pub tool_call_id: Option<String>,
     /// Earlier turns the caller gives itself (the OpenAI-compatible API's
     /// `messages` before the last), between the stored history and `text`.
     /// Their characters count against the bot's `max_history_chars`.
@@ -82,6 +86,9 @@ pub struct Params {
     /// Capped by the bot's `max_tokens`.
     pub max_tokens: Option<u32>,
     pub sampling: Sampling,
+    pub tools: Option<Tools>,
+    /// OpenAI's `response_format`.
+    pub response_format: Option<serde_json::Value>,
 }
 
 /// A refusal: the exchange did not begin, and nothing of it was kept.
@@ -144,7 +151,17 @@ pub async fn begin(d: &Directory, caller: Caller<'_>, ask: Ask) -> Result<Begun,
     let admitted = admit(d, &caller, ask)?;
     let target = target(&services, &caller, &admitted).await?;
     let bot = admitted.bot;
-    let messages = prompt::build(bot, &target.history, &admitted.given, &admitted.text);
+    let input = PromptMessage {
+        tool_call_id: admitted.tool_call_id.clone(),
+        ..PromptMessage::new(
+            match admitted.tool_call_id {
+                Some(_) => Role::Tool,
+                None => Role::User,
+            },
+            admitted.text.clone(),
+        )
+    };
+    let messages = prompt::build(bot, &target.history, &admitted.given, input);
     let prompt_tokens_estimate = prompt::estimate_tokens(&messages);
     let stream_id = StreamId::generate();
     let reserved = reserve(d, caller.user, bot, &stream_id, prompt_tokens_estimate).await?;
@@ -165,6 +182,7 @@ pub async fn begin(d: &Directory, caller: Caller<'_>, ask: Ask) -> Result<Begun,
         new_conversation: target.new_conversation,
         user_message_id: user_message.id.clone(),
         text: user_message.content.clone(),
+        tool_call_id: admitted.tool_call_id,
         assistant_message_id: MessageId::generate(),
         stream_id: stream_id.clone(),
         at_ms: now_ms(),
@@ -190,6 +208,8 @@ pub async fn begin(d: &Directory, caller: Caller<'_>, ask: Ask) -> Result<Begun,
         max_answer_bytes: bot.max_answer_bytes,
         user: caller.user.id.clone(),
         sampling: admitted.params.sampling,
+        tools: admitted.params.tools,
+        response_format: admitted.params.response_format,
     };
     start_stream(d, log.clone(), request, prompt_tokens_estimate, reserved).await?;
     // The user's other connections, here and on every instance.
@@ -233,6 +253,7 @@ struct Admitted<'b> {
     client_id: ClientMessageId,
     conversation_id: Option<ConversationId>,
     text: String,
+    tool_call_id: Option<String>,
     given: Vec<PromptMessage>,
     params: Params,
 }
@@ -276,7 +297,7 @@ fn admit<'b>(d: &'b Directory, caller: &Caller<'_>, ask: Ask) -> Result<Admitted
             format!("system and developer messages are not accepted by bot {bot_name:?}: its own system prompt is used"),
         ));
     }
-    let given_chars: usize = ask.given.iter().map(|m| m.content.chars().count()).sum();
+    let given_chars: usize = ask.given.iter().map(PromptMessage::chars).sum();
     if given_chars > bot.max_history_chars {
         return Err(refuse(
             ErrorCode::MessageTooLong,
@@ -299,6 +320,7 @@ fn admit<'b>(d: &'b Directory, caller: &Caller<'_>, ask: Ask) -> Result<Admitted
         client_id: ask.client_id,
         conversation_id: ask.conversation_id,
         text: ask.text,
+        tool_call_id: ask.tool_call_id,
         given: ask.given,
         params: ask.params,
     })

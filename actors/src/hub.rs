@@ -236,6 +236,39 @@ impl Hub {
             .release_slot(SlotKey(user.clone()), holder);
     }
 
+    /// Renews the lease of a connection slot taken by
+    /// [`Self::acquire_connection`] every third of
+    /// `limits.connection_lease_ms`, until dropped. A holder that dies
+    /// without releasing its slot (a killed process) frees it when the
+    /// lease ends.
+    pub async fn keep_connection(&self, user: &UserId, holder: &str) {
+        let every = std::time::Duration::from_millis(self.services.limits.connection_lease_ms / 3)
+            .max(std::time::Duration::from_millis(1));
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            ticks.tick().await;
+            // Boxed: a WebSocket connection holds this future for its whole
+            // life, and idle connections are most of a server's memory.
+            if let Err(e) = Box::pin(self.acquire_connection(user, holder)).await {
+                tracing::debug!(error = %e, "a connection slot's lease was not renewed");
+            }
+        }
+    }
+
+    /// Keeps a connection slot taken by [`Self::acquire_connection`] for as
+    /// long as the returned guard lives ([`Self::keep_connection`] in a
+    /// task of its own), and gives it back when the guard drops.
+    pub fn hold_connection(self: &Arc<Self>, user: &UserId, holder: &str) -> HeldSlot {
+        let (hub, who, name) = (self.clone(), user.clone(), holder.to_owned());
+        let renew = tokio::spawn(async move { hub.keep_connection(&who, &name).await });
+        HeldSlot {
+            hub: self.clone(),
+            user: user.clone(),
+            holder: holder.to_owned(),
+            renew,
+        }
+    }
+
     /// The user's usage this month (UTC): the month and its counters.
     pub async fn usage(&self, user: &UserId) -> Result<(Month, QuotaUsage), LimitsError> {
         let now_ms = self.now_ms();
@@ -265,5 +298,21 @@ impl Hub {
             .root
             .stop_and_wait(Some("shutdown".into()), Some(CALL_TIMEOUT))
             .await;
+    }
+}
+
+/// A connection slot held by a connection or a completion in flight (see
+/// [`Hub::hold_connection`]).
+pub struct HeldSlot {
+    hub: Arc<Hub>,
+    user: UserId,
+    holder: String,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for HeldSlot {
+    fn drop(&mut self) {
+        self.renew.abort();
+        self.hub.release_connection(&self.user, &self.holder);
     }
 }

@@ -39,7 +39,7 @@ use crate::ports::bus::{
     Control, EntryId, Incoming, PublishBatch, StreamBus, StreamFrames, StreamMeta, UserEvent,
 };
 use crate::ports::limits::Settle;
-use crate::ports::store::{AnswerEnd, FinishedAnswer};
+use crate::ports::store::AnswerEnd;
 use crate::registry::RegistryMsg;
 use crate::slot::Slot;
 use crate::stream::StreamMsg;
@@ -573,14 +573,10 @@ impl Orphans {
                 message: "the server running this answer stopped; this is what it had sent".into(),
             }),
         };
-        let answer = FinishedAnswer {
-            user: meta.user.clone(),
-            conversation_id: meta.conversation_id.clone(),
-            message_id: meta.message_id.clone(),
-            content: text,
-            end: end.clone(),
-            at_ms: crate::time::now_ms(),
-        };
+        // What was published: the answer and the reasoning (tool calls
+        // are not published; only the OpenAI-compatible API, which does
+        // not follow streams across instances, asks for them).
+        let answer = crate::stream::finished_answer(&mirror, text, &end);
         if let Err(e) = self.persister.persist(answer, self.store_timeout).await {
             tracing::error!(error = %e, %stream_id, "an orphaned answer was not stored");
         }

@@ -289,6 +289,7 @@ impl SessionState {
             conversation_id,
             bot,
             text,
+            tool_call_id: None,
             given: Vec::new(),
             params: Params::default(),
         };

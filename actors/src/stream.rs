@@ -298,6 +298,8 @@ pub fn finished_answer(log: &StreamLog, content: String, end: &AnswerEnd) -> Fin
         conversation_id: log.ids.conversation_id.clone(),
         message_id: log.ids.message_id.clone(),
         content,
+        reasoning: log.reasoning(),
+        tool_calls: log.tool_calls(),
         end: AnswerEnd {
             finish_reason: end.finish_reason,
             usage: end.usage,
@@ -372,6 +374,7 @@ pub async fn pump(
         } else {
             tokio::time::timeout(token_idle_timeout, tokens.next()).await
         };
+        let silent = received == 0;
         match next {
             Err(_) => {
                 return failed(
@@ -382,7 +385,10 @@ pub async fn pump(
             }
             Ok(None) => {
                 return match finish {
-                    Some(ModelFinish::Stop) => PumpOutcome::Finished {
+                    // A turn that ends in tool calls ended well: the calls
+                    // are in the log, and the OpenAI-compatible API names
+                    // the reason from them.
+                    Some(ModelFinish::Stop | ModelFinish::ToolCalls) => PumpOutcome::Finished {
                         reason: FinishReason::Stop,
                         usage,
                     },
@@ -395,7 +401,7 @@ pub async fn pump(
                         "the model's stream ended before the answer was complete".into(),
                         usage,
                     ),
-                }
+                };
             }
             Ok(Some(Err(e))) => return failed(code_of(e.kind), e.message, usage),
             Ok(Some(Ok(ModelEvent::Token(token)))) => {
@@ -423,23 +429,33 @@ pub async fn pump(
                 bytes_left -= token.len();
                 answer_tokens += 1;
                 received = log.push_token(&token);
-                if received == 1 {
-                    metrics::histogram!("skald_time_to_first_token_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                }
             }
             Ok(Some(Ok(ModelEvent::Reasoning(token)))) => {
                 if token.is_empty() {
                     continue;
                 }
                 received = log.push_reasoning(&token);
-                if received == 1 {
-                    metrics::histogram!("skald_time_to_first_token_seconds")
-                        .record(started.elapsed().as_secs_f64());
+            }
+            Ok(Some(Ok(ModelEvent::ToolCall(delta)))) => {
+                if delta.is_empty() {
+                    continue;
                 }
+                if delta.len() > bytes_left {
+                    // A cut call is no call: end before it.
+                    return PumpOutcome::Finished {
+                        reason: FinishReason::Length,
+                        usage,
+                    };
+                }
+                bytes_left -= delta.len();
+                received = log.push_tool_call(delta);
             }
             Ok(Some(Ok(ModelEvent::Usage(u)))) => usage = Some(u),
             Ok(Some(Ok(ModelEvent::Finish(f)))) => finish = Some(f),
+        }
+        if silent && received > 0 {
+            metrics::histogram!("skald_time_to_first_token_seconds")
+                .record(started.elapsed().as_secs_f64());
         }
     }
 }

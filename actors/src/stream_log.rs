@@ -27,7 +27,9 @@ use skald_protocol::{
     encode_text, ConversationId, MessageId, ServerFrame, StreamId, TextKind, UserId,
 };
 
+use crate::ports::model::ToolCallDelta;
 pub use crate::ports::store::AnswerEnd;
+use crate::ports::store::ToolCall;
 
 /// Identity of a stream: who owns it and where its answer goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +115,9 @@ impl Track {
 struct LogInner {
     answer: Track,
     reasoning: Track,
+    /// Tool-call pieces as the model streamed them (the OpenAI-compatible
+    /// API passes them on; WebSocket clients have no frame for them).
+    tool_calls: Vec<ToolCallDelta>,
     /// Non-empty tokens received, reasoning included (the completion token
     /// estimate when the provider reports no usage).
     tokens: u64,
@@ -154,6 +159,8 @@ pub struct LogRead {
 pub struct TextOffsets {
     pub answer: usize,
     pub reasoning: usize,
+    /// Tool-call pieces read.
+    pub tool_calls: usize,
 }
 
 /// What such a reader takes in one read.
@@ -161,6 +168,7 @@ pub struct TextOffsets {
 pub struct TextRead {
     pub reasoning: String,
     pub answer: String,
+    pub tool_calls: Vec<ToolCallDelta>,
     pub next: TextOffsets,
     /// How the stream ended, once this read took the last of its text.
     pub end: Option<AnswerEnd>,
@@ -189,6 +197,18 @@ impl StreamLog {
     /// Appends a token of the model's reasoning (see [`Self::push_token`]).
     pub fn push_reasoning(&self, token: &str) -> u64 {
         self.push(TextKind::Reasoning, token)
+    }
+
+    /// Appends a piece of a tool call (see [`Self::push_token`]).
+    pub fn push_tool_call(&self, delta: ToolCallDelta) -> u64 {
+        let mut inner = self.lock();
+        if inner.end.is_some() || delta.is_empty() {
+            return inner.tokens;
+        }
+        inner.tool_calls.push(delta);
+        inner.tokens += 1;
+        inner.notify(&self.ids.stream_id);
+        inner.tokens
     }
 
     fn push(&self, kind: TextKind, token: &str) -> u64 {
@@ -267,6 +287,42 @@ impl StreamLog {
         self.lock().reasoning.text.clone()
     }
 
+    /// The tool calls so far, each assembled from its pieces (in the order
+    /// the calls began): the id and name from the pieces that carry them,
+    /// the arguments concatenated.
+    pub fn tool_calls(&self) -> Vec<ToolCall> {
+        let inner = self.lock();
+        let mut calls: Vec<(u32, ToolCall)> = Vec::new();
+        for delta in &inner.tool_calls {
+            let at = match calls.iter().position(|(index, _)| *index == delta.index) {
+                Some(at) => at,
+                None => {
+                    calls.push((
+                        delta.index,
+                        ToolCall {
+                            id: String::new(),
+                            kind: Default::default(),
+                            function: skald_protocol::http::FunctionCall {
+                                name: String::new(),
+                                arguments: String::new(),
+                            },
+                        },
+                    ));
+                    calls.len() - 1
+                }
+            };
+            let call = &mut calls[at].1;
+            if let Some(id) = delta.id.as_deref().filter(|_| call.id.is_empty()) {
+                call.id = id.to_owned();
+            }
+            if let Some(name) = &delta.name {
+                call.function.name.push_str(name);
+            }
+            call.function.arguments.push_str(&delta.arguments);
+        }
+        calls.into_iter().map(|(_, call)| call).collect()
+    }
+
     /// The answer so far while it is not finished, and (with `longer_than`)
     /// only if it grew past that many bytes: what a checkpoint writes.
     pub fn unfinished_text(&self, longer_than: Option<usize>) -> Option<String> {
@@ -339,9 +395,15 @@ impl StreamLog {
         TextRead {
             reasoning: tail(&inner.reasoning.text, from.reasoning),
             answer: tail(&inner.answer.text, from.answer),
+            tool_calls: inner
+                .tool_calls
+                .get(from.tool_calls..)
+                .unwrap_or_default()
+                .to_vec(),
             next: TextOffsets {
                 answer: inner.answer.text.len(),
                 reasoning: inner.reasoning.text.len(),
+                tool_calls: inner.tool_calls.len(),
             },
             end: inner.end.clone(),
         }
@@ -452,6 +514,52 @@ mod tests {
         );
         // A `delta` reader still gets the whole answer as its first frame.
         assert_eq!(parse(&log.read_from(at(0)).frames)[1]["text"], "abc");
+    }
+
+    #[test]
+    fn tool_call_pieces_are_read_as_they_came_and_assembled_per_call() {
+        let log = log();
+        let piece = |index, id: Option<&str>, name: Option<&str>, arguments: &str| ToolCallDelta {
+            index,
+            id: id.map(Into::into),
+            name: name.map(Into::into),
+            arguments: arguments.into(),
+        };
+        log.push_tool_call(piece(0, Some("call_a"), Some("weather"), ""));
+        log.push_tool_call(piece(0, None, None, "{\"city\":"));
+        let first = log.read_text(TextOffsets::default());
+        assert_eq!(first.tool_calls.len(), 2);
+        log.push_tool_call(piece(1, Some("call_b"), Some("time"), "{}"));
+        log.push_tool_call(piece(0, None, None, "\"Paris\"}"));
+        // Nothing empty is kept, and nothing after the end.
+        log.push_tool_call(piece(0, None, None, ""));
+        let second = log.read_text(first.next);
+        assert_eq!(
+            second.tool_calls,
+            [
+                piece(1, Some("call_b"), Some("time"), "{}"),
+                piece(0, None, None, "\"Paris\"}")
+            ]
+        );
+        let calls = log.tool_calls();
+        let calls: Vec<_> = calls
+            .iter()
+            .map(|c| {
+                (
+                    c.id.as_str(),
+                    c.function.name.as_str(),
+                    c.function.arguments.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("call_a", "weather", "{\"city\":\"Paris\"}"),
+                ("call_b", "time", "{}")
+            ]
+        );
+        assert_eq!(log.text_and_tokens().1, 4);
     }
 
     #[test]

@@ -20,6 +20,9 @@ use crate::server::Usage;
 pub enum MessageRole {
     User,
     Assistant,
+    /// A tool's result given through the OpenAI-compatible API, answered
+    /// like a user message (its `tool_call_id` names the call).
+    Tool,
 }
 
 impl MessageRole {
@@ -74,6 +77,48 @@ pub struct MessageView {
     /// Null for user messages and answers still being generated.
     pub finish_reason: Option<FinishReason>,
     pub usage: Option<Usage>,
+    /// What a reasoning model thought before its answer; absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub reasoning: Option<String>,
+    /// The tools an answer called (the OpenAI-compatible API); absent when
+    /// none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(test, ts(optional, as = "Option<Vec<ToolCall>>"))]
+    pub tool_calls: Vec<ToolCall>,
+    /// On a `tool` message: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub tool_call_id: Option<String>,
+}
+
+/// One tool call of an answer, in OpenAI's shape: `{"id","type":"function",
+/// "function":{"name","arguments"}}`; `arguments` is the model's text (JSON
+/// when the model wrote valid JSON), kept as it came.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct ToolCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: ToolKind,
+    pub function: FunctionCall,
+}
+
+/// The kind of a tool call: OpenAI defines only `function`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "snake_case")]
+pub enum ToolKind {
+    #[default]
+    Function,
+}
+
+/// The function a tool call names, and its arguments as the model wrote them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: String,
 }
 
 /// `GET /v1/conversations`: newest first.

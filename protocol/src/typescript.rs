@@ -13,7 +13,8 @@ use ts_rs::{Config, TS};
 
 use crate::http::{
     AuditAction, AuditView, ConversationPage, ConversationView, DemoToken, Export, ExportedKey,
-    ExportedUsage, MessagePage, MessageRole, MessageView, UsageReport,
+    ExportedUsage, FunctionCall, MessagePage, MessageRole, MessageView, ToolCall, ToolKind,
+    UsageReport,
 };
 use crate::{
     ClientFrame, ClientMessageId, CloseCode, ConversationId, ErrorBody, ErrorCode, FinishReason,
@@ -61,6 +62,9 @@ pub fn typescript() -> String {
     declare::<AuditAction>(&mut out, &cfg);
     declare::<ConversationView>(&mut out, &cfg);
     declare::<MessageView>(&mut out, &cfg);
+    declare::<ToolCall>(&mut out, &cfg);
+    declare::<ToolKind>(&mut out, &cfg);
+    declare::<FunctionCall>(&mut out, &cfg);
     declare::<ConversationPage>(&mut out, &cfg);
     declare::<MessagePage>(&mut out, &cfg);
     declare::<UsageReport>(&mut out, &cfg);

@@ -20,10 +20,12 @@ use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_openai::types::chat::{
+    ChatCompletionMessageToolCalls, ChatCompletionRequestAssistantMessage,
     ChatCompletionRequestAssistantMessageContent, ChatCompletionRequestAssistantMessageContentPart,
     ChatCompletionRequestDeveloperMessageContent, ChatCompletionRequestDeveloperMessageContentPart,
     ChatCompletionRequestMessage, ChatCompletionRequestSystemMessageContent,
-    ChatCompletionRequestSystemMessageContentPart, ChatCompletionRequestUserMessageContent,
+    ChatCompletionRequestSystemMessageContentPart, ChatCompletionRequestToolMessageContent,
+    ChatCompletionRequestToolMessageContentPart, ChatCompletionRequestUserMessageContent,
     ChatCompletionRequestUserMessageContentPart, CreateChatCompletionRequest, StopConfiguration,
 };
 use axum::body::{Body, Bytes};
@@ -36,10 +38,11 @@ use axum::{Extension, Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 use skald_actors::exchange::{Ask, Begun, Caller as ExchangeCaller, Params, Refusal};
-use skald_actors::hub::Hub;
-use skald_actors::ports::model::{PromptMessage, Role, Sampling};
+use skald_actors::hub::{HeldSlot, Hub};
+use skald_actors::ports::model::{PromptMessage, Role, Sampling, ToolCallDelta, Tools};
+use skald_actors::ports::store::ToolCall;
 use skald_actors::session::AuthedUser;
-use skald_actors::stream_log::{AnswerEnd, Listener, StreamLog, TextOffsets};
+use skald_actors::stream_log::{AnswerEnd, Listener, StreamLog, TextOffsets, TextRead};
 use skald_protocol::{
     ClientMessageId, ConversationId, ErrorCode, FinishReason, SessionId, StreamId,
 };
@@ -58,6 +61,8 @@ const MAX_CONVERSATION_ID: usize = 128;
 /// Stop sequences OpenAI accepts, and the longest one taken here.
 const MAX_STOP: usize = 4;
 const MAX_STOP_CHARS: usize = 256;
+/// Most tools one request may offer (OpenAI's own bound).
+const MAX_TOOLS: usize = 128;
 /// Longest silence of a streamed completion before a keep-alive comment.
 const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
@@ -203,11 +208,7 @@ async fn completions(
             "too many connections and completions in flight for this user",
         )));
     }
-    let slot = SlotGuard {
-        hub: app.hub.clone(),
-        user: user.id.clone(),
-        holder,
-    };
+    let slot = app.hub.hold_connection(&user.id, &holder);
     // An authenticated call in flight is no longer a pending connection
     // (which the pending caps would close to make room): it holds one of
     // its user's connection slots instead, as a WebSocket session does.
@@ -274,10 +275,6 @@ fn read_request(
     conversation_id: Option<ConversationId>,
 ) -> Result<Completion, OpenAiError> {
     let unsupported = [
-        ("tools", r.tools.is_some()),
-        ("tool_choice", r.tool_choice.is_some()),
-        ("parallel_tool_calls", r.parallel_tool_calls.is_some()),
-        ("response_format", r.response_format.is_some()),
         ("audio", r.audio.is_some()),
         ("modalities", r.modalities.is_some()),
         ("prediction", r.prediction.is_some()),
@@ -292,6 +289,13 @@ fn read_request(
     if r.n.is_some_and(|n| n != 1) {
         return Err(invalid("n must be 1: one answer per request"));
     }
+    let tools = tools_of(&r)?;
+    // Typed by async-openai (so checked as OpenAI defines it), passed on
+    // as JSON: serialising what was just read cannot fail.
+    let response_format = r
+        .response_format
+        .as_ref()
+        .and_then(|f| serde_json::to_value(f).ok());
     let temperature = in_range("temperature", r.temperature, 0.0, 2.0)?;
     let sampling = Sampling {
         top_p: in_range("top_p", r.top_p, 0.0, 1.0)?,
@@ -311,12 +315,15 @@ fn read_request(
         .into_iter()
         .map(prompt_message)
         .collect::<Result<Vec<_>, _>>()?;
-    let text = match given.pop() {
-        Some(PromptMessage {
-            role: Role::User,
-            content,
-        }) => content,
-        Some(_) => return Err(invalid("the last message must be the user's")),
+    // The new message: the user's, or a tool's result (the turn after the
+    // model called a tool). Earlier results of the same turn are given.
+    let (text, tool_call_id) = match given.pop() {
+        Some(m) if matches!(m.role, Role::User | Role::Tool) => (m.content, m.tool_call_id),
+        Some(_) => {
+            return Err(invalid(
+                "the last message must be the user's or a tool's result",
+            ))
+        }
         None => return Err(invalid("messages must not be empty")),
     };
     Ok(Completion {
@@ -325,11 +332,14 @@ fn read_request(
             conversation_id,
             bot: Some(r.model),
             text,
+            tool_call_id,
             given,
             params: Params {
                 temperature,
                 max_tokens,
                 sampling,
+                tools,
+                response_format,
             },
         },
         stream: r.stream == Some(true),
@@ -338,6 +348,28 @@ fn read_request(
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
     })
+}
+
+/// `tools`, `tool_choice` and `parallel_tool_calls`, as the provider's
+/// adapter takes them.
+fn tools_of(r: &CreateChatCompletionRequest) -> Result<Option<Tools>, OpenAiError> {
+    let Some(tools) = &r.tools else {
+        if r.tool_choice.is_some() || r.parallel_tool_calls.is_some() {
+            return Err(invalid("tool_choice and parallel_tool_calls need tools"));
+        }
+        return Ok(None);
+    };
+    if tools.len() > MAX_TOOLS {
+        return Err(invalid(format!("tools takes at most {MAX_TOOLS} tools")));
+    }
+    Ok(Some(Tools {
+        definitions: serde_json::to_value(tools).unwrap_or_default(),
+        choice: r
+            .tool_choice
+            .as_ref()
+            .and_then(|c| serde_json::to_value(c).ok()),
+        parallel: r.parallel_tool_calls,
+    }))
 }
 
 fn in_range(
@@ -372,26 +404,75 @@ fn stop_sequences(stop: Option<StopConfiguration>) -> Result<Vec<String>, OpenAi
     Ok(stop)
 }
 
-/// One message of the caller's: user and assistant text only. A system or
-/// developer message would replace the bot's prompt, which the bot owns.
+/// One message of the caller's, text only. A system or developer message
+/// would replace the bot's prompt, which the bot owns: kept only if the
+/// bot allows it (`allow_client_system_prompt`, checked at admission,
+/// where the bot is known).
 fn prompt_message(m: ChatCompletionRequestMessage) -> Result<PromptMessage, OpenAiError> {
-    let (role, content) = match m {
-        ChatCompletionRequestMessage::User(u) => (Role::User, user_text(u.content)?),
-        ChatCompletionRequestMessage::Assistant(a) => {
-            if a.tool_calls.is_some() {
-                return Err(invalid("tool calls are not supported by this server"));
-            }
-            (Role::Assistant, assistant_text(a.content)?)
+    Ok(match m {
+        ChatCompletionRequestMessage::User(u) => {
+            PromptMessage::new(Role::User, user_text(u.content)?)
         }
-        // Kept only if the bot allows it (`allow_client_system_prompt`,
-        // checked at admission, where the bot is known).
-        ChatCompletionRequestMessage::System(s) => (Role::System, system_text(s.content)),
-        ChatCompletionRequestMessage::Developer(d) => (Role::System, developer_text(d.content)),
-        ChatCompletionRequestMessage::Tool(_) | ChatCompletionRequestMessage::Function(_) => {
-            return Err(invalid("tool messages are not supported by this server"))
+        ChatCompletionRequestMessage::Assistant(a) => assistant_message(a)?,
+        ChatCompletionRequestMessage::System(s) => {
+            PromptMessage::new(Role::System, system_text(s.content))
         }
+        ChatCompletionRequestMessage::Developer(d) => {
+            PromptMessage::new(Role::System, developer_text(d.content))
+        }
+        ChatCompletionRequestMessage::Tool(t) => PromptMessage {
+            tool_call_id: Some(t.tool_call_id),
+            ..PromptMessage::new(Role::Tool, tool_text(t.content))
+        },
+        ChatCompletionRequestMessage::Function(_) => {
+            return Err(invalid(
+                "function messages (deprecated by OpenAI) are not supported: send tool messages",
+            ))
+        }
+    })
+}
+
+/// An assistant turn: its text, and the tools it called (then its text may
+/// be absent).
+fn assistant_message(
+    a: ChatCompletionRequestAssistantMessage,
+) -> Result<PromptMessage, OpenAiError> {
+    let tool_calls = a
+        .tool_calls
+        .unwrap_or_default()
+        .into_iter()
+        .map(|call| match call {
+            ChatCompletionMessageToolCalls::Function(f) => Ok(ToolCall {
+                id: f.id,
+                kind: Default::default(),
+                function: skald_protocol::http::FunctionCall {
+                    name: f.function.name,
+                    arguments: f.function.arguments,
+                },
+            }),
+            ChatCompletionMessageToolCalls::Custom(_) => Err(invalid(
+                "only function tool calls are supported by this server",
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let content = match a.content {
+        None if !tool_calls.is_empty() => String::new(),
+        content => assistant_text(content)?,
     };
-    Ok(PromptMessage { role, content })
+    Ok(PromptMessage {
+        tool_calls,
+        ..PromptMessage::new(Role::Assistant, content)
+    })
+}
+
+fn tool_text(content: ChatCompletionRequestToolMessageContent) -> String {
+    match content {
+        ChatCompletionRequestToolMessageContent::Text(text) => text,
+        ChatCompletionRequestToolMessageContent::Array(parts) => parts
+            .into_iter()
+            .map(|ChatCompletionRequestToolMessageContentPart::Text(t)| t.text)
+            .collect(),
+    }
 }
 
 fn system_text(content: ChatCompletionRequestSystemMessageContent) -> String {
@@ -443,19 +524,6 @@ fn assistant_text(
     }
 }
 
-/// Gives the connection slot back when the call ends, however it ends.
-struct SlotGuard {
-    hub: Arc<Hub>,
-    user: skald_protocol::UserId,
-    holder: String,
-}
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        self.hub.release_connection(&self.user, &self.holder);
-    }
-}
-
 /// Wakes the reader of a log when it has news.
 struct Wake(Notify);
 
@@ -474,11 +542,13 @@ struct Running {
     log: Arc<StreamLog>,
     wake: Arc<Wake>,
     at: TextOffsets,
-    _slot: SlotGuard,
+    /// One of the user's connection slots, renewed while the call runs and
+    /// given back when it ends, however it ends.
+    _slot: HeldSlot,
 }
 
 impl Running {
-    fn new(hub: Arc<Hub>, user: AuthedUser, log: Arc<StreamLog>, slot: SlotGuard) -> Running {
+    fn new(hub: Arc<Hub>, user: AuthedUser, log: Arc<StreamLog>, slot: HeldSlot) -> Running {
         let wake = Arc::new(Wake(Notify::new()));
         let listener: Arc<dyn Listener> = wake.clone();
         log.subscribe(Arc::downgrade(&listener) as Weak<dyn Listener>);
@@ -492,13 +562,18 @@ impl Running {
         }
     }
 
-    /// The next news: new text, and the end once everything was read.
-    async fn next(&mut self) -> (String, String, Option<AnswerEnd>) {
+    /// The next news: new text and tool-call pieces, and the end once
+    /// everything was read.
+    async fn next(&mut self) -> TextRead {
         loop {
             let read = self.log.read_text(self.at);
             self.at = read.next;
-            if !read.reasoning.is_empty() || !read.answer.is_empty() || read.end.is_some() {
-                return (read.reasoning, read.answer, read.end);
+            if !read.reasoning.is_empty()
+                || !read.answer.is_empty()
+                || !read.tool_calls.is_empty()
+                || read.end.is_some()
+            {
+                return read;
             }
             self.wake.0.notified().await;
         }
@@ -563,10 +638,11 @@ fn usage_of(end: &AnswerEnd) -> Value {
     usage
 }
 
-/// OpenAI's `finish_reason` for an answer that ended well, or the error
-/// to report for one that did not.
-fn finish_of(end: &AnswerEnd) -> Result<&'static str, ApiError> {
+/// OpenAI's `finish_reason` for an answer that ended well (`tool_calls`
+/// when it called tools), or the error to report for one that did not.
+fn finish_of(end: &AnswerEnd, called_tools: bool) -> Result<&'static str, ApiError> {
     match end.finish_reason {
+        FinishReason::Stop if called_tools => Ok("tool_calls"),
         FinishReason::Stop => Ok("stop"),
         FinishReason::Length => Ok("length"),
         FinishReason::Cancelled => Err(ApiError::new(
@@ -580,15 +656,55 @@ fn finish_of(end: &AnswerEnd) -> Result<&'static str, ApiError> {
     }
 }
 
-fn delta(reasoning: &str, answer: &str) -> Value {
+/// The `choices` of a chunk carrying what one read took, or `None` when it
+/// took nothing to send.
+fn delta(read: &TextRead) -> Option<Value> {
     let mut delta = json!({});
-    if !reasoning.is_empty() {
-        delta["reasoning_content"] = json!(reasoning);
+    if !read.reasoning.is_empty() {
+        delta["reasoning_content"] = json!(read.reasoning);
     }
-    if !answer.is_empty() {
-        delta["content"] = json!(answer);
+    if !read.answer.is_empty() {
+        delta["content"] = json!(read.answer);
     }
-    json!([{"index": 0, "delta": delta, "finish_reason": null}])
+    if !read.tool_calls.is_empty() {
+        delta["tool_calls"] = tool_call_deltas(&read.tool_calls);
+    }
+    let empty = delta.as_object().is_some_and(|d| d.is_empty());
+    (!empty).then(|| json!([{"index": 0, "delta": delta, "finish_reason": null}]))
+}
+
+/// Tool-call pieces in OpenAI's delta shape, as the model sent them; the
+/// pieces of one call that arrived together go out as one.
+fn tool_call_deltas(pieces: &[ToolCallDelta]) -> Value {
+    let mut out: Vec<Value> = Vec::new();
+    let mut last: Option<u32> = None;
+    for piece in pieces {
+        let first = piece.id.is_some() || piece.name.is_some();
+        match out.last_mut() {
+            Some(call) if last == Some(piece.index) && !first => {
+                let arguments = &mut call["function"]["arguments"];
+                *arguments = json!(format!(
+                    "{}{}",
+                    arguments.as_str().unwrap_or(""),
+                    piece.arguments
+                ));
+            }
+            _ => {
+                let mut call =
+                    json!({"index": piece.index, "function": {"arguments": piece.arguments}});
+                if let Some(id) = &piece.id {
+                    call["id"] = json!(id);
+                    call["type"] = json!("function");
+                }
+                if let Some(name) = &piece.name {
+                    call["function"]["name"] = json!(name);
+                }
+                out.push(call);
+            }
+        }
+        last = Some(piece.index);
+    }
+    Value::Array(out)
 }
 
 /// The Server-Sent Events of a streamed completion: a first chunk with the
@@ -612,19 +728,18 @@ fn sse(
         }
         // A comment line while nothing comes (a model that thinks, a slow
         // first token): proxies in front (nginx: 60 s) keep the stream open.
-        let Ok((reasoning, answer, end)) = tokio::time::timeout(KEEP_ALIVE, running.next()).await
-        else {
+        let Ok(read) = tokio::time::timeout(KEEP_ALIVE, running.next()).await else {
             let comment = Bytes::from_static(b": keep-alive\n\n");
             return Some((Ok(comment), Some((running, chunk, None))));
         };
         let mut out = String::new();
-        if !reasoning.is_empty() || !answer.is_empty() {
-            out.push_str(&chunk.chunk(delta(&reasoning, &answer), None));
+        if let Some(choices) = delta(&read) {
+            out.push_str(&chunk.chunk(choices, None));
         }
-        let Some(end) = end else {
+        let Some(end) = read.end else {
             return Some((Ok(Bytes::from(out)), Some((running, chunk, None))));
         };
-        match finish_of(&end) {
+        match finish_of(&end, read.next.tool_calls > 0) {
             Ok(reason) => {
                 out.push_str(&chunk.chunk(
                     json!([{"index": 0, "delta": {}, "finish_reason": reason}]),
@@ -646,19 +761,22 @@ fn sse(
 
 /// A completion answered whole, once it ended.
 async fn whole(mut running: Running, chunk: Chunk) -> Result<Response, OpenAiError> {
-    let (mut reasoning, mut answer) = (String::new(), String::new());
     let end = loop {
-        let (r, a, end) = running.next().await;
-        reasoning.push_str(&r);
-        answer.push_str(&a);
-        if let Some(end) = end {
+        if let Some(end) = running.next().await.end {
             break end;
         }
     };
-    let reason = finish_of(&end)?;
-    let mut message = json!({"role": "assistant", "content": answer, "refusal": null});
+    let (answer, _) = running.log.text_and_tokens();
+    let (reasoning, tool_calls) = (running.log.reasoning(), running.log.tool_calls());
+    let reason = finish_of(&end, !tool_calls.is_empty())?;
+    // OpenAI's shape: no content (null) when the model only called tools.
+    let content = (!answer.is_empty() || tool_calls.is_empty()).then_some(answer);
+    let mut message = json!({"role": "assistant", "content": content, "refusal": null});
     if !reasoning.is_empty() {
         message["reasoning_content"] = json!(reasoning);
+    }
+    if !tool_calls.is_empty() {
+        message["tool_calls"] = json!(tool_calls);
     }
     let body = json!({
         "id": chunk.id, "object": "chat.completion", "created": chunk.created,

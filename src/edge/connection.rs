@@ -138,14 +138,6 @@ async fn serve(accepted: Box<Accepted>) {
     };
     let inbound = Arc::new(Semaphore::new(app.config.sessions.max_inbound_frames));
 
-    let lease = std::time::Duration::from_millis(app.config.limits.connection_lease_ms / 3);
-    let refresh_slot = async {
-        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + lease, lease);
-        loop {
-            every.tick().await;
-            let _ = Box::pin(app.hub.acquire_connection(&user.id, session_id.as_str())).await;
-        }
-    };
     let violation = tokio::select! {
         violation = read_frames(
             &mut stream,
@@ -153,7 +145,7 @@ async fn serve(accepted: Box<Accepted>) {
             TokenLife { user: &user.id, valid_until },
         ) => violation,
         _ = &mut writer => None,
-        _ = refresh_slot => None,
+        _ = app.hub.keep_connection(&user.id, session_id.as_str()) => None,
     };
     if let Some((code, reason)) = violation {
         // What came before the violation is answered first: the session

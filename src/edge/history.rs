@@ -91,6 +91,9 @@ fn message_view(m: &StoredMessage) -> MessageView {
         created_at: rfc3339(m.created_at_ms),
         finish_reason: m.finish_reason,
         usage: m.usage,
+        reasoning: m.reasoning.clone(),
+        tool_calls: m.tool_calls.clone(),
+        tool_call_id: m.tool_call_id.clone(),
     }
 }
 

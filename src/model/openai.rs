@@ -44,9 +44,19 @@
 //!   provider cannot reverse. An empty user is not sent.
 //! - **Usage:** `stream_options.include_usage` is always set; every chunk
 //!   carrying `usage` becomes a [`ModelEvent::Usage`] (the last one wins).
+//! - **Chunks are read into a lean type of our own** (async-openai's
+//!   bring-your-own-types `create_stream_byot`), not async-openai's full
+//!   chunk: it reads the fields servers add that OpenAI's schema lacks
+//!   (`reasoning_content` from DeepSeek, vLLM and llama.cpp; `reasoning`
+//!   from OpenRouter and Ollama), and nothing of what Skald does not use
+//!   (logprobs, audio, obfuscation padding), so a token costs less to parse.
+//! - **Tool calls** are passed on piece by piece as the server streamed
+//!   them ([`ModelEvent::ToolCall`]); the caller's tools, `tool_choice` and
+//!   `response_format` are sent as the caller gave them.
 //! - **Finish reasons:** `stop` is [`ModelFinish::Stop`], `length` is
-//!   [`ModelFinish::Length`]; `content_filter`, `tool_calls` and
-//!   `function_call` end the answer as `Stop` and are logged.
+//!   [`ModelFinish::Length`], `tool_calls` (and the older `function_call`)
+//!   [`ModelFinish::ToolCalls`]; `content_filter` and anything else end the
+//!   answer as `Stop` and are logged.
 //! - **Broken streams are not invented into answers.** An error item (a body
 //!   cut mid-chunk, an unreadable chunk) becomes one `Err` and ends the
 //!   stream; a stream that simply ends without a finish reason ends without
@@ -70,15 +80,19 @@ use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
 use async_openai::middleware::ReqwestService;
 use async_openai::types::chat::{
-    ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
-    ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
-    ChatCompletionResponseStream, ChatCompletionStreamOptions, CreateChatCompletionRequest,
-    CreateChatCompletionStreamResponse, FinishReason, StopConfiguration,
+    ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls,
+    ChatCompletionRequestAssistantMessage, ChatCompletionRequestAssistantMessageContent,
+    ChatCompletionRequestMessage, ChatCompletionRequestSystemMessage,
+    ChatCompletionRequestToolMessage, ChatCompletionRequestToolMessageContent,
+    ChatCompletionRequestUserMessage, ChatCompletionStreamOptions, CreateChatCompletionRequest,
+    FunctionCall, StopConfiguration,
 };
+use async_openai::types::stream::StreamResponse;
 use futures::StreamExt;
+use serde::Deserialize;
 use skald_actors::ports::model::{
     ModelError, ModelErrorKind, ModelEvent, ModelFinish, ModelProvider, ModelRequest,
-    PromptMessage, Role, TokenStream,
+    PromptMessage, Role, TokenStream, ToolCallDelta, Tools,
 };
 use skald_protocol::Usage;
 
@@ -245,7 +259,33 @@ impl OpenAiProvider {
     }
 
     /// The chat-completions request for `request`.
-    fn chat_request(&self, request: ModelRequest) -> CreateChatCompletionRequest {
+    fn chat_request(
+        &self,
+        request: ModelRequest,
+    ) -> Result<CreateChatCompletionRequest, ModelError> {
+        let unreadable = |what: &str, e: serde_json::Error| {
+            ModelError::upstream(format!("the {what} could not be sent: {e}"))
+        };
+        let response_format = request
+            .response_format
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| unreadable("response_format", e))?;
+        let (tools, tool_choice, parallel_tool_calls) = match request.tools {
+            None => (None, None, None),
+            Some(Tools {
+                definitions,
+                choice,
+                parallel,
+            }) => (
+                Some(serde_json::from_value(definitions).map_err(|e| unreadable("tools", e))?),
+                choice
+                    .map(serde_json::from_value)
+                    .transpose()
+                    .map_err(|e| unreadable("tool_choice", e))?,
+                parallel,
+            ),
+        };
         let mut body = CreateChatCompletionRequest {
             model: request
                 .model
@@ -264,6 +304,10 @@ impl OpenAiProvider {
             presence_penalty: request.sampling.presence_penalty.map(|v| v as f32),
             stop: (!request.sampling.stop.is_empty())
                 .then_some(StopConfiguration::StringArray(request.sampling.stop)),
+            tools,
+            tool_choice,
+            parallel_tool_calls,
+            response_format,
             ..CreateChatCompletionRequest::default()
         };
         // Deprecated by OpenAI, still honoured by it and by vLLM and
@@ -283,16 +327,16 @@ impl OpenAiProvider {
                 }
             }
         }
-        body
+        Ok(body)
     }
 }
 
 #[async_trait::async_trait]
 impl ModelProvider for OpenAiProvider {
     async fn start(&self, request: ModelRequest) -> Result<TokenStream, ModelError> {
-        let body = self.chat_request(request);
+        let body = self.chat_request(request)?;
         let model = body.model.clone();
-        match self.client.chat().create_stream(body).await {
+        match self.client.chat().create_stream_byot(body).await {
             Ok(upstream) => {
                 tracing::debug!(%model, "upstream accepted the chat request");
                 Ok(token_stream(upstream, self.redactor.clone()))
@@ -346,22 +390,121 @@ fn chat_message(message: PromptMessage) -> ChatCompletionRequestMessage {
     match message.role {
         Role::System => ChatCompletionRequestSystemMessage::from(message.content).into(),
         Role::User => ChatCompletionRequestUserMessage::from(message.content).into(),
-        Role::Assistant => ChatCompletionRequestAssistantMessage::from(message.content).into(),
+        Role::Assistant if message.tool_calls.is_empty() => {
+            ChatCompletionRequestAssistantMessage::from(message.content).into()
+        }
+        Role::Assistant => ChatCompletionRequestAssistantMessage {
+            content: (!message.content.is_empty()).then_some(
+                ChatCompletionRequestAssistantMessageContent::Text(message.content),
+            ),
+            tool_calls: Some(
+                message
+                    .tool_calls
+                    .into_iter()
+                    .map(|call| {
+                        ChatCompletionMessageToolCalls::Function(ChatCompletionMessageToolCall {
+                            id: call.id,
+                            function: FunctionCall {
+                                name: call.function.name,
+                                arguments: call.function.arguments,
+                            },
+                        })
+                    })
+                    .collect(),
+            ),
+            ..ChatCompletionRequestAssistantMessage::default()
+        }
+        .into(),
+        Role::Tool => ChatCompletionRequestToolMessage {
+            content: ChatCompletionRequestToolMessageContent::Text(message.content),
+            tool_call_id: message.tool_call_id.unwrap_or_default(),
+        }
+        .into(),
     }
 }
+
+/// One streamed chunk, reduced to what Skald reads of it. Every field may
+/// be absent or null; unknown fields are ignored.
+#[derive(Debug, Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    choices: Option<Vec<Choice>>,
+    #[serde(default)]
+    usage: Option<ChunkUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Choice {
+    #[serde(default)]
+    index: u32,
+    #[serde(default)]
+    delta: Option<Delta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
+    /// DeepSeek, vLLM, llama.cpp, LM Studio.
+    #[serde(default)]
+    reasoning_content: Option<String>,
+    /// OpenRouter, Ollama, vLLM's newer name.
+    #[serde(default)]
+    reasoning: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Vec<ToolCallChunk>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ToolCallChunk {
+    #[serde(default)]
+    index: u32,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    function: Option<FunctionChunk>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FunctionChunk {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    arguments: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChunkUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+type ChunkStream = StreamResponse<Chunk>;
 
 /// The upstream stream, translated.
 struct Translation {
     /// `None` once the stream ended or failed: dropping it closes the
     /// connection right away.
-    upstream: Option<ChatCompletionResponseStream>,
+    upstream: Option<ChunkStream>,
     /// Events of the last chunk not yet handed out.
     pending: VecDeque<ModelEvent>,
     finished: bool,
     redactor: Redactor,
 }
 
-fn token_stream(upstream: ChatCompletionResponseStream, redactor: Redactor) -> TokenStream {
+fn token_stream(upstream: ChunkStream, redactor: Redactor) -> TokenStream {
     let state = Translation {
         upstream: Some(upstream),
         pending: VecDeque::new(),
@@ -400,9 +543,10 @@ fn token_stream(upstream: ChatCompletionResponseStream, redactor: Redactor) -> T
 }
 
 impl Translation {
-    /// Queues the events of one chunk: its text, its finish reason, its usage.
-    fn translate(&mut self, chunk: CreateChatCompletionStreamResponse) {
-        for choice in chunk.choices {
+    /// Queues the events of one chunk: its reasoning, text and tool-call
+    /// pieces, its finish reason, its usage.
+    fn translate(&mut self, chunk: Chunk) {
+        for choice in chunk.choices.unwrap_or_default() {
             if choice.index != 0 {
                 tracing::debug!(
                     index = choice.index,
@@ -410,12 +554,8 @@ impl Translation {
                 );
                 continue;
             }
-            if let Some(text) = choice.delta.content.filter(|text| !text.is_empty()) {
-                if self.finished {
-                    tracing::warn!("ignoring upstream text after the finish reason");
-                } else {
-                    self.pending.push_back(ModelEvent::Token(text));
-                }
+            if let Some(delta) = choice.delta {
+                self.queue(delta);
             }
             if let Some(reason) = choice.finish_reason {
                 if self.finished {
@@ -423,30 +563,67 @@ impl Translation {
                 } else {
                     self.finished = true;
                     self.pending
-                        .push_back(ModelEvent::Finish(model_finish(reason)));
+                        .push_back(ModelEvent::Finish(model_finish(&reason)));
                 }
             }
         }
         if let Some(usage) = chunk.usage {
             self.pending.push_back(ModelEvent::Usage(Usage {
-                prompt_tokens: u64::from(usage.prompt_tokens),
-                completion_tokens: u64::from(usage.completion_tokens),
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
                 reasoning_tokens: usage
                     .completion_tokens_details
-                    .as_ref()
-                    .and_then(|d| d.reasoning_tokens)
-                    .map(u64::from),
+                    .and_then(|d| d.reasoning_tokens),
+            }));
+        }
+    }
+
+    /// The events of one delta, in the order a reader expects them:
+    /// reasoning, then text, then tool-call pieces.
+    fn queue(&mut self, delta: Delta) {
+        let reasoning = delta.reasoning_content.or(delta.reasoning);
+        let text = delta.content;
+        let calls = delta.tool_calls.unwrap_or_default();
+        let nothing = reasoning.as_ref().is_none_or(String::is_empty)
+            && text.as_ref().is_none_or(String::is_empty)
+            && calls.is_empty();
+        if nothing {
+            return;
+        }
+        if self.finished {
+            tracing::warn!("ignoring upstream output after the finish reason");
+            return;
+        }
+        if let Some(reasoning) = reasoning.filter(|r| !r.is_empty()) {
+            self.pending.push_back(ModelEvent::Reasoning(reasoning));
+        }
+        if let Some(text) = text.filter(|t| !t.is_empty()) {
+            self.pending.push_back(ModelEvent::Token(text));
+        }
+        for call in calls {
+            let (name, arguments) = call
+                .function
+                .map_or((None, None), |f| (f.name, f.arguments));
+            self.pending.push_back(ModelEvent::ToolCall(ToolCallDelta {
+                index: call.index,
+                id: call.id.filter(|id| !id.is_empty()),
+                name: name.filter(|n| !n.is_empty()),
+                arguments: arguments.unwrap_or_default(),
             }));
         }
     }
 }
 
-fn model_finish(reason: FinishReason) -> ModelFinish {
+fn model_finish(reason: &str) -> ModelFinish {
     match reason {
-        FinishReason::Stop => ModelFinish::Stop,
-        FinishReason::Length => ModelFinish::Length,
+        "stop" => ModelFinish::Stop,
+        "length" => ModelFinish::Length,
+        "tool_calls" | "function_call" => ModelFinish::ToolCalls,
         other => {
-            tracing::warn!(reason = ?other, "upstream ended the answer for an unusual reason; treating it as stop");
+            tracing::warn!(
+                reason = other,
+                "upstream ended the answer for an unusual reason; treating it as stop"
+            );
             ModelFinish::Stop
         }
     }
@@ -655,10 +832,12 @@ mod tests {
     }
 
     #[test]
-    fn finish_reasons_map_to_stop_or_length() {
-        assert_eq!(model_finish(FinishReason::Stop), ModelFinish::Stop);
-        assert_eq!(model_finish(FinishReason::Length), ModelFinish::Length);
-        assert_eq!(model_finish(FinishReason::ContentFilter), ModelFinish::Stop);
-        assert_eq!(model_finish(FinishReason::ToolCalls), ModelFinish::Stop);
+    fn finish_reasons_map_to_stop_length_or_tool_calls() {
+        assert_eq!(model_finish("stop"), ModelFinish::Stop);
+        assert_eq!(model_finish("length"), ModelFinish::Length);
+        assert_eq!(model_finish("content_filter"), ModelFinish::Stop);
+        assert_eq!(model_finish("tool_calls"), ModelFinish::ToolCalls);
+        assert_eq!(model_finish("function_call"), ModelFinish::ToolCalls);
+        assert_eq!(model_finish("eos"), ModelFinish::Stop);
     }
 }

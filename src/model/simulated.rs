@@ -157,20 +157,16 @@ mod tests {
         ModelRequest {
             model: None,
             messages: vec![
-                PromptMessage {
-                    role: Role::System,
-                    content: "be brief".into(),
-                },
-                PromptMessage {
-                    role: Role::User,
-                    content: text.into(),
-                },
+                PromptMessage::new(Role::System, "be brief"),
+                PromptMessage::new(Role::User, text),
             ],
             temperature: 0.0,
             max_tokens,
             max_answer_bytes: u32::MAX,
             user: "u".into(),
             sampling: Default::default(),
+            tools: None,
+            response_format: None,
         }
     }
 

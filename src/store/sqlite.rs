@@ -89,6 +89,16 @@ CREATE INDEX messages_unfinished ON messages (written_at_ms)
     WHERE role = 'assistant' AND finish_reason IS NULL;
 "#,
         ),
+        // What the OpenAI-compatible API and reasoning models add to a
+        // message: the reasoning and tool calls of an answer (tool calls
+        // as a JSON array), the call a `tool` message answers.
+        M::up(
+            r#"
+ALTER TABLE messages ADD COLUMN reasoning TEXT;
+ALTER TABLE messages ADD COLUMN tool_calls TEXT;
+ALTER TABLE messages ADD COLUMN tool_call_id TEXT;
+"#,
+        ),
     ])
 }
 
@@ -205,7 +215,7 @@ where
 
 const CONVERSATION_COLUMNS: &str = "id, user, bot, title, created_at_ms, updated_at_ms";
 const MESSAGE_COLUMNS: &str = "id, conversation_id, role, content, created_at_ms, finish_reason, \
-     prompt_tokens, completion_tokens, reasoning_tokens";
+     prompt_tokens, completion_tokens, reasoning_tokens, reasoning, tool_calls, tool_call_id";
 /// What a stored answer's end reads from (after the message columns, or
 /// alone in the exchange query).
 const END_COLUMNS: &str = "finish_reason, prompt_tokens, completion_tokens, reasoning_tokens, \
@@ -270,6 +280,9 @@ fn message_row(r: &Row) -> rusqlite::Result<StoredMessage> {
         created_at_ms: r.get(4)?,
         finish_reason: finish_reason(r.get(5)?),
         usage: usage_at(r, 6)?,
+        reasoning: r.get(9)?,
+        tool_calls: super::tool_calls_of_column(r.get::<_, Option<String>>(10)?.as_deref()),
+        tool_call_id: r.get(11)?,
     })
 }
 
@@ -343,7 +356,8 @@ fn finish_in(tx: &Transaction, answer: &FinishedAnswer) -> rusqlite::Result<()> 
     let changed = tx.execute(
         "UPDATE messages SET content = ?1, finish_reason = ?2, prompt_tokens = ?3, \
          completion_tokens = ?4, reasoning_tokens = ?5, error_code = ?6, error_message = ?7, \
-         written_at_ms = ?8 WHERE id = ?9 AND conversation_id = ?10",
+         written_at_ms = ?8, reasoning = ?11, tool_calls = ?12 \
+         WHERE id = ?9 AND conversation_id = ?10",
         params![
             answer.content,
             end.finish_reason.as_str(),
@@ -354,7 +368,9 @@ fn finish_in(tx: &Transaction, answer: &FinishedAnswer) -> rusqlite::Result<()> 
             end.error.as_ref().map(|e| e.message.as_str()),
             answer.at_ms,
             answer.message_id.as_str(),
-            answer.conversation_id.as_str()
+            answer.conversation_id.as_str(),
+            (!answer.reasoning.is_empty()).then_some(answer.reasoning.as_str()),
+            super::tool_calls_column(&answer.tool_calls)
         ],
     )?;
     if changed > 0 {
@@ -457,10 +473,15 @@ impl Store for SqliteStore {
                 }
             }
             let insert = "INSERT INTO messages (id, conversation_id, user, role, content, \
-                          created_at_ms, written_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)";
-            for (id, role, content) in [
-                (&ex.user_message_id, MessageRole::User, ex.text.as_str()),
-                (&ex.assistant_message_id, MessageRole::Assistant, ""),
+                          created_at_ms, written_at_ms, tool_call_id) \
+                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7)";
+            let asked = match ex.tool_call_id {
+                Some(_) => MessageRole::Tool,
+                None => MessageRole::User,
+            };
+            for (id, role, content, tool_call_id) in [
+                (&ex.user_message_id, asked, ex.text.as_str(), ex.tool_call_id.as_deref()),
+                (&ex.assistant_message_id, MessageRole::Assistant, "", None),
             ] {
                 tx.execute(
                     insert,
@@ -470,7 +491,8 @@ impl Store for SqliteStore {
                         ex.user.as_str(),
                         role.as_str(),
                         content,
-                        ex.at_ms
+                        ex.at_ms,
+                        tool_call_id
                     ],
                 )
                 .map_err(unavailable)?;

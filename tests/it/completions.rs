@@ -243,7 +243,7 @@ async fn bad_requests_get_openai_errors_and_change_nothing() {
         ),
         (
             Some("bad"),
-            json!({"model": "default", "messages": hi, "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            json!({"model": "default", "messages": hi, "tool_choice": "auto"}),
             400,
             "invalid_request_error",
             "invalid_request",
@@ -401,6 +401,36 @@ async fn completions_in_flight_are_not_closed_as_pending_connections() {
     server.stop().await;
 }
 
+/// A completion holds one of its user's connection slots for as long as
+/// it runs, however long that is: the slot's lease is renewed, so a call
+/// that outlives it still counts, and the slot is free once it ends.
+#[tokio::test]
+async fn a_completion_longer_than_the_slot_lease_keeps_its_slot_until_it_ends() {
+    let lease_ms = 300;
+    let server = TestServer::with_config(|c| {
+        c.limits.max_connections_per_user = 1;
+        c.limits.connection_lease_ms = lease_ms;
+        c.model.simulated_tokens_per_second = 20.0;
+        c.model.simulated_answer_tokens = 30;
+    })
+    .await;
+    let mut body = ask("a long one");
+    body["stream"] = json!(true);
+    let long = post(&server, Some("leased"), body, None).await;
+    assert_eq!(long.status(), 200);
+    // Three leases later, the slot is still the long call's.
+    tokio::time::sleep(Duration::from_millis(3 * lease_ms)).await;
+    let refused = post(&server, Some("leased"), ask("meanwhile"), None).await;
+    assert_eq!(refused.status(), 429);
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "busy", "{error}");
+    assert!(long.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+    // Ended: the slot is free at once, not a lease later.
+    let after = post(&server, Some("leased"), ask("now"), None).await;
+    assert_eq!(after.status(), 200);
+    server.stop().await;
+}
+
 /// A stream that has nothing to say for a while says so in a comment line
 /// every 15 s, which SSE readers skip and proxies count as traffic.
 #[tokio::test]
@@ -555,4 +585,179 @@ async fn models_lists_the_bots_the_caller_may_use() {
         (401, Some("authentication_error"))
     );
     server.stop().await;
+}
+
+/// A server whose default bot asks the mock upstream for a tool call
+/// (`mock-tool-call`), and whose bot `chat` gets ordinary answers.
+async fn with_tools_upstream() -> (TestServer, skald_loadtest::mock_upstream::MockUpstream) {
+    let mock = crate::common::mock_upstream(0.0, 6).await;
+    let url = mock.base_url();
+    let server = TestServer::with_config(move |c| {
+        c.model.upstream_url = Some(url.parse().unwrap());
+        c.model.upstream_model = "mock-tool-call".into();
+        c.bots.insert(
+            "chat".into(),
+            skald_actors::settings::BotSettings {
+                model: Some("gpt-test".into()),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    (server, mock)
+}
+
+fn weather_tool() -> Value {
+    json!([{"type": "function", "function": {
+        "name": "weather",
+        "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    }}])
+}
+
+#[tokio::test]
+async fn tool_call_deltas_stream_back_as_the_upstream_sent_them_and_are_stored() {
+    let (server, mock) = with_tools_upstream().await;
+    let question = "weather in Paris?";
+    let asked: CreateChatCompletionRequest = serde_json::from_value(json!({
+        "model": "default", "stream": true, "tools": weather_tool(), "tool_choice": "auto",
+        "parallel_tool_calls": false,
+        "messages": [{"role": "user", "content": question}],
+    }))
+    .unwrap();
+    let mut stream = client(&server, "tools")
+        .chat()
+        .create_stream(asked)
+        .await
+        .unwrap();
+    let (mut pieces, mut ids, mut names, mut arguments, mut finish) =
+        (0, Vec::new(), Vec::new(), String::new(), None);
+    while let Some(chunk) = tokio::time::timeout(WAIT, stream.next()).await.unwrap() {
+        for choice in chunk.unwrap().choices {
+            for call in choice.delta.tool_calls.unwrap_or_default() {
+                assert_eq!(call.index, 0, "one call");
+                pieces += 1;
+                ids.extend(call.id);
+                if let Some(f) = call.function {
+                    names.extend(f.name);
+                    arguments.push_str(f.arguments.as_deref().unwrap_or_default());
+                }
+            }
+            finish = choice.finish_reason.or(finish);
+        }
+    }
+    let expected = skald_loadtest::mock_upstream::tool_call_arguments(question);
+    assert_eq!(finish, Some(FinishReason::ToolCalls));
+    assert_eq!(names, ["weather"], "the name comes once, first");
+    assert_eq!(ids.len(), 1, "the id comes once, first");
+    assert_eq!(arguments, expected);
+    assert!(pieces > 1, "the arguments came in pieces: {pieces}");
+    // The tools went upstream as the caller gave them.
+    let upstream = mock.last_request().unwrap();
+    assert_eq!(upstream["tools"], weather_tool());
+    assert_eq!(
+        (&upstream["tool_choice"], &upstream["parallel_tool_calls"]),
+        (&json!("auto"), &json!(false))
+    );
+    // Stored with the answer, in OpenAI's shape.
+    let (_, list) = server.get_json("/v1/conversations", Some("tools")).await;
+    let conversation = list["conversations"][0]["id"].as_str().unwrap().to_owned();
+    let messages = stored(&server, "tools", &conversation).await;
+    assert_eq!(
+        messages[1]["tool_calls"],
+        json!([{"id": ids[0], "type": "function", "function": {"name": "weather", "arguments": expected}}])
+    );
+    assert_eq!(messages[1]["content"], "");
+    assert_eq!(messages[1]["finish_reason"], "stop");
+    server.stop().await;
+    mock.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_tool_result_is_answered_and_stored_as_the_tool_turn_it_is() {
+    let (server, mock) = with_tools_upstream().await;
+    // A plain answer that calls the tool: no content, the call, its reason.
+    let called = post(
+        &server,
+        Some("tool-turn"),
+        json!({"model": "default", "tools": weather_tool(),
+               "messages": [{"role": "user", "content": "weather in Oslo?"}]}),
+        None,
+    )
+    .await;
+    assert_eq!(called.status(), 200);
+    let conversation = called.headers()["x-skald-conversation"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let called: Value = called.json().await.unwrap();
+    let choice = &called["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{called}");
+    assert_eq!(choice["message"]["content"], Value::Null, "{called}");
+    let call = choice["message"]["tool_calls"][0].clone();
+    assert_eq!(call["function"]["name"], "weather", "{called}");
+
+    // The application runs the tool and gives its result back, with the
+    // turns it holds, as OpenAI's API expects.
+    let result = post(
+        &server,
+        Some("tool-turn"),
+        json!({"model": "chat", "tools": weather_tool(), "messages": [
+            {"role": "user", "content": "weather in Oslo?"},
+            {"role": "assistant", "content": null, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": call["id"], "content": "snow, -3 C"},
+        ]}),
+        None,
+    )
+    .await;
+    assert_eq!(result.status(), 200);
+    let answered: Value = result.json().await.unwrap();
+    assert_eq!(
+        answered["choices"][0]["finish_reason"], "stop",
+        "{answered}"
+    );
+    let upstream = mock.last_request().unwrap();
+    let sent = upstream["messages"].as_array().unwrap();
+    assert_eq!(sent[0]["role"], "system", "the bot's prompt first");
+    assert_eq!(sent[2]["tool_calls"][0]["id"], call["id"]);
+    assert_eq!(
+        (
+            &sent[3]["role"],
+            &sent[3]["tool_call_id"],
+            &sent[3]["content"]
+        ),
+        (&json!("tool"), &call["id"], &json!("snow, -3 C"))
+    );
+    // The result is the stored message of that call's exchange.
+    let (_, list) = server
+        .get_json("/v1/conversations", Some("tool-turn"))
+        .await;
+    let newest = list["conversations"][0]["id"].as_str().unwrap().to_owned();
+    assert_ne!(newest, conversation, "each call is a conversation");
+    let messages = stored(&server, "tool-turn", &newest).await;
+    assert_eq!(
+        (
+            &messages[0]["role"],
+            &messages[0]["tool_call_id"],
+            &messages[0]["content"]
+        ),
+        (&json!("tool"), &call["id"], &json!("snow, -3 C"))
+    );
+    assert_eq!(
+        messages[1]["content"],
+        answered["choices"][0]["message"]["content"]
+    );
+
+    // A tool message that is not the answer to a call is refused by
+    // OpenAI's rules upstream; one without its id, here.
+    let bad = post(
+        &server,
+        Some("tool-turn"),
+        json!({"model": "chat", "messages": [{"role": "tool", "content": "orphan"}]}),
+        None,
+    )
+    .await;
+    assert_eq!(bad.status(), 400);
+    server.stop().await;
+    mock.shutdown().await;
 }

@@ -69,15 +69,14 @@ async fn start_stream(hub: &Hub, store: &dyn Store, user: &str) -> (Arc<StreamLo
             log: log.clone(),
             request: ModelRequest {
                 model: None,
-                messages: vec![PromptMessage {
-                    role: Role::User,
-                    content: "question".into(),
-                }],
+                messages: vec![PromptMessage::new(Role::User, "question")],
                 temperature: 0.0,
                 max_tokens: 1000,
                 max_answer_bytes: u32::MAX,
                 user: ex.user.clone(),
                 sampling: Default::default(),
+                tools: None,
+                response_format: None,
             },
             prompt_tokens_estimate: 2,
             quota_month: Month::of(skald_actors::time::now_ms()),

@@ -42,10 +42,7 @@ fn provider(base_url: String) -> OpenAiProvider {
 }
 
 fn message(role: Role, content: &str) -> PromptMessage {
-    PromptMessage {
-        role,
-        content: content.to_owned(),
-    }
+    PromptMessage::new(role, content)
 }
 
 fn request(model: Option<&str>, max_tokens: u32) -> ModelRequest {
@@ -62,6 +59,8 @@ fn request(model: Option<&str>, max_tokens: u32) -> ModelRequest {
         max_answer_bytes: u32::MAX,
         user: "user-42".into(),
         sampling: Default::default(),
+        tools: None,
+        response_format: None,
     }
 }
 

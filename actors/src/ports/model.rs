@@ -6,6 +6,8 @@
 //! billing).
 
 use futures::stream::BoxStream;
+use serde_json::Value;
+use skald_protocol::http::ToolCall;
 use skald_protocol::Usage;
 
 /// The role of one prompt message. User text only ever goes in `User`.
@@ -14,12 +16,78 @@ pub enum Role {
     System,
     User,
     Assistant,
+    /// A tool's result (the OpenAI-compatible API), with its call's id.
+    Tool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PromptMessage {
     pub role: Role,
     pub content: String,
+    /// The tools an assistant turn called (empty for plain text).
+    pub tool_calls: Vec<ToolCall>,
+    /// The call a `Tool` message answers.
+    pub tool_call_id: Option<String>,
+}
+
+impl PromptMessage {
+    /// A plain text message.
+    pub fn new(role: Role, content: impl Into<String>) -> PromptMessage {
+        PromptMessage {
+            role,
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+        }
+    }
+
+    /// Characters the model reads of it: the text and the tool calls'
+    /// names and arguments.
+    pub fn chars(&self) -> usize {
+        self.content.chars().count()
+            + self
+                .tool_calls
+                .iter()
+                .map(|c| c.function.name.chars().count() + c.function.arguments.chars().count())
+                .sum::<usize>()
+    }
+}
+
+/// Tools a caller offers the model (the OpenAI-compatible API), in
+/// OpenAI's JSON: the adapter of a provider reads them into its own types.
+/// The edge that took them checked their shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tools {
+    /// `tools`: an array of tool definitions.
+    pub definitions: Value,
+    /// `tool_choice`, when set.
+    pub choice: Option<Value>,
+    /// `parallel_tool_calls`, when set.
+    pub parallel: Option<bool>,
+}
+
+/// One piece of a tool call as the provider streamed it: the first piece
+/// of a call has its `id` and `name`, the following ones more `arguments`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ToolCallDelta {
+    /// Which call of the answer (OpenAI's `index`).
+    pub index: u32,
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub arguments: String,
+}
+
+impl ToolCallDelta {
+    /// Bytes this piece adds to the answer (counted in `max_answer_bytes`).
+    pub fn len(&self) -> usize {
+        self.id.as_ref().map_or(0, String::len)
+            + self.name.as_ref().map_or(0, String::len)
+            + self.arguments.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// One generation request, fully resolved from the bot's settings.
@@ -37,6 +105,11 @@ pub struct ModelRequest {
     /// Sampling parameters a caller chose (the OpenAI-compatible API);
     /// unset ones are the provider's defaults.
     pub sampling: Sampling,
+    /// Tools the caller offers the model, if any.
+    pub tools: Option<Tools>,
+    /// OpenAI's `response_format` (JSON mode, a JSON schema), if the caller
+    /// set it.
+    pub response_format: Option<Value>,
 }
 
 /// Sampling parameters passed upstream as the caller gave them (already
@@ -59,6 +132,8 @@ pub enum ModelEvent {
     /// A piece of the model's reasoning, before (or between) the answer.
     /// May be empty (ignored).
     Reasoning(String),
+    /// A piece of a tool call, in order.
+    ToolCall(ToolCallDelta),
     /// The provider's own token counts (usually the last event).
     Usage(Usage),
     /// The provider says the answer is complete, and why.
@@ -71,6 +146,8 @@ pub enum ModelFinish {
     Stop,
     /// The answer was cut at `max_tokens`.
     Length,
+    /// The model ended its turn by calling tools.
+    ToolCalls,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

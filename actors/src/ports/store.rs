@@ -11,7 +11,7 @@ use skald_protocol::{
     ClientMessageId, ConversationId, ErrorBody, FinishReason, MessageId, StreamId, Usage, UserId,
 };
 
-pub use skald_protocol::http::{AuditAction, MessageRole};
+pub use skald_protocol::http::{AuditAction, MessageRole, ToolCall};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conversation {
@@ -34,6 +34,12 @@ pub struct StoredMessage {
     /// user messages.
     pub finish_reason: Option<FinishReason>,
     pub usage: Option<Usage>,
+    /// An answer's reasoning, when the model gave some.
+    pub reasoning: Option<String>,
+    /// The tools an answer called.
+    pub tool_calls: Vec<ToolCall>,
+    /// On a `tool` message: the call it answers.
+    pub tool_call_id: Option<String>,
 }
 
 /// Everything one accepted `send` writes before its `ack`.
@@ -47,6 +53,8 @@ pub struct NewExchange {
     pub new_conversation: Option<NewConversation>,
     pub user_message_id: MessageId,
     pub text: String,
+    /// Set when `text` is a tool's result (stored with the `tool` role).
+    pub tool_call_id: Option<String>,
     pub assistant_message_id: MessageId,
     pub stream_id: StreamId,
     pub at_ms: i64,
@@ -92,6 +100,10 @@ pub struct FinishedAnswer {
     pub conversation_id: ConversationId,
     pub message_id: MessageId,
     pub content: String,
+    /// The model's reasoning (empty when none).
+    pub reasoning: String,
+    /// The tools the answer called (empty when none).
+    pub tool_calls: Vec<ToolCall>,
     pub end: AnswerEnd,
     pub at_ms: i64,
 }

@@ -10,12 +10,13 @@ use skald_protocol::{
 
 use crate::ports::store::{
     AnswerCheckpoint, AnswerEnd, AuditAction, AuditRecord, BeginOutcome, FinishedAnswer,
-    MessageRole, NewConversation, NewExchange, Store,
+    MessageRole, NewConversation, NewExchange, Store, ToolCall,
 };
 
 pub async fn run_all(store: &dyn Store, ns: &str) {
     exchanges_are_idempotent_and_private(store, ns).await;
     answers_are_stored_once(store, ns).await;
+    tool_turns_and_reasoning_are_stored(store, ns).await;
     checkpoints_keep_partial_answers_and_never_undo_an_end(store, ns).await;
     interrupted_answers_are_closed_with_their_checkpoint(store, ns).await;
     conversations_page_newest_first(store, ns).await;
@@ -53,6 +54,7 @@ pub fn exchange(
         }),
         user_message_id: MessageId::generate(),
         text: text.into(),
+        tool_call_id: None,
         assistant_message_id: MessageId::generate(),
         stream_id: StreamId::generate(),
         at_ms: crate::time::now_ms(),
@@ -71,6 +73,8 @@ fn answer(ex: &NewExchange, content: &str, reason: FinishReason) -> FinishedAnsw
         conversation_id: ex.conversation_id.clone(),
         message_id: ex.assistant_message_id.clone(),
         content: content.into(),
+        reasoning: String::new(),
+        tool_calls: Vec::new(),
         end: AnswerEnd {
             finish_reason: reason,
             usage: USAGE,
@@ -186,6 +190,87 @@ pub async fn answers_are_stored_once(store: &dyn Store, ns: &str) {
     assert_eq!(end.finish_reason, FinishReason::Error);
     assert_eq!(end.usage, USAGE);
     assert_eq!(end.error.map(|e| e.code), Some(ErrorCode::UpstreamError));
+}
+
+/// A tool's result as the message of an exchange, an answer that calls a
+/// tool, and a reasoning model's thoughts: stored and read back as given.
+pub async fn tool_turns_and_reasoning_are_stored(store: &dyn Store, ns: &str) {
+    let user = ns_user(ns, "tess");
+    let asked = exchange(&user, "t-1", None, "weather in Paris?");
+    store.begin_exchange(asked.clone()).await.unwrap();
+    let call = ToolCall {
+        id: "call_1".into(),
+        kind: Default::default(),
+        function: skald_protocol::http::FunctionCall {
+            name: "weather".into(),
+            arguments: "{\"city\":\"Paris\"}".into(),
+        },
+    };
+    store
+        .finish_answers(vec![FinishedAnswer {
+            reasoning: "The user wants the weather.".into(),
+            tool_calls: vec![call.clone()],
+            ..answer(&asked, "", FinishReason::Stop)
+        }])
+        .await
+        .unwrap();
+    let result = NewExchange {
+        tool_call_id: Some("call_1".into()),
+        ..exchange(&user, "t-2", Some(&asked.conversation_id), "sunny, 21 C")
+    };
+    store.begin_exchange(result.clone()).await.unwrap();
+    store
+        .finish_answers(vec![answer(&result, "It is sunny.", FinishReason::Stop)])
+        .await
+        .unwrap();
+    let messages = store
+        .recent_messages(&asked.conversation_id, 10)
+        .await
+        .unwrap();
+    let seen: Vec<_> = messages
+        .iter()
+        .map(|m| {
+            (
+                m.role,
+                m.content.as_str(),
+                m.reasoning.as_deref(),
+                m.tool_calls.as_slice(),
+                m.tool_call_id.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (MessageRole::User, "weather in Paris?", None, &[][..], None),
+            (
+                MessageRole::Assistant,
+                "",
+                Some("The user wants the weather."),
+                &[call][..],
+                None
+            ),
+            (
+                MessageRole::Tool,
+                "sunny, 21 C",
+                None,
+                &[][..],
+                Some("call_1")
+            ),
+            (MessageRole::Assistant, "It is sunny.", None, &[][..], None),
+        ]
+    );
+    let page = store
+        .list_messages(&user, &asked.conversation_id, 10, None)
+        .await
+        .unwrap()
+        .expect("the conversation");
+    assert_eq!(page.items, messages);
+    let export = store.export_user(&user).await.unwrap();
+    assert!(export
+        .messages
+        .iter()
+        .any(|m| m.tool_call_id.as_deref() == Some("call_1")));
 }
 
 pub async fn checkpoints_keep_partial_answers_and_never_undo_an_end(store: &dyn Store, ns: &str) {

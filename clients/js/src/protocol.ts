@@ -101,7 +101,7 @@ export type FinishReason = "stop" | "length" | "cancelled" | "error";
 /**
  * Who wrote a stored message.
  */
-export type MessageRole = "user" | "assistant";
+export type MessageRole = "user" | "assistant" | "tool";
 
 /**
  * What the audit log records (the seed's list).
@@ -132,7 +132,37 @@ created_at: string,
 /**
  * Null for user messages and answers still being generated.
  */
-finish_reason: FinishReason | null, usage: Usage | null, };
+finish_reason: FinishReason | null, usage: Usage | null, 
+/**
+ * What a reasoning model thought before its answer; absent when none.
+ */
+reasoning?: string, 
+/**
+ * The tools an answer called (the OpenAI-compatible API); absent when
+ * none.
+ */
+tool_calls?: Array<ToolCall>, 
+/**
+ * On a `tool` message: the call it answers.
+ */
+tool_call_id?: string, };
+
+/**
+ * One tool call of an answer, in OpenAI's shape: `{"id","type":"function",
+ * "function":{"name","arguments"}}`; `arguments` is the model's text (JSON
+ * when the model wrote valid JSON), kept as it came.
+ */
+export type ToolCall = { id: string, type: ToolKind, function: FunctionCall, };
+
+/**
+ * The kind of a tool call: OpenAI defines only `function`.
+ */
+export type ToolKind = "function";
+
+/**
+ * The function a tool call names, and its arguments as the model wrote them.
+ */
+export type FunctionCall = { name: string, arguments: string, };
 
 /**
  * `GET /v1/conversations`: newest first.

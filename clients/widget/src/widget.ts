@@ -542,7 +542,8 @@ export class ChatWidget implements WidgetHandle {
       return;
     }
     if (this.saved.conversationId !== conversationId || this.current) return;
-    const next: SavedMessage[] = messages.map((m) => {
+    // Tool turns (the OpenAI-compatible API's) are not chat bubbles.
+    const next: SavedMessage[] = messages.filter((m) => m.role !== "tool").map((m) => {
       const note = m.finish_reason === "cancelled" ? this.t.stopped : m.finish_reason === "length" ? this.t.cut : m.finish_reason === "error" ? this.t.interrupted : undefined;
       return {
         role: m.role === "user" ? "user" : "assistant",

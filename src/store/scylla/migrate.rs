@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0002_answer_ends_checkpoints_and_open_answers.cql",
         cql: include_str!("../../../migrations/0002_answer_ends_checkpoints_and_open_answers.cql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_reasoning_and_tool_turns.cql",
+        cql: include_str!("../../../migrations/0003_reasoning_and_tool_turns.cql"),
+    },
 ];
 
 /// The schema version this build needs.
@@ -547,7 +552,7 @@ mod tests {
                 m.name
             );
         }
-        assert_eq!(latest_version(), 2);
+        assert_eq!(latest_version(), 3);
         assert_eq!(version_of("0002_add_things.cql"), Some(2));
         assert_eq!(version_of("2_things.cql"), None);
         assert_eq!(version_of("0002.cql"), None);

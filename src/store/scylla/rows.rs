@@ -208,6 +208,9 @@ pub struct MessageRow {
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub client_id: Option<String>,
+    pub reasoning: Option<String>,
+    pub tool_calls: Option<String>,
+    pub tool_call_id: Option<String>,
 }
 
 impl MessageRow {
@@ -249,6 +252,9 @@ impl MessageRow {
             created_at_ms,
             finish_reason: end.map(|e| e.finish_reason),
             usage,
+            tool_calls: crate::store::tool_calls_of_column(self.tool_calls.as_deref()),
+            reasoning: self.reasoning,
+            tool_call_id: self.tool_call_id,
         })
     }
 }
@@ -296,6 +302,7 @@ pub struct KeyRow {
     pub bot: Option<String>,
     pub title: Option<String>,
     pub user_text: Option<String>,
+    pub tool_call_id: Option<String>,
 }
 
 impl KeyRow {
@@ -313,6 +320,7 @@ impl KeyRow {
             }),
             user_message_id: MessageId::from(self.user_message_id?),
             text: self.user_text.unwrap_or_default(),
+            tool_call_id: self.tool_call_id,
             assistant_message_id: MessageId::from(self.assistant_message_id?),
             stream_id: StreamId::from(self.stream_id?),
             at_ms: ms(self.created_at)?,
@@ -480,9 +488,11 @@ pub struct MessagesLast<'a> {
 pub struct UserMessage<'a> {
     pub conversation_id: &'a str,
     pub message_id: &'a str,
+    pub role: &'static str,
     pub content: &'a str,
     pub created_at: CqlTimestamp,
     pub client_id: &'a str,
+    pub tool_call_id: MaybeUnset<&'a str>,
 }
 
 impl<'a> UserMessage<'a> {
@@ -490,9 +500,14 @@ impl<'a> UserMessage<'a> {
         UserMessage {
             conversation_id: ex.conversation_id.as_str(),
             message_id: ex.user_message_id.as_str(),
+            role: match ex.tool_call_id {
+                Some(_) => MessageRole::Tool.as_str(),
+                None => MessageRole::User.as_str(),
+            },
             content: &ex.text,
             created_at: ts(ex.at_ms),
             client_id: ex.client_id.as_str(),
+            tool_call_id: unset_if_none(ex.tool_call_id.as_deref()),
         }
     }
 }
@@ -530,6 +545,10 @@ pub struct FinishAnswer<'a> {
     pub reasoning_tokens: MaybeUnset<i64>,
     pub error_code: MaybeUnset<&'static str>,
     pub error_message: MaybeUnset<&'a str>,
+    /// Unset (left as they are) where only the text and the end are known
+    /// (an interrupted answer closed from its checkpoint).
+    pub reasoning: MaybeUnset<&'a str>,
+    pub tool_calls: MaybeUnset<String>,
 }
 
 impl<'a> FinishAnswer<'a> {
@@ -551,17 +570,25 @@ impl<'a> FinishAnswer<'a> {
             reasoning_tokens: unset_if_none(end.usage.reasoning_tokens.map(tokens_to_cql)),
             error_code: unset_if_none(end.error.as_ref().map(|e| e.code.as_str())),
             error_message: unset_if_none(end.error.as_ref().map(|e| e.message.as_str())),
+            reasoning: MaybeUnset::Unset,
+            tool_calls: MaybeUnset::Unset,
         }
     }
 
     pub fn of(answer: &'a FinishedAnswer) -> Self {
-        FinishAnswer::new(
-            &answer.conversation_id,
-            &answer.message_id,
-            &answer.content,
-            &answer.end,
-            write_time_us(answer.at_ms),
-        )
+        FinishAnswer {
+            reasoning: unset_if_none(
+                (!answer.reasoning.is_empty()).then_some(answer.reasoning.as_str()),
+            ),
+            tool_calls: unset_if_none(crate::store::tool_calls_column(&answer.tool_calls)),
+            ..FinishAnswer::new(
+                &answer.conversation_id,
+                &answer.message_id,
+                &answer.content,
+                &answer.end,
+                write_time_us(answer.at_ms),
+            )
+        }
     }
 }
 
@@ -627,6 +654,7 @@ pub struct ClaimKey<'a> {
     pub bot: MaybeUnset<&'a str>,
     pub title: MaybeUnset<&'a str>,
     pub user_text: &'a str,
+    pub tool_call_id: MaybeUnset<&'a str>,
 }
 
 impl<'a> ClaimKey<'a> {
@@ -643,6 +671,7 @@ impl<'a> ClaimKey<'a> {
             bot: unset_if_none(new.map(|n| n.bot.as_str())),
             title: unset_if_none(new.map(|n| n.title.as_str())),
             user_text: &ex.text,
+            tool_call_id: unset_if_none(ex.tool_call_id.as_deref()),
         }
     }
 }
@@ -745,6 +774,9 @@ mod tests {
             error_code: Some("unavailable".into()),
             error_message: Some("interrupted".into()),
             client_id: None,
+            reasoning: None,
+            tool_calls: None,
+            tool_call_id: None,
         }
     }
 
@@ -839,6 +871,7 @@ mod tests {
             bot: Some("default".into()),
             title: Some("Bonjour".into()),
             user_text: Some("Bonjour !".into()),
+            tool_call_id: None,
         };
         let intent = row.clone().into_intent(&user).unwrap();
         assert_eq!(intent.client_id, "c-1");

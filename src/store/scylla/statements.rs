@@ -121,21 +121,24 @@ statements! {
     /// Some messages of a conversation by id (an exchange's two messages).
     select_messages_by_id, SELECT_MESSAGES_BY_ID, idempotent = true, consistency = None,
     "SELECT message_id, role, content, checkpoint, created_at, finish_reason, prompt_tokens, \
-     completion_tokens, reasoning_tokens, error_code, error_message, client_id \
+     completion_tokens, reasoning_tokens, error_code, error_message, client_id, reasoning, \
+     tool_calls, tool_call_id \
      FROM messages_by_conversation WHERE conversation_id = :conversation_id AND message_id IN :message_ids";
 
     /// The oldest messages after the cursor (`''` for the first page):
     /// one page (`LIMIT` is the page + 1), or all of them, paged.
     select_messages_after, SELECT_MESSAGES_AFTER, idempotent = true, consistency = None,
     "SELECT message_id, role, content, checkpoint, created_at, finish_reason, prompt_tokens, \
-     completion_tokens, reasoning_tokens, error_code, error_message, client_id \
+     completion_tokens, reasoning_tokens, error_code, error_message, client_id, reasoning, \
+     tool_calls, tool_call_id \
      FROM messages_by_conversation WHERE conversation_id = :conversation_id AND message_id > :after \
      LIMIT :fetch";
 
     /// The newest messages of a conversation, newest first (prompt history).
     select_messages_last, SELECT_MESSAGES_LAST, idempotent = true, consistency = None,
     "SELECT message_id, role, content, checkpoint, created_at, finish_reason, prompt_tokens, \
-     completion_tokens, reasoning_tokens, error_code, error_message, client_id \
+     completion_tokens, reasoning_tokens, error_code, error_message, client_id, reasoning, \
+     tool_calls, tool_call_id \
      FROM messages_by_conversation WHERE conversation_id = :conversation_id \
      ORDER BY message_id DESC LIMIT :fetch";
 
@@ -145,10 +148,12 @@ statements! {
     "SELECT role, created_at, finish_reason, checkpoint, WRITETIME(checkpoint) AS checkpoint_us \
      FROM messages_by_conversation WHERE conversation_id = :conversation_id AND message_id = :message_id";
 
-    /// The user's message of an exchange, with its idempotency key.
+    /// The message of an exchange (the user's, or a tool's result), with
+    /// its idempotency key.
     insert_user_message, INSERT_USER_MESSAGE, idempotent = true, consistency = None,
-    "INSERT INTO messages_by_conversation (conversation_id, message_id, role, content, created_at, client_id) \
-     VALUES (:conversation_id, :message_id, 'user', :content, :created_at, :client_id)";
+    "INSERT INTO messages_by_conversation (conversation_id, message_id, role, content, created_at, \
+     client_id, tool_call_id) \
+     VALUES (:conversation_id, :message_id, :role, :content, :created_at, :client_id, :tool_call_id)";
 
     /// The answer of an exchange, before it is generated: no `content`, so
     /// that writing it again can never overwrite a finished answer.
@@ -161,7 +166,8 @@ statements! {
     finish_answer, FINISH_ANSWER, idempotent = true, consistency = None,
     "UPDATE messages_by_conversation USING TIMESTAMP :written_us SET content = :content, \
      finish_reason = :finish_reason, prompt_tokens = :prompt_tokens, completion_tokens = :completion_tokens, \
-     reasoning_tokens = :reasoning_tokens, error_code = :error_code, error_message = :error_message \
+     reasoning_tokens = :reasoning_tokens, error_code = :error_code, error_message = :error_message, \
+     reasoning = :reasoning, tool_calls = :tool_calls \
      WHERE conversation_id = :conversation_id AND message_id = :message_id";
 
     /// What a live answer holds so far: its own column, which no end
@@ -199,18 +205,18 @@ statements! {
     /// Claims a key: the one lightweight transaction of the write path.
     claim_key, CLAIM_KEY, idempotent = false, consistency = None,
     "INSERT INTO idempotency_keys (user_id, client_id, conversation_id, user_message_id, \
-     assistant_message_id, stream_id, created_at, bot, title, user_text) \
+     assistant_message_id, stream_id, created_at, bot, title, user_text, tool_call_id) \
      VALUES (:user_id, :client_id, :conversation_id, :user_message_id, :assistant_message_id, \
-     :stream_id, :created_at, :bot, :title, :user_text) IF NOT EXISTS";
+     :stream_id, :created_at, :bot, :title, :user_text, :tool_call_id) IF NOT EXISTS";
 
     select_key, SELECT_KEY, idempotent = true, consistency = None,
     "SELECT client_id, conversation_id, user_message_id, assistant_message_id, stream_id, created_at, \
-     bot, title, user_text FROM idempotency_keys WHERE user_id = :user_id AND client_id = :client_id";
+     bot, title, user_text, tool_call_id FROM idempotency_keys WHERE user_id = :user_id AND client_id = :client_id";
 
     /// Every key of a user, paged (export).
     select_all_keys, SELECT_ALL_KEYS, idempotent = true, consistency = None,
     "SELECT client_id, conversation_id, user_message_id, assistant_message_id, stream_id, created_at, \
-     bot, title, user_text FROM idempotency_keys WHERE user_id = :user_id";
+     bot, title, user_text, tool_call_id FROM idempotency_keys WHERE user_id = :user_id";
 
     delete_key, DELETE_KEY, idempotent = true, consistency = None,
     "DELETE FROM idempotency_keys WHERE user_id = :user_id AND client_id = :client_id";

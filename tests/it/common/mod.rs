@@ -516,15 +516,14 @@ pub fn simulated_answer(text: &str, tokens: u32) -> String {
     };
     let request = ModelRequest {
         model: None,
-        messages: vec![PromptMessage {
-            role: Role::User,
-            content: text.into(),
-        }],
+        messages: vec![PromptMessage::new(Role::User, text)],
         temperature: 0.0,
         max_tokens: u32::MAX,
         max_answer_bytes: u32::MAX,
         user: "u".into(),
         sampling: Default::default(),
+        tools: None,
+        response_format: None,
     };
     model.answer(&request).0.concat()
 }
