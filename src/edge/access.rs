@@ -91,8 +91,10 @@ pub async fn check_address(app: &AppState, address: IpAddr) -> Result<(), ApiErr
     .await
 }
 
-/// Middleware: every HTTP API request counts against its address first.
-pub async fn limit_address(
+/// Middleware: every HTTP API request counts against its address first,
+/// refused in the error shape `E` of the routes it guards (the
+/// OpenAI-compatible API has its own).
+pub async fn limit_address<E: From<ApiError> + IntoResponse>(
     State(app): State<AppState>,
     ClientIp(client): ClientIp,
     request: Request,
@@ -100,7 +102,7 @@ pub async fn limit_address(
 ) -> Response {
     match check_address(&app, client).await {
         Ok(()) => next.run(request).await,
-        Err(refusal) => refusal.into_response(),
+        Err(refusal) => E::from(refusal).into_response(),
     }
 }
 

@@ -16,8 +16,11 @@ pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/v1/usage", get(usage))
         .merge(super::history::router())
-        .merge(super::completions::router())
-        .layer(middleware::from_fn_with_state(state, limit_address))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limit_address::<ApiError>,
+        ))
+        .merge(super::completions::router(state))
 }
 
 /// `GET /v1/usage`: this month's usage (UTC) against the caller's limits

@@ -66,10 +66,14 @@ const MAX_TOOLS: usize = 128;
 /// Longest silence of a streamed completion before a keep-alive comment.
 const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
-pub fn router() -> Router<AppState> {
+pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/v1/chat/completions", post(completions))
         .route("/v1/models", get(models))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            super::access::limit_address::<OpenAiError>,
+        ))
 }
 
 /// An [`ApiError`] in OpenAI's shape: `{"error":{"message","type","code"}}`,

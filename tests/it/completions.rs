@@ -761,3 +761,49 @@ async fn a_tool_result_is_answered_and_stored_as_the_tool_turn_it_is() {
     server.stop().await;
     mock.shutdown().await;
 }
+
+/// Limits that cannot be read, with `failure_policy = "closed"`: the call
+/// is refused as OpenAI's SDKs expect a 503 (`InternalServerError`,
+/// retried by them), and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_down_fail_closed_as_a_503() {
+    let mut redis = crate::common::redis_server::RedisServer::start();
+    let url = redis.url();
+    let server = TestServer::with_config(|c| {
+        c.redis.url = Some(url.as_str().into());
+        c.redis.failure_policy = skald_actors::limits::guard::FailurePolicy::Closed;
+    })
+    .await;
+    assert_eq!(
+        post(&server, Some("closed"), ask("ok"), None)
+            .await
+            .status(),
+        200
+    );
+    redis.stop();
+    let refused = tokio::time::timeout(WAIT, post(&server, Some("closed"), ask("refused"), None))
+        .await
+        .expect("answered in bounded time");
+    assert_eq!(refused.status(), 503);
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(
+        (
+            error["error"]["type"].as_str(),
+            error["error"]["code"].as_str()
+        ),
+        (Some("server_error"), Some("unavailable")),
+        "{error}"
+    );
+    redis.restart();
+    let list = eventually(
+        "the history API never answered again",
+        Duration::from_millis(100),
+        async || {
+            let (status, list) = server.get_json("/v1/conversations", Some("closed")).await;
+            (status == 200).then_some(list)
+        },
+    )
+    .await;
+    assert_eq!(list["conversations"].as_array().unwrap().len(), 1, "{list}");
+    server.stop().await;
+}
