@@ -425,6 +425,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "longest answer text in bytes (262144); an upstream that sends more is cut there, at a character boundary, with `finish_reason: \"length\"`",
     },
     Setting {
+        key: "bots.<name>.max_reasoning_chars",
+        env: None,
+        meaning: "most characters of a reasoning model's thinking sent and stored; thinking past it is dropped and the answer still comes",
+    },
+    Setting {
         key: "bots.<name>.max_message_chars",
         env: None,
         meaning: "longest accepted `send.text`, in characters",

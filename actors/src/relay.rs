@@ -567,6 +567,7 @@ impl Orphans {
                 prompt_tokens: meta.prompt_tokens_estimate,
                 completion_tokens: tokens,
                 reasoning_tokens: None,
+                estimated: true,
             },
             error: Some(ErrorBody {
                 code: ErrorCode::Unavailable,

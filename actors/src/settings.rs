@@ -27,6 +27,10 @@ pub struct BotSettings {
     /// sends more (one huge delta, or a model ignoring `max_tokens`) is cut
     /// there, at a character boundary, with `finish_reason: "length"`.
     pub max_answer_bytes: u32,
+    /// Upper bound of a reasoning model's thinking kept and sent, in
+    /// characters: thinking past it is dropped (counted, not stored), the
+    /// answer still comes.
+    pub max_reasoning_chars: u32,
     /// Longest accepted `send.text`, in characters (Unicode scalar values).
     pub max_message_chars: u32,
     /// How many earlier messages of the conversation go into the prompt.
@@ -54,6 +58,7 @@ impl Default for BotSettings {
             temperature: 0.7,
             max_tokens: 500,
             max_answer_bytes: 256 * 1024,
+            max_reasoning_chars: 200_000,
             max_message_chars: 4000,
             history_messages: 20,
             max_history_chars: 8000,

@@ -178,6 +178,7 @@ impl Conclusion {
             prompt_tokens: self.prompt_tokens_estimate,
             completion_tokens: self.log.text_and_tokens().1,
             reasoning_tokens: None,
+            estimated: true,
         }
     }
 
@@ -340,6 +341,7 @@ pub async fn pump(
 ) -> PumpOutcome {
     let max_tokens = u64::from(request.max_tokens);
     let mut bytes_left = request.max_answer_bytes as usize;
+    let mut reasoning_left = request.max_reasoning_chars as usize;
     let deadline = tokio::time::Instant::now() + first_token_timeout;
     let failed = |code, message: String, usage| PumpOutcome::Failed {
         code,
@@ -434,6 +436,18 @@ pub async fn pump(
                 if token.is_empty() {
                     continue;
                 }
+                let chars = token.chars().count();
+                if chars > reasoning_left {
+                    // Thinking past the bound: a sign of life, not kept.
+                    if reasoning_left > 0 {
+                        tracing::debug!(stream_id = %log.ids.stream_id, "thinking past max_reasoning_chars is dropped");
+                        metrics::counter!("skald_reasoning_dropped_total").increment(1);
+                    }
+                    reasoning_left = 0;
+                    received = received.max(1);
+                    continue;
+                }
+                reasoning_left -= chars;
                 received = log.push_reasoning(&token);
             }
             Ok(Some(Ok(ModelEvent::ToolCall(delta)))) => {

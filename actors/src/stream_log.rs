@@ -595,6 +595,7 @@ mod tests {
                 prompt_tokens: 1,
                 completion_tokens: 1,
                 reasoning_tokens: None,
+                estimated: false,
             },
             error: None
         }));

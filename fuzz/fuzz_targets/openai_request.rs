@@ -6,9 +6,8 @@
 //! Properties:
 //! - reading never panics, whatever the bytes;
 //! - what is accepted holds at most four stop sequences and parameters
-//!   within OpenAI's ranges, and its new text is the last message's, a
-//!   user's (the bot decides at admission whether a caller's own system
-//!   turns are taken);
+//!   within OpenAI's ranges and at most 128 tools (the bot decides at
+//!   admission whether a caller's own system turns are taken);
 //! - it is deterministic.
 #![no_main]
 
@@ -28,4 +27,8 @@ fuzz_target!(|data: &[u8]| {
     assert!(p.sampling.top_p.is_none_or(|t| (0.0..=1.0).contains(&t)));
     assert!(p.sampling.stop.len() <= 4);
     assert!(p.max_tokens != Some(0));
+    assert!(p
+        .tools
+        .as_ref()
+        .is_none_or(|t| t.definitions.as_array().is_some_and(|d| d.len() <= 128)));
 });

@@ -221,6 +221,7 @@ async fn relay_answer(
             prompt_tokens: 0,
             completion_tokens: seq,
             reasoning_tokens: None,
+            estimated: false,
         },
         error: outcome.err().map(|message| ErrorBody {
             code: ErrorCode::UpstreamError,

@@ -201,6 +201,12 @@ pub struct Usage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional))]
     pub reasoning_tokens: Option<u64>,
+    /// Counted by Skald (about four characters a token) because the
+    /// upstream reported no usage; absent when the counts are the
+    /// upstream's own.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[cfg_attr(test, ts(optional, as = "Option<bool>"))]
+    pub estimated: bool,
 }
 
 impl Usage {
@@ -278,6 +284,7 @@ mod tests {
                 prompt_tokens: 12,
                 completion_tokens: 30,
                 reasoning_tokens: None,
+                estimated: false,
             },
             error: None,
         };
@@ -352,6 +359,7 @@ mod tests {
             prompt_tokens: 1,
             completion_tokens: 9,
             reasoning_tokens: Some(4),
+            estimated: false,
         };
         assert_eq!(
             serde_json::to_value(with_reasoning).unwrap(),

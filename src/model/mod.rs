@@ -3,3 +3,4 @@
 
 pub mod openai;
 pub mod simulated;
+pub mod think;

@@ -50,6 +50,12 @@
 //!   (`reasoning_content` from DeepSeek, vLLM and llama.cpp; `reasoning`
 //!   from OpenRouter and Ollama), and nothing of what Skald does not use
 //!   (logprobs, audio, obfuscation padding), so a token costs less to parse.
+//! - **`<think>…</think>` at the start of the content** (models whose
+//!   server has no reasoning parser) is split out as reasoning
+//!   ([`super::think`]), wherever the chunks cut the tags.
+//! - **An error inside a 200 stream** (`data: {"error": …}`, vLLM's way,
+//!   or an `event: error`) ends the answer with one upstream error; its
+//!   body is logged, not passed to the client.
 //! - **Tool calls** are passed on piece by piece as the server streamed
 //!   them ([`ModelEvent::ToolCall`]); the caller's tools, `tool_choice` and
 //!   `response_format` are sent as the caller gave them.
@@ -95,6 +101,8 @@ use skald_actors::ports::model::{
     PromptMessage, Role, TokenStream, ToolCallDelta, Tools,
 };
 use skald_protocol::Usage;
+
+use super::think::{Piece, ThinkSplitter};
 
 /// What [`ModelProvider::name`] returns.
 pub const PROVIDER_NAME: &str = "openai";
@@ -431,6 +439,10 @@ struct Chunk {
     choices: Option<Vec<Choice>>,
     #[serde(default)]
     usage: Option<ChunkUsage>,
+    /// A failure reported inside a 200 stream (`data: {"error": …}`, or an
+    /// `event: error` whose data is the same).
+    #[serde(default)]
+    error: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -502,6 +514,10 @@ struct Translation {
     pending: VecDeque<ModelEvent>,
     finished: bool,
     redactor: Redactor,
+    /// A leading `<think>` block of the content, split out as reasoning.
+    think: ThinkSplitter,
+    /// The splitter's output for one delta (reused).
+    split: Vec<Piece>,
 }
 
 fn token_stream(upstream: ChunkStream, redactor: Redactor) -> TokenStream {
@@ -510,6 +526,8 @@ fn token_stream(upstream: ChunkStream, redactor: Redactor) -> TokenStream {
         pending: VecDeque::new(),
         finished: false,
         redactor,
+        think: ThinkSplitter::new(),
+        split: Vec::new(),
     };
     futures::stream::unfold(state, |mut state| async move {
         loop {
@@ -518,7 +536,12 @@ fn token_stream(upstream: ChunkStream, redactor: Redactor) -> TokenStream {
             }
             let next = state.upstream.as_mut()?.next().await;
             match next {
-                Some(Ok(chunk)) => state.translate(chunk),
+                Some(Ok(chunk)) => {
+                    if let Err(error) = state.translate(chunk) {
+                        state.upstream = None;
+                        return Some((Err(error), state));
+                    }
+                }
                 Some(Err(error)) => {
                     state.upstream = None;
                     let error = state.redactor.model_error(error, Phase::Stream);
@@ -533,8 +556,9 @@ fn token_stream(upstream: ChunkStream, redactor: Redactor) -> TokenStream {
                     state.upstream = None;
                     if !state.finished {
                         tracing::warn!("upstream stream ended without a finish reason");
+                        // What the splitter held back is said before the end.
+                        state.flush_think();
                     }
-                    return None;
                 }
             }
         }
@@ -545,7 +569,14 @@ fn token_stream(upstream: ChunkStream, redactor: Redactor) -> TokenStream {
 impl Translation {
     /// Queues the events of one chunk: its reasoning, text and tool-call
     /// pieces, its finish reason, its usage.
-    fn translate(&mut self, chunk: Chunk) {
+    fn translate(&mut self, chunk: Chunk) -> Result<(), ModelError> {
+        if let Some(error) = chunk.error {
+            // vLLM and others report a failure inside a 200 stream. The
+            // body is logged, not echoed to the client.
+            let body = self.redactor.clean(&error.to_string());
+            tracing::warn!(error = %body, "upstream reported an error mid-answer");
+            return Err(ModelError::upstream("the model failed while answering"));
+        }
         for choice in chunk.choices.unwrap_or_default() {
             if choice.index != 0 {
                 tracing::debug!(
@@ -561,6 +592,7 @@ impl Translation {
                 if self.finished {
                     tracing::debug!(?reason, "ignoring a second finish reason from upstream");
                 } else {
+                    self.flush_think();
                     self.finished = true;
                     self.pending
                         .push_back(ModelEvent::Finish(model_finish(&reason)));
@@ -574,7 +606,25 @@ impl Translation {
                 reasoning_tokens: usage
                     .completion_tokens_details
                     .and_then(|d| d.reasoning_tokens),
+                estimated: false,
             }));
+        }
+        Ok(())
+    }
+
+    /// Queues what the `<think>` splitter holds back (the content ended).
+    fn flush_think(&mut self) {
+        self.think.finish(&mut self.split);
+        self.queue_split();
+    }
+
+    /// Queues the splitter's pieces as reasoning and answer tokens.
+    fn queue_split(&mut self) {
+        for piece in self.split.drain(..) {
+            self.pending.push_back(match piece {
+                Piece::Reasoning(text) => ModelEvent::Reasoning(text),
+                Piece::Answer(text) => ModelEvent::Token(text),
+            });
         }
     }
 
@@ -598,7 +648,8 @@ impl Translation {
             self.pending.push_back(ModelEvent::Reasoning(reasoning));
         }
         if let Some(text) = text.filter(|t| !t.is_empty()) {
-            self.pending.push_back(ModelEvent::Token(text));
+            self.think.push(&text, &mut self.split);
+            self.queue_split();
         }
         for call in calls {
             let (name, arguments) = call

@@ -115,6 +115,7 @@ impl ModelProvider for SimulatedModel {
             prompt_tokens: count_words(&request),
             completion_tokens: tokens.len() as u64,
             reasoning_tokens: None,
+            estimated: false,
         };
         let period = (self.tokens_per_second > 0.0)
             .then(|| Duration::from_secs_f64(1.0 / self.tokens_per_second));
@@ -163,6 +164,7 @@ mod tests {
             temperature: 0.0,
             max_tokens,
             max_answer_bytes: u32::MAX,
+            max_reasoning_chars: u32::MAX,
             user: "u".into(),
             sampling: Default::default(),
             tools: None,
@@ -191,6 +193,7 @@ mod tests {
                 prompt_tokens: 4,
                 completion_tokens: 5,
                 reasoning_tokens: None,
+                estimated: false,
             })
         );
         let again: Vec<_> = model

@@ -91,12 +91,14 @@ CREATE INDEX messages_unfinished ON messages (written_at_ms)
         ),
         // What the OpenAI-compatible API and reasoning models add to a
         // message: the reasoning and tool calls of an answer (tool calls
-        // as a JSON array), the call a `tool` message answers.
+        // as a JSON array), the call a `tool` message answers; and whether
+        // an answer's usage is Skald's estimate (the upstream gave none).
         M::up(
             r#"
 ALTER TABLE messages ADD COLUMN reasoning TEXT;
 ALTER TABLE messages ADD COLUMN tool_calls TEXT;
 ALTER TABLE messages ADD COLUMN tool_call_id TEXT;
+ALTER TABLE messages ADD COLUMN usage_estimated INTEGER;
 "#,
         ),
     ])
@@ -215,11 +217,12 @@ where
 
 const CONVERSATION_COLUMNS: &str = "id, user, bot, title, created_at_ms, updated_at_ms";
 const MESSAGE_COLUMNS: &str = "id, conversation_id, role, content, created_at_ms, finish_reason, \
-     prompt_tokens, completion_tokens, reasoning_tokens, reasoning, tool_calls, tool_call_id";
+     prompt_tokens, completion_tokens, reasoning_tokens, usage_estimated, reasoning, tool_calls, \
+     tool_call_id";
 /// What a stored answer's end reads from (after the message columns, or
 /// alone in the exchange query).
 const END_COLUMNS: &str = "finish_reason, prompt_tokens, completion_tokens, reasoning_tokens, \
-     error_code, error_message";
+     usage_estimated, error_code, error_message";
 
 fn text<T: From<String>>(r: &Row, i: usize) -> rusqlite::Result<T> {
     r.get::<_, String>(i).map(T::from)
@@ -240,14 +243,17 @@ fn finish_reason(s: Option<String>) -> Option<FinishReason> {
     s?.parse().ok()
 }
 
-/// Usage from its columns, starting at `i` (prompt, completion, reasoning).
+/// Usage from its columns, starting at `i` (prompt, completion, reasoning,
+/// estimated).
 fn usage_at(r: &Row, i: usize) -> rusqlite::Result<Option<Usage>> {
     let (prompt, completion): (Option<i64>, Option<i64>) = (r.get(i)?, r.get(i + 1)?);
     let reasoning: Option<i64> = r.get(i + 2)?;
+    let estimated: Option<bool> = r.get(i + 3)?;
     Ok(prompt.zip(completion).map(|(p, c)| Usage {
         prompt_tokens: p as u64,
         completion_tokens: c as u64,
         reasoning_tokens: reasoning.map(|n| n as u64),
+        estimated: estimated.unwrap_or(false),
     }))
 }
 
@@ -257,8 +263,8 @@ fn end_at(r: &Row, i: usize) -> rusqlite::Result<Option<AnswerEnd>> {
         return Ok(None);
     };
     let usage = usage_at(r, i + 1)?.unwrap_or_default();
-    let code: Option<String> = r.get(i + 4)?;
-    let message: Option<String> = r.get(i + 5)?;
+    let code: Option<String> = r.get(i + 5)?;
+    let message: Option<String> = r.get(i + 6)?;
     let error = code.map(|code| ErrorBody {
         code: code.parse().unwrap_or(ErrorCode::Internal),
         message: message.unwrap_or_default(),
@@ -280,9 +286,9 @@ fn message_row(r: &Row) -> rusqlite::Result<StoredMessage> {
         created_at_ms: r.get(4)?,
         finish_reason: finish_reason(r.get(5)?),
         usage: usage_at(r, 6)?,
-        reasoning: r.get(9)?,
-        tool_calls: super::tool_calls_of_column(r.get::<_, Option<String>>(10)?.as_deref()),
-        tool_call_id: r.get(11)?,
+        reasoning: r.get(10)?,
+        tool_calls: super::tool_calls_of_column(r.get::<_, Option<String>>(11)?.as_deref()),
+        tool_call_id: r.get(12)?,
     })
 }
 
@@ -356,7 +362,7 @@ fn finish_in(tx: &Transaction, answer: &FinishedAnswer) -> rusqlite::Result<()> 
     let changed = tx.execute(
         "UPDATE messages SET content = ?1, finish_reason = ?2, prompt_tokens = ?3, \
          completion_tokens = ?4, reasoning_tokens = ?5, error_code = ?6, error_message = ?7, \
-         written_at_ms = ?8, reasoning = ?11, tool_calls = ?12 \
+         written_at_ms = ?8, reasoning = ?11, tool_calls = ?12, usage_estimated = ?13 \
          WHERE id = ?9 AND conversation_id = ?10",
         params![
             answer.content,
@@ -370,7 +376,8 @@ fn finish_in(tx: &Transaction, answer: &FinishedAnswer) -> rusqlite::Result<()> 
             answer.message_id.as_str(),
             answer.conversation_id.as_str(),
             (!answer.reasoning.is_empty()).then_some(answer.reasoning.as_str()),
-            super::tool_calls_column(&answer.tool_calls)
+            super::tool_calls_column(&answer.tool_calls),
+            end.usage.estimated.then_some(true)
         ],
     )?;
     if changed > 0 {

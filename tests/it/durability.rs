@@ -73,6 +73,7 @@ async fn start_stream(hub: &Hub, store: &dyn Store, user: &str) -> (Arc<StreamLo
                 temperature: 0.0,
                 max_tokens: 1000,
                 max_answer_bytes: u32::MAX,
+                max_reasoning_chars: u32::MAX,
                 user: ex.user.clone(),
                 sampling: Default::default(),
                 tools: None,

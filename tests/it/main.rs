@@ -26,6 +26,7 @@ mod limits_redis;
 mod loadtest_harness;
 mod openai_provider;
 mod ops;
+mod reasoning;
 mod store_scylla;
 mod ws_auth;
 mod ws_concurrency;

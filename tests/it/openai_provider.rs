@@ -57,6 +57,7 @@ fn request(model: Option<&str>, max_tokens: u32) -> ModelRequest {
         temperature: 0.25,
         max_tokens,
         max_answer_bytes: u32::MAX,
+        max_reasoning_chars: u32::MAX,
         user: "user-42".into(),
         sampling: Default::default(),
         tools: None,
@@ -158,6 +159,7 @@ async fn a_normal_stream_gives_the_answer_then_stop_then_usage() {
                 prompt_tokens,
                 completion_tokens: 12,
                 reasoning_tokens: None,
+                estimated: false,
             })),
         ]
     );
@@ -455,4 +457,85 @@ async fn settings_are_checked_and_the_key_never_printed() {
         Err(OpenAiSetupError::ZeroConnectTimeout)
     ));
     assert!(with(|s| s.api_key = None).is_ok());
+}
+
+fn reasoning_of(events: &[Result<ModelEvent, ModelError>]) -> String {
+    events
+        .iter()
+        .filter_map(|event| match event {
+            Ok(ModelEvent::Reasoning(text)) => Some(text.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The three forms in which upstreams give their thinking, the `<think>`
+/// one also with its tags cut across chunks at odd places: one reasoning
+/// part before the answer, the answer without a trace of it, and the
+/// upstream's count of reasoning tokens.
+#[tokio::test]
+async fn every_form_of_reasoning_is_read_as_reasoning_before_the_answer() {
+    let mock = mock_upstream(0.0, 10).await;
+    let provider = provider(mock.base_url());
+    for model in [
+        "mock-reasoning-content-6",
+        "mock-reasoning-6",
+        "mock-think-6",
+        "mock-think-split-6",
+    ] {
+        let events = drain(start(&provider, request(Some(model), 100)).await).await;
+        assert!(events.iter().all(Result::is_ok), "{model}: {events:?}");
+        assert_eq!(
+            reasoning_of(&events),
+            skald_loadtest::mock_upstream::reasoning_text(QUESTION, 6),
+            "{model}"
+        );
+        assert_eq!(text_of(&events), answer_text(QUESTION, 10), "{model}");
+        let first_answer = events
+            .iter()
+            .position(|e| matches!(e, Ok(ModelEvent::Token(_))))
+            .unwrap();
+        let last_reasoning = events
+            .iter()
+            .rposition(|e| matches!(e, Ok(ModelEvent::Reasoning(_))))
+            .unwrap();
+        assert!(last_reasoning < first_answer, "{model}: thinking first");
+        let usage = events.iter().find_map(|e| match e {
+            Ok(ModelEvent::Usage(u)) => Some(*u),
+            _ => None,
+        });
+        assert_eq!(
+            usage.and_then(|u| u.reasoning_tokens),
+            Some(6),
+            "{model}: {usage:?}"
+        );
+    }
+    mock.shutdown().await;
+}
+
+/// An error reported inside a 200 stream, as a `data:` line (vLLM) or an
+/// `event: error`: the tokens before it, then one upstream error, whose
+/// text is Skald's and not the upstream's body.
+#[tokio::test]
+async fn an_error_inside_a_stream_ends_it_with_one_upstream_error() {
+    let mock = mock_upstream(0.0, 10).await;
+    let provider = provider(mock.base_url());
+    for model in ["mock-error-after-3", "mock-error-event-after-3"] {
+        let events = drain(start(&provider, request(Some(model), 100)).await).await;
+        assert_eq!(text_of(&events), answer_text(QUESTION, 3), "{model}");
+        let errors: Vec<_> = events.iter().filter_map(|e| e.as_ref().err()).collect();
+        assert_eq!(errors.len(), 1, "{model}: {events:?}");
+        assert_eq!(errors[0].kind, ModelErrorKind::Upstream);
+        assert!(
+            matches!(events.last(), Some(Err(_))),
+            "{model}: the error is last: {events:?}"
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, Ok(ModelEvent::Finish(_)))),
+            "{model}"
+        );
+    }
+    mock.shutdown().await;
 }

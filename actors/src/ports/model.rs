@@ -100,6 +100,8 @@ pub struct ModelRequest {
     pub max_tokens: u32,
     /// The bot's `max_answer_bytes`: the caller cuts the answer there.
     pub max_answer_bytes: u32,
+    /// The bot's `max_reasoning_chars`: the caller drops thinking past it.
+    pub max_reasoning_chars: u32,
     /// The end user, passed upstream for abuse tracking (OpenAI's `user`).
     pub user: skald_protocol::UserId,
     /// Sampling parameters a caller chose (the OpenAI-compatible API);

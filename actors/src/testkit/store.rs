@@ -61,10 +61,12 @@ pub fn exchange(
     }
 }
 
+/// Marked estimated, so that the flag's round trip is checked.
 const USAGE: Usage = Usage {
     prompt_tokens: 3,
     completion_tokens: 4,
     reasoning_tokens: None,
+    estimated: true,
 };
 
 fn answer(ex: &NewExchange, content: &str, reason: FinishReason) -> FinishedAnswer {

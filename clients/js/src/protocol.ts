@@ -76,7 +76,13 @@ export type Usage = { prompt_tokens: number, completion_tokens: number,
  * Tokens of the model's thinking, when the upstream reports them
  * (counted within `completion_tokens`).
  */
-reasoning_tokens?: number, };
+reasoning_tokens?: number, 
+/**
+ * Counted by Skald (about four characters a token) because the
+ * upstream reported no usage; absent when the counts are the
+ * upstream's own.
+ */
+estimated?: boolean, };
 
 /**
  * `{"code":…,"message":…}`, as in `done.error` and HTTP error bodies.

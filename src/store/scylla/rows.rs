@@ -211,6 +211,7 @@ pub struct MessageRow {
     pub reasoning: Option<String>,
     pub tool_calls: Option<String>,
     pub tool_call_id: Option<String>,
+    pub usage_estimated: Option<bool>,
 }
 
 impl MessageRow {
@@ -219,6 +220,7 @@ impl MessageRow {
             prompt_tokens: tokens_from_cql(self.prompt_tokens?),
             completion_tokens: tokens_from_cql(self.completion_tokens?),
             reasoning_tokens: self.reasoning_tokens.map(tokens_from_cql),
+            estimated: self.usage_estimated.unwrap_or(false),
         })
     }
 
@@ -549,6 +551,7 @@ pub struct FinishAnswer<'a> {
     /// (an interrupted answer closed from its checkpoint).
     pub reasoning: MaybeUnset<&'a str>,
     pub tool_calls: MaybeUnset<String>,
+    pub usage_estimated: MaybeUnset<bool>,
 }
 
 impl<'a> FinishAnswer<'a> {
@@ -572,6 +575,7 @@ impl<'a> FinishAnswer<'a> {
             error_message: unset_if_none(end.error.as_ref().map(|e| e.message.as_str())),
             reasoning: MaybeUnset::Unset,
             tool_calls: MaybeUnset::Unset,
+            usage_estimated: unset_if_none(end.usage.estimated.then_some(true)),
         }
     }
 
@@ -777,6 +781,7 @@ mod tests {
             reasoning: None,
             tool_calls: None,
             tool_call_id: None,
+            usage_estimated: None,
         }
     }
 
@@ -796,7 +801,8 @@ mod tests {
             Some(Usage {
                 prompt_tokens: 3,
                 completion_tokens: 4,
-                reasoning_tokens: Some(2)
+                reasoning_tokens: Some(2),
+                estimated: false,
             })
         );
         let pending = MessageRow {

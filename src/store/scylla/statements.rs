@@ -122,7 +122,7 @@ statements! {
     select_messages_by_id, SELECT_MESSAGES_BY_ID, idempotent = true, consistency = None,
     "SELECT message_id, role, content, checkpoint, created_at, finish_reason, prompt_tokens, \
      completion_tokens, reasoning_tokens, error_code, error_message, client_id, reasoning, \
-     tool_calls, tool_call_id \
+     tool_calls, tool_call_id, usage_estimated \
      FROM messages_by_conversation WHERE conversation_id = :conversation_id AND message_id IN :message_ids";
 
     /// The oldest messages after the cursor (`''` for the first page):
@@ -130,7 +130,7 @@ statements! {
     select_messages_after, SELECT_MESSAGES_AFTER, idempotent = true, consistency = None,
     "SELECT message_id, role, content, checkpoint, created_at, finish_reason, prompt_tokens, \
      completion_tokens, reasoning_tokens, error_code, error_message, client_id, reasoning, \
-     tool_calls, tool_call_id \
+     tool_calls, tool_call_id, usage_estimated \
      FROM messages_by_conversation WHERE conversation_id = :conversation_id AND message_id > :after \
      LIMIT :fetch";
 
@@ -138,7 +138,7 @@ statements! {
     select_messages_last, SELECT_MESSAGES_LAST, idempotent = true, consistency = None,
     "SELECT message_id, role, content, checkpoint, created_at, finish_reason, prompt_tokens, \
      completion_tokens, reasoning_tokens, error_code, error_message, client_id, reasoning, \
-     tool_calls, tool_call_id \
+     tool_calls, tool_call_id, usage_estimated \
      FROM messages_by_conversation WHERE conversation_id = :conversation_id \
      ORDER BY message_id DESC LIMIT :fetch";
 
@@ -167,7 +167,7 @@ statements! {
     "UPDATE messages_by_conversation USING TIMESTAMP :written_us SET content = :content, \
      finish_reason = :finish_reason, prompt_tokens = :prompt_tokens, completion_tokens = :completion_tokens, \
      reasoning_tokens = :reasoning_tokens, error_code = :error_code, error_message = :error_message, \
-     reasoning = :reasoning, tool_calls = :tool_calls \
+     reasoning = :reasoning, tool_calls = :tool_calls, usage_estimated = :usage_estimated \
      WHERE conversation_id = :conversation_id AND message_id = :message_id";
 
     /// What a live answer holds so far: its own column, which no end

@@ -520,6 +520,7 @@ pub fn simulated_answer(text: &str, tokens: u32) -> String {
         temperature: 0.0,
         max_tokens: u32::MAX,
         max_answer_bytes: u32::MAX,
+        max_reasoning_chars: u32::MAX,
         user: "u".into(),
         sampling: Default::default(),
         tools: None,
