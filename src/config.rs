@@ -96,6 +96,9 @@ pub struct Config {
     pub websocket: WebSocketConfig,
     pub sessions: SessionSettings,
     pub model: ModelConfig,
+    /// Named upstreams (`[upstreams.<name>]`), besides the one `[model]`
+    /// and `SKALD_UPSTREAM_*` define, named `default`.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub limits: LimitSettings,
     pub redis: RedisConfig,
     /// ScyllaDB; without nodes, the embedded store is used.
@@ -122,6 +125,7 @@ impl Default for Config {
             websocket: WebSocketConfig::default(),
             sessions: SessionSettings::default(),
             model: ModelConfig::default(),
+            upstreams: BTreeMap::new(),
             limits: LimitSettings::default(),
             redis: RedisConfig::default(),
             scylla: ScyllaSettings::default(),
@@ -267,6 +271,47 @@ pub struct ModelConfig {
     /// user's `sub`; unset: a key made once in the data dir (set it when
     /// several instances share an upstream account).
     pub user_hash_key: Option<Secret>,
+    /// Failures in a row after which an upstream is skipped while another
+    /// of a bot's list can answer.
+    pub cooldown_after_failures: u32,
+    /// How long it is skipped.
+    pub cooldown_ms: u64,
+}
+
+/// One named upstream: `[upstreams.<name>]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// OpenAI-compatible base URL.
+    pub url: Url,
+    #[serde(default)]
+    pub api_key: Option<Secret>,
+    /// The model when a bot names none.
+    #[serde(default = "default_upstream_model")]
+    pub model: String,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time it has for its first token (a thought or a word) before the
+    /// next upstream of a bot's list is tried; the last one of the list
+    /// waits as long as `sessions.first_token_timeout_ms` allows.
+    #[serde(default = "default_attempt_timeout_ms")]
+    pub first_token_timeout_ms: u64,
+}
+
+fn default_upstream_model() -> String {
+    ModelConfig::default().upstream_model
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    ModelConfig::default().connect_timeout_ms
+}
+
+/// An upstream's `first_token_timeout_ms` unless configured (also the
+/// `default` upstream's, which `[model]` defines).
+pub const DEFAULT_ATTEMPT_TIMEOUT_MS: u64 = 15_000;
+
+fn default_attempt_timeout_ms() -> u64 {
+    DEFAULT_ATTEMPT_TIMEOUT_MS
 }
 
 impl Default for ModelConfig {
@@ -279,6 +324,8 @@ impl Default for ModelConfig {
             simulated_tokens_per_second: 50.0,
             simulated_answer_tokens: 120,
             user_hash_key: None,
+            cooldown_after_failures: 3,
+            cooldown_ms: 30_000,
         }
     }
 }
@@ -424,6 +471,60 @@ impl Config {
         Ok(config)
     }
 
+    /// The names of every upstream: `default` from `[model]` (when it has
+    /// a URL), then `[upstreams]`.
+    pub fn upstream_names(&self) -> Vec<&str> {
+        let default = self.model.upstream_url.as_ref().map(|_| "default");
+        default
+            .into_iter()
+            .chain(self.upstreams.keys().map(String::as_str))
+            .collect()
+    }
+
+    fn validate_upstreams(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.model.upstream_url.is_some() && self.upstreams.contains_key("default") {
+            return invalid(
+                "upstreams.default and model.upstream_url (SKALD_UPSTREAM_URL) both define the upstream `default`: keep one".into(),
+            );
+        }
+        for (name, u) in &self.upstreams {
+            if !matches!(u.url.scheme(), "http" | "https") {
+                return invalid(format!("upstreams.{name}.url must be http or https"));
+            }
+            if u.connect_timeout_ms == 0 || u.first_token_timeout_ms == 0 {
+                return invalid(format!(
+                    "upstreams.{name}.connect_timeout_ms and first_token_timeout_ms must be at least 1"
+                ));
+            }
+            if u.model.trim().is_empty() {
+                return invalid(format!("upstreams.{name}.model must not be empty"));
+            }
+        }
+        if self.model.cooldown_after_failures == 0 {
+            return invalid("model.cooldown_after_failures must be at least 1".into());
+        }
+        let names = self.upstream_names();
+        for (bot, settings) in &self.bots {
+            let wanted: Vec<&str> = if settings.upstreams.is_empty() {
+                // Without any upstream, the simulated model answers.
+                if names.is_empty() {
+                    continue;
+                }
+                vec!["default"]
+            } else {
+                settings.upstreams.iter().map(String::as_str).collect()
+            };
+            if let Some(missing) = wanted.iter().find(|n| !names.contains(n)) {
+                return invalid(format!(
+                    "bots.{bot}.upstreams names `{missing}`, which is not configured (configured: {})",
+                    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if self.listen_backlog == 0 {
@@ -435,6 +536,7 @@ impl Config {
         for (name, bot) in &self.bots {
             bot.validate(name).map_err(ConfigError::Invalid)?;
         }
+        self.validate_upstreams()?;
         if self.auth.max_token_lifetime_secs == Some(0) {
             return invalid(
                 "auth.max_token_lifetime_secs must be at least 1 (unset it for any)".into(),

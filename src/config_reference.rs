@@ -230,6 +230,41 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "TCP and TLS connect timeout to the upstream",
     },
     Setting {
+        key: "model.cooldown_after_failures",
+        env: None,
+        meaning: "failures in a row after which an upstream is skipped while another upstream of a bot's list can answer",
+    },
+    Setting {
+        key: "model.cooldown_ms",
+        env: None,
+        meaning: "how long such an upstream is skipped (one success ends it sooner)",
+    },
+    Setting {
+        key: "upstreams.<name>.url",
+        env: None,
+        meaning: "a named upstream (`[upstreams.<name>]`): its OpenAI-compatible base URL; `model.upstream_url` defines the one named `default`",
+    },
+    Setting {
+        key: "upstreams.<name>.api_key",
+        env: None,
+        meaning: "its API key, sent as a bearer token",
+    },
+    Setting {
+        key: "upstreams.<name>.model",
+        env: None,
+        meaning: "its model when a bot names none (default `\"gpt-4o-mini\"`)",
+    },
+    Setting {
+        key: "upstreams.<name>.connect_timeout_ms",
+        env: None,
+        meaning: "its TCP and TLS connect timeout (default 10000)",
+    },
+    Setting {
+        key: "upstreams.<name>.first_token_timeout_ms",
+        env: None,
+        meaning: "time it has for its first token (a thought or a word) before the next upstream of a bot's list is tried (default 15000, also for `default`); the last upstream of a list waits as long as `sessions.first_token_timeout_ms` allows",
+    },
+    Setting {
         key: "model.simulated_tokens_per_second",
         env: Some("SKALD_SIMULATED_TOKENS_PER_SECOND"),
         meaning: "speed of the simulated model (0: as fast as possible)",
@@ -407,7 +442,12 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "bots.<name>.model",
         env: None,
-        meaning: "upstream model of this bot; unset: `model.upstream_model`",
+        meaning: "upstream model of this bot; unset: its upstream's `model`",
+    },
+    Setting {
+        key: "bots.<name>.upstreams",
+        env: None,
+        meaning: "named upstreams tried in this order until one gives a first token (a connection error, a timeout, a 5xx or a 429 moves to the next; after the first token, never); empty: `default`",
     },
     Setting {
         key: "bots.<name>.temperature",
@@ -555,6 +595,11 @@ mod tests {
             "model.user_hash_key",
             "model.upstream_api_key",
             "bots.<name>.model",
+            "upstreams.<name>.url",
+            "upstreams.<name>.api_key",
+            "upstreams.<name>.model",
+            "upstreams.<name>.connect_timeout_ms",
+            "upstreams.<name>.first_token_timeout_ms",
             "bots.<name>.messages_per_minute",
             "bots.<name>.monthly_tokens",
             "bots.<name>.monthly_requests",

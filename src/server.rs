@@ -20,12 +20,13 @@ use skald_protocol::CloseCode;
 use tokio::net::TcpListener;
 
 use crate::auth::{self, KeyError, Verifier};
-use crate::config::Config;
+use crate::config::{Config, UpstreamConfig, DEFAULT_ATTEMPT_TIMEOUT_MS};
 use crate::edge::{self, AppState};
 use crate::limits::redis::{RedisLimits, RedisSettings, RedisSetupError};
 use crate::limits::sqlite::{SqliteLimits, SqliteLimitsError};
 use crate::model::openai::{OpenAiProvider, OpenAiSettings, OpenAiSetupError};
 use crate::model::simulated::SimulatedModel;
+use crate::model::upstreams::{Cooldown, Upstream, Upstreams, DEFAULT_UPSTREAM};
 use crate::store::scylla::ScyllaError;
 use crate::store::sqlite::{SqliteError, SqliteStore};
 
@@ -287,29 +288,70 @@ async fn limits_guard(config: &Config) -> Result<LimitsGuard, ServeError> {
 /// when none is configured.
 pub const USER_HASH_KEY_FILE: &str = "user-hash-key";
 
+/// The model provider: the configured upstreams (the `default` one of
+/// `[model]` and the named ones), tried in each bot's order; without any,
+/// the simulated model.
 fn default_model(config: &Config) -> Result<Arc<dyn ModelProvider>, ServeError> {
     let m = &config.model;
-    Ok(match &m.upstream_url {
-        Some(url) => Arc::new(OpenAiProvider::new(OpenAiSettings {
-            base_url: url.to_string(),
-            api_key: m.upstream_api_key.as_ref().map(|k| k.expose().to_owned()),
-            default_model: m.upstream_model.clone(),
-            connect_timeout: Duration::from_millis(m.connect_timeout_ms),
-            user_hash_key: match &m.user_hash_key {
-                Some(key) => key.clone(),
-                None => {
-                    let path = config.data_dir.join(USER_HASH_KEY_FILE);
-                    crate::auth::key_file(&path).map_err(|source| ServeError::KeyFile {
-                        path: path.display().to_string(),
-                        source,
-                    })?
-                }
-            },
-        })?),
-        None => Arc::new(SimulatedModel {
+    let names = config.upstream_names();
+    if names.is_empty() {
+        return Ok(Arc::new(SimulatedModel {
             tokens_per_second: m.simulated_tokens_per_second,
             answer_tokens: m.simulated_answer_tokens,
-        }),
+        }));
+    }
+    let user_hash_key = match &m.user_hash_key {
+        Some(key) => key.clone(),
+        None => {
+            let path = config.data_dir.join(USER_HASH_KEY_FILE);
+            crate::auth::key_file(&path).map_err(|source| ServeError::KeyFile {
+                path: path.display().to_string(),
+                source,
+            })?
+        }
+    };
+    let mut upstreams = Vec::with_capacity(names.len());
+    if let Some(url) = &m.upstream_url {
+        upstreams.push(upstream(
+            DEFAULT_UPSTREAM,
+            UpstreamConfig {
+                url: url.clone(),
+                api_key: m.upstream_api_key.clone(),
+                model: m.upstream_model.clone(),
+                connect_timeout_ms: m.connect_timeout_ms,
+                first_token_timeout_ms: DEFAULT_ATTEMPT_TIMEOUT_MS,
+            },
+            &user_hash_key,
+        )?);
+    }
+    for (name, u) in &config.upstreams {
+        upstreams.push(upstream(name, u.clone(), &user_hash_key)?);
+    }
+    Ok(Arc::new(Upstreams::new(
+        upstreams,
+        Cooldown {
+            after_failures: m.cooldown_after_failures,
+            duration: Duration::from_millis(m.cooldown_ms),
+        },
+    )))
+}
+
+fn upstream(
+    name: &str,
+    u: UpstreamConfig,
+    user_hash_key: &crate::config::Secret,
+) -> Result<Upstream, ServeError> {
+    let provider = OpenAiProvider::new(OpenAiSettings {
+        base_url: u.url.to_string(),
+        api_key: u.api_key.as_ref().map(|k| k.expose().to_owned()),
+        default_model: u.model,
+        connect_timeout: Duration::from_millis(u.connect_timeout_ms),
+        user_hash_key: user_hash_key.clone(),
+    })?;
+    Ok(Upstream {
+        name: name.to_owned(),
+        provider: Arc::new(provider),
+        first_token_timeout: Duration::from_millis(u.first_token_timeout_ms),
     })
 }
 

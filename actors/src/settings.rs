@@ -17,8 +17,11 @@ pub struct BotSettings {
     /// Always the first prompt message, in the system role. User text never
     /// goes there.
     pub system_prompt: String,
-    /// Upstream model name; unset means the provider's default.
+    /// Upstream model name; unset means the upstream's own.
     pub model: Option<String>,
+    /// Named upstreams (`[upstreams.<name>]`) tried in this order before
+    /// the first token; empty: the upstream named `default`.
+    pub upstreams: Vec<String>,
     pub temperature: f64,
     /// Upper bound of an answer, in tokens; reaching it ends the stream with
     /// `finish_reason: "length"`.
@@ -55,6 +58,7 @@ impl Default for BotSettings {
             system_prompt:
                 "You are a helpful, concise assistant. Answer in the language of the user.".into(),
             model: None,
+            upstreams: Vec::new(),
             temperature: 0.7,
             max_tokens: 500,
             max_answer_bytes: 256 * 1024,

@@ -27,13 +27,9 @@ fuzz_target!(|data: &[u8]| {
     // Cut at character boundaries, every 1 to 8 characters as the seed says.
     let mut pieces = Vec::new();
     let mut start = 0;
-    let mut step = 0usize;
-    let mut cut = |at: usize| {
-        step += 1;
-        at >= start + 1 + ((usize::from(seed) >> (step % 8)) & 7)
-    };
-    for (at, _) in content.char_indices() {
-        if at > start && cut(at) {
+    for (step, (at, _)) in content.char_indices().enumerate() {
+        let every = 1 + ((usize::from(seed) >> (step % 8)) & 7);
+        if at >= start + every {
             pieces.push(&content[start..at]);
             start = at;
         }

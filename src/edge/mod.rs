@@ -122,6 +122,11 @@ struct Checks {
     draining: bool,
     store: &'static str,
     limits: LimitsCheck,
+    /// Each named upstream, `ok` or `cooling_down`: informative only (a
+    /// bot's other upstreams answer meanwhile, and a cooling one is still
+    /// tried when it is the last).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    upstreams: std::collections::BTreeMap<String, &'static str>,
 }
 
 #[derive(Serialize)]
@@ -162,6 +167,13 @@ async fn readyz(State(app): State<AppState>) -> Response {
                 status: up(limits_up),
                 policy: guard.policy(),
             },
+            upstreams: app
+                .hub
+                .services
+                .model
+                .upstream_status()
+                .into_iter()
+                .collect(),
         },
     };
     let status = if ready {

@@ -4,3 +4,4 @@
 pub mod openai;
 pub mod simulated;
 pub mod think;
+pub mod upstreams;

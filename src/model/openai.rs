@@ -70,7 +70,11 @@
 //!   error. A transport error *after* the finish reason is only logged: the
 //!   answer is complete, and failing it would throw it away.
 //! - **No secrets in messages.** Errors are rewritten into short messages
-//!   without URLs, and any occurrence of the API key is masked. Without an
+//!   without URLs, and any occurrence of the API key is masked; what the
+//!   provider wrote in an error body is logged, never passed to clients
+//!   (they get the status). Each error says whether another upstream may
+//!   answer instead (`ModelError::failover`: connections, timeouts, 5xx,
+//!   429), for [`super::upstreams`]. Without an
 //!   API key the provider sends an empty bearer token: it never falls back to
 //!   async-openai's `OPENAI_API_KEY`/`OPENAI_ORG_ID`/`OPENAI_PROJECT_ID`
 //!   environment variables, which must not leak to a third-party endpoint.
@@ -272,7 +276,7 @@ impl OpenAiProvider {
         request: ModelRequest,
     ) -> Result<CreateChatCompletionRequest, ModelError> {
         let unreadable = |what: &str, e: serde_json::Error| {
-            ModelError::upstream(format!("the {what} could not be sent: {e}"))
+            ModelError::refused(format!("the {what} could not be sent: {e}"))
         };
         let response_format = request
             .response_format
@@ -694,11 +698,17 @@ impl Redactor {
         }
     }
 
+    /// The client's error: Skald's words and the status; what the
+    /// provider said (its error body) is logged here, never passed on.
     fn model_error(&self, error: OpenAIError, phase: Phase) -> ModelError {
-        let (kind, message) = describe(error, phase);
+        let d = describe(error, phase);
+        if let Some(detail) = &d.detail {
+            tracing::warn!(error = %self.clean(detail), "the model provider said");
+        }
         ModelError {
-            kind,
-            message: self.clean(&message),
+            kind: d.kind,
+            message: self.clean(&d.message),
+            failover: d.failover,
         }
     }
 
@@ -724,7 +734,24 @@ enum Phase {
     Stream,
 }
 
-fn describe(error: OpenAIError, phase: Phase) -> (ModelErrorKind, String) {
+/// An async-openai error, described.
+struct Described {
+    kind: ModelErrorKind,
+    /// For the client: no URL, nothing the provider wrote.
+    message: String,
+    /// What the provider wrote (its error body), for the log.
+    detail: Option<String>,
+    /// Whether another upstream may answer instead.
+    failover: bool,
+}
+
+fn describe(error: OpenAIError, phase: Phase) -> Described {
+    let ours = |kind, message: String| Described {
+        kind,
+        message,
+        detail: None,
+        failover: true,
+    };
     match error {
         OpenAIError::Reqwest(error) => {
             let kind = if error.is_timeout() {
@@ -741,55 +768,55 @@ fn describe(error: OpenAIError, phase: Phase) -> (ModelErrorKind, String) {
             } else {
                 "the request to the model provider failed"
             };
-            (
+            ours(
                 kind,
                 format!("{what}: {}", error_chain(&error.without_url())),
             )
         }
         OpenAIError::ApiError(response) => {
+            let status = response.status_code.as_u16();
             let detail =
                 error_message_in(&response.api_error.message).unwrap_or(response.api_error.message);
-            (
-                ModelErrorKind::Upstream,
-                format!(
-                    "the model provider answered HTTP {}: {}",
-                    response.status_code.as_u16(),
-                    detail.trim()
-                ),
-            )
+            Described {
+                kind: ModelErrorKind::Upstream,
+                message: format!("the model provider answered HTTP {status}"),
+                detail: Some(detail.trim().to_owned()),
+                failover: status == 429 || status >= 500,
+            }
         }
         OpenAIError::JSONDeserialize(error, content) => {
-            let detail = error_message_in(&content);
-            let message = match (phase, detail) {
+            let detail = error_message_in(&content).unwrap_or_else(|| content.trim().to_owned());
+            let (message, failover) = match phase {
                 // Before the stream, async-openai only parses the body of a
                 // refusal (a 4xx; 5xx bodies come as `ApiError`), and it
-                // drops the status when that body is not an OpenAI error.
-                (Phase::Start, Some(detail)) => {
-                    format!("the model provider refused the request: {detail}")
-                }
-                (Phase::Start, None) if content.trim().is_empty() => {
+                // drops the status.
+                Phase::Start if detail.is_empty() => (
                     "the model provider refused the request without saying why \
                      (check its base URL and API key)"
-                        .to_owned()
+                        .to_owned(),
+                    false,
+                ),
+                Phase::Start => ("the model provider refused the request".to_owned(), false),
+                Phase::Stream if error_message_in(&content).is_some() => {
+                    ("the model provider reported an error".to_owned(), true)
                 }
-                (Phase::Start, None) => {
-                    format!("the model provider refused the request: {}", content.trim())
-                }
-                (Phase::Stream, Some(detail)) => {
-                    format!("the model provider reported an error: {detail}")
-                }
-                (Phase::Stream, None) => format!(
-                    "the model provider sent an unreadable chunk ({error}): {}",
-                    content.trim()
+                Phase::Stream => (
+                    format!("the model provider sent an unreadable chunk ({error})"),
+                    true,
                 ),
             };
-            (ModelErrorKind::Upstream, message)
+            Described {
+                kind: ModelErrorKind::Upstream,
+                message,
+                detail: (!detail.is_empty()).then_some(detail),
+                failover,
+            }
         }
-        OpenAIError::StreamError(error) => (
+        OpenAIError::StreamError(error) => ours(
             ModelErrorKind::Upstream,
             format!("the model provider's stream broke: {error}"),
         ),
-        other => (
+        other => ours(
             ModelErrorKind::Upstream,
             format!("the request to the model provider failed: {other}"),
         ),

@@ -169,6 +169,7 @@ mod tests {
             sampling: Default::default(),
             tools: None,
             response_format: None,
+            upstreams: Vec::new(),
         }
     }
 

@@ -78,6 +78,7 @@ async fn start_stream(hub: &Hub, store: &dyn Store, user: &str) -> (Arc<StreamLo
                 sampling: Default::default(),
                 tools: None,
                 response_format: None,
+                upstreams: Vec::new(),
             },
             prompt_tokens_estimate: 2,
             quota_month: Month::of(skald_actors::time::now_ms()),

@@ -16,6 +16,7 @@ mod docs;
 mod durability;
 mod edge_connections;
 mod edge_protocol;
+mod failover;
 mod flood;
 mod history;
 mod history_cql;

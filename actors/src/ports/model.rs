@@ -112,6 +112,9 @@ pub struct ModelRequest {
     /// OpenAI's `response_format` (JSON mode, a JSON schema), if the caller
     /// set it.
     pub response_format: Option<Value>,
+    /// The bot's upstreams, tried in this order before the first token
+    /// (empty: the default upstream). Ignored by single providers.
+    pub upstreams: Vec<String>,
 }
 
 /// Sampling parameters passed upstream as the caller gave them (already
@@ -167,6 +170,10 @@ pub enum ModelErrorKind {
 pub struct ModelError {
     pub kind: ModelErrorKind,
     pub message: String,
+    /// Whether another upstream may answer instead (a failure of this one:
+    /// its connection, its time, a 5xx, a 429), rather than a refusal of
+    /// the request itself (another 4xx), which any upstream would repeat.
+    pub failover: bool,
 }
 
 impl ModelError {
@@ -174,6 +181,7 @@ impl ModelError {
         ModelError {
             kind: ModelErrorKind::Upstream,
             message: message.into(),
+            failover: true,
         }
     }
 
@@ -181,6 +189,15 @@ impl ModelError {
         ModelError {
             kind: ModelErrorKind::Timeout,
             message: message.into(),
+            failover: true,
+        }
+    }
+
+    /// The request itself was refused: no other upstream is tried.
+    pub fn refused(message: impl Into<String>) -> ModelError {
+        ModelError {
+            failover: false,
+            ..ModelError::upstream(message)
         }
     }
 }
@@ -200,4 +217,10 @@ pub trait ModelProvider: Send + Sync + 'static {
 
     /// A short name for logs and metrics (`"simulated"`, `"openai"`).
     fn name(&self) -> &'static str;
+
+    /// The state of each named upstream behind this provider (`"ok"`,
+    /// `"cooling_down"`), for `/readyz`; none for a single provider.
+    fn upstream_status(&self) -> Vec<(String, &'static str)> {
+        Vec::new()
+    }
 }

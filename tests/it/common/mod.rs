@@ -525,6 +525,7 @@ pub fn simulated_answer(text: &str, tokens: u32) -> String {
         sampling: Default::default(),
         tools: None,
         response_format: None,
+        upstreams: Vec::new(),
     };
     model.answer(&request).0.concat()
 }
