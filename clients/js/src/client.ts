@@ -101,6 +101,10 @@ export interface ResumeOptions {
   afterSeq?: number;
   /** The text already seen up to `afterSeq`, so that `done.text` is whole. */
   text?: string;
+  /** The last reasoning `seq` already seen (default -1). */
+  afterReasoningSeq?: number;
+  /** The reasoning already seen up to `afterReasoningSeq`. */
+  reasoning?: string;
   conversationId?: string;
   messageId?: string;
 }
@@ -308,7 +312,13 @@ export class SkaldClient {
     const known = this.byStreamId.get(streamId);
     if (known) return known.stream;
     const afterSeq = options.afterSeq ?? -1;
-    const stream = new ChatStream(this.owner, "", { afterSeq, text: afterSeq >= 0 ? (options.text ?? "") : "" });
+    const afterReasoningSeq = options.afterReasoningSeq ?? -1;
+    const stream = new ChatStream(this.owner, "", {
+      afterSeq,
+      text: afterSeq >= 0 ? (options.text ?? "") : "",
+      afterReasoningSeq,
+      reasoning: afterReasoningSeq >= 0 ? (options.reasoning ?? "") : "",
+    });
     if (this.closedError) {
       stream._fail(this.closedError as ConnectionError);
       return stream;
@@ -628,6 +638,9 @@ export class SkaldClient {
       case "delta":
         this.byStreamId.get(frame.stream_id)?.stream._delta(frame.seq, frame.text);
         break;
+      case "reasoning":
+        this.byStreamId.get(frame.stream_id)?.stream._reasoning(frame.seq, frame.text);
+        break;
       case "done": {
         const entry = this.byStreamId.get(frame.stream_id);
         if (!entry) return;
@@ -769,7 +782,12 @@ export class SkaldClient {
     entry.phase = "resuming";
     const generation = this.generation;
     this.withBarrier(
-      { type: "resume", stream_id: streamId, after_seq: entry.stream.lastSeq },
+      {
+        type: "resume",
+        stream_id: streamId,
+        after_seq: entry.stream.lastSeq,
+        after_reasoning_seq: entry.stream.lastReasoningSeq,
+      },
       ["not_found", "invalid_request"],
       (error) => {
         if (generation !== this.generation) return;

@@ -1,5 +1,6 @@
-// One answer being streamed: an async iterator of text deltas, an `ack`
-// and a `done` promise, and `cancel()`.
+// One answer being streamed: an async iterator of text deltas, another of
+// the model's reasoning (when it thinks before answering), an `ack` and a
+// `done` promise, and `cancel()`.
 
 import type { FinishReason, Usage } from "./protocol.js";
 import type { SkaldError, ConnectionError } from "./errors.js";
@@ -23,6 +24,8 @@ export interface DoneInfo {
   usage: Usage;
   /** The whole answer: every delta, in `seq` order. */
   text: string;
+  /** The model's whole reasoning (empty when it gave none). */
+  reasoning: string;
 }
 
 /** What the client does for a stream (implemented by `SkaldClient`). */
@@ -69,21 +72,39 @@ export class ChatStream implements AsyncIterable<string> {
   private readonly ackSignal = settled<AckInfo>();
   private readonly doneSignal = settled<DoneInfo>();
   private readonly chunks: string[] = [];
+  private readonly thoughts: string[] = [];
   private wakers: Array<() => void> = [];
   private outcome: Outcome | undefined;
   private ackInfo: AckInfo | undefined;
   private seq: number;
   private whole: string;
+  private reasoningSeq: number;
+  private reasoningWhole: string;
   private cancelRequested = false;
 
+  /**
+   * The model's reasoning as it streams (`reasoning` frames), before the
+   * answer: iterate it next to the text (`for await (const thought of
+   * stream.reasoning)`). It ends when the stream ends; it yields nothing
+   * for a model that does not think aloud.
+   */
+  readonly reasoning: AsyncIterable<string>;
+
   /** @internal */
-  constructor(owner: StreamOwner, id: string, start?: { afterSeq: number; text: string }) {
+  constructor(
+    owner: StreamOwner,
+    id: string,
+    start?: { afterSeq: number; text: string; afterReasoningSeq?: number; reasoning?: string },
+  ) {
     this.owner = owner;
     this.id = id;
     this.ack = this.ackSignal.promise;
     this.done = this.doneSignal.promise;
     this.seq = start?.afterSeq ?? -1;
     this.whole = start?.text ?? "";
+    this.reasoningSeq = start?.afterReasoningSeq ?? -1;
+    this.reasoningWhole = start?.reasoning ?? "";
+    this.reasoning = { [Symbol.asyncIterator]: () => this.iterate(this.thoughts) };
   }
 
   /** The stream id, once acknowledged. */
@@ -111,6 +132,16 @@ export class ChatStream implements AsyncIterable<string> {
     return this.seq;
   }
 
+  /** The reasoning received so far. */
+  get reasoningText(): string {
+    return this.reasoningWhole;
+  }
+
+  /** The `seq` of the last `reasoning` frame received (-1 before the first). */
+  get lastReasoningSeq(): number {
+    return this.reasoningSeq;
+  }
+
   /** True once the stream ended (done, failed or abandoned). */
   get finished(): boolean {
     return this.outcome !== undefined;
@@ -134,12 +165,17 @@ export class ChatStream implements AsyncIterable<string> {
   }
 
   [Symbol.asyncIterator](): AsyncIterator<string> {
+    return this.iterate(this.chunks);
+  }
+
+  /** An iterator over `chunks` (the text's or the reasoning's) until the end. */
+  private iterate(chunks: string[]): AsyncIterator<string> {
     let index = 0;
     return {
       next: async (): Promise<IteratorResult<string>> => {
         for (;;) {
-          if (index < this.chunks.length) {
-            return { value: this.chunks[index++] as string, done: false };
+          if (index < chunks.length) {
+            return { value: chunks[index++] as string, done: false };
           }
           const outcome = this.outcome;
           if (outcome) {
@@ -175,10 +211,23 @@ export class ChatStream implements AsyncIterable<string> {
     return true;
   }
 
+  /**
+   * @internal
+   * Applies a piece of reasoning; returns false for one already seen.
+   */
+  _reasoning(seq: number, text: string): boolean {
+    if (this.outcome || seq <= this.reasoningSeq) return false;
+    this.reasoningSeq = seq;
+    this.reasoningWhole += text;
+    this.thoughts.push(text);
+    this.wake();
+    return true;
+  }
+
   /** @internal */
-  _finish(done: Omit<DoneInfo, "text">): void {
+  _finish(done: Omit<DoneInfo, "text" | "reasoning">): void {
     if (this.outcome) return;
-    const info: DoneInfo = { ...done, text: this.whole };
+    const info: DoneInfo = { ...done, text: this.whole, reasoning: this.reasoningWhole };
     if (!this.ackInfo) {
       this._acked({ id: this.id, conversationId: done.conversationId, messageId: done.messageId, streamId: done.streamId });
     }

@@ -34,6 +34,8 @@ const en = {
   elsewhere: "An answer is being written in another conversation (another tab or device).",
   left: "{n} characters left",
   answered: "Assistant: {text}",
+  thinking: "Thinking…",
+  thought: "Reasoning",
 };
 
 export type Strings = typeof en;
@@ -72,6 +74,8 @@ const fr: Strings = {
   elsewhere: "Une réponse est en cours dans une autre conversation (autre onglet ou appareil).",
   left: "{n} caractères restants",
   answered: "Assistant : {text}",
+  thinking: "Réflexion…",
+  thought: "Raisonnement",
 };
 
 /** The strings for `lang` (a BCP 47 tag); French for `fr*`, English otherwise. */

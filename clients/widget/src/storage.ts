@@ -16,6 +16,10 @@ export interface SavedMessage {
   streamId?: string;
   /** The last seq rendered in `text`. */
   seq?: number;
+  /** Assistant only: the model's reasoning, shown above the answer. */
+  reasoning?: string;
+  /** The last reasoning seq rendered in `reasoning`. */
+  reasoningSeq?: number;
   messageId?: string;
 }
 

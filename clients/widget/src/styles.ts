@@ -50,6 +50,10 @@ button:focus-visible,textarea:focus-visible,.log:focus-visible,a:focus-visible{o
 .m[data-state=streaming][data-role=assistant] .b:empty::after{content:"";display:inline-block;width:34px;height:10px;background:radial-gradient(circle,var(--mu) 45%,transparent 50%) 0 50%/12px 10px repeat-x;opacity:.6;animation:k 1s steps(3) infinite}
 @keyframes k{0%{width:12px}100%{width:40px}}
 .nt{font-size:12px;color:var(--mu);margin:3px 6px 0}
+.ti{font-size:13px;color:var(--mu);margin:0 6px 4px;font-style:italic}
+.th{margin:0 0 6px;font-size:13px;color:var(--mu)}
+.th summary{cursor:pointer;margin:0 6px}
+.tt{margin:4px 0 0;padding:6px 10px;border-left:3px solid var(--bd);white-space:pre-wrap;overflow-wrap:anywhere;max-height:240px;overflow-y:auto}
 .m[data-state=error] .nt{color:var(--er)}
 .al{margin:0 14px 8px;padding:8px 12px;border-radius:10px;font-size:13px;background:rgba(180,35,24,.1);color:var(--er)}
 .al[data-kind=info]{background:rgba(127,127,127,.12);color:var(--tx)}

@@ -63,6 +63,13 @@ interface View {
   el: HTMLElement;
   bubble: HTMLElement;
   note: HTMLElement;
+  /** Assistant only: "thinking…" until the first frame. */
+  waiting?: HTMLElement;
+  /** Assistant only: the reasoning, collapsible, above the answer. */
+  thinking?: HTMLDetailsElement;
+  thoughts?: HTMLElement;
+  /** Whether the reasoning was collapsed when the answer began (once). */
+  collapsed?: boolean;
   cache: RenderCache;
   dirty: boolean;
 }
@@ -401,6 +408,16 @@ export class ChatWidget implements WidgetHandle {
       if (ack.messageId) view.data.messageId = ack.messageId;
       this.save();
     }, () => {});
+    // The thinking, next to the text: each piece marks the view for the
+    // next frame, as the text's do.
+    const thinking = (async () => {
+      for await (const _ of stream.reasoning) {
+        view.data.reasoning = stream.reasoningText;
+        view.data.reasoningSeq = stream.lastReasoningSeq;
+        this.paintSoon(view);
+        this.saveSoon();
+      }
+    })().catch(() => {});
     try {
       for await (const _ of stream) {
         view.data.text = stream.text;
@@ -408,8 +425,10 @@ export class ChatWidget implements WidgetHandle {
         this.paintSoon(view);
         this.saveSoon();
       }
+      await thinking;
       const done = await stream.done;
       view.data.text = done.text;
+      if (done.reasoning) view.data.reasoning = done.reasoning;
       view.data.messageId = done.messageId;
       view.data.state = "done";
       view.data.finish = done.finishReason;
@@ -497,9 +516,10 @@ export class ChatWidget implements WidgetHandle {
     const view = this.views.at(-1);
     if (!view || view.data.role !== "assistant" || view.data.state !== "streaming") return;
     const client = this.ensureClient();
-    const { streamId, sendId, seq, text } = view.data;
+    const { streamId, sendId, seq, text, reasoning, reasoningSeq } = view.data;
     if (streamId) {
-      void this.follow(client.resume(streamId, { afterSeq: seq ?? -1, text, ...(this.saved.conversationId ? { conversationId: this.saved.conversationId } : {}) }), view);
+      const after = { afterSeq: seq ?? -1, text, afterReasoningSeq: reasoningSeq ?? -1, reasoning: reasoning ?? "" };
+      void this.follow(client.resume(streamId, { ...after, ...(this.saved.conversationId ? { conversationId: this.saved.conversationId } : {}) }), view);
       return;
     }
     const user = this.views.at(-2);
@@ -548,6 +568,7 @@ export class ChatWidget implements WidgetHandle {
       return {
         role: m.role === "user" ? "user" : "assistant",
         text: m.content,
+        ...(m.reasoning ? { reasoning: m.reasoning } : {}),
         state: m.finish_reason === "error" ? "error" : "done",
         ...(m.finish_reason ? { finish: m.finish_reason } : {}),
         ...(note ? { note } : {}),
@@ -570,12 +591,21 @@ export class ChatWidget implements WidgetHandle {
   private addView(data: SavedMessage): View {
     const bubble = h("div", { class: "b" });
     const note = h("div", { class: "nt", hidden: true });
-    const el = h("div", { class: "m", "data-skald-message": true, "data-role": data.role, "data-state": data.state }, [
-      h("span", { class: "sr" }, [data.role === "user" ? this.t.you : this.t.bot]),
-      bubble,
-      note,
-    ]);
-    const view: View = { data, el, bubble, note, cache: [], dirty: false };
+    const view: View = { data, el: bubble, bubble, note, cache: [], dirty: false };
+    const parts: Node[] = [h("span", { class: "sr" }, [data.role === "user" ? this.t.you : this.t.bot])];
+    if (data.role === "assistant") {
+      view.waiting = h("div", { class: "ti", "data-skald-thinking": true, hidden: true }, [this.t.thinking]);
+      view.thoughts = h("div", { class: "tt" });
+      view.thinking = h("details", { class: "th", "data-skald-reasoning": true, hidden: true }, [
+        h("summary", {}, [this.t.thinking]),
+        view.thoughts,
+      ]);
+      view.thinking.open = true;
+      parts.push(view.waiting, view.thinking);
+    }
+    parts.push(bubble, note);
+    view.el = h("div", { class: "m", "data-skald-message": true, "data-role": data.role, "data-state": data.state }, parts);
+    const el = view.el;
     this.paint(view);
     this.log.append(el);
     this.views.push(view);
@@ -608,10 +638,34 @@ export class ChatWidget implements WidgetHandle {
       if (view.bubble.textContent !== data.text) view.bubble.textContent = data.text;
     } else {
       view.cache = renderMarkdown(view.bubble, data.text, view.cache);
+      this.paintThinking(view);
     }
     const note = data.note ?? "";
     if (view.note.textContent !== note) view.note.textContent = note;
     view.note.hidden = !note;
+  }
+
+  /**
+   * The "thinking…" line while nothing came yet, then the reasoning (as
+   * text) in a section open while the model thinks, collapsed once when
+   * its answer begins (the reader may open it again).
+   */
+  private paintThinking(view: View): void {
+    const { data, waiting, thinking, thoughts } = view;
+    if (!waiting || !thinking || !thoughts) return;
+    const reasoning = data.reasoning ?? "";
+    waiting.hidden = !(data.state === "streaming" && !data.text && !reasoning);
+    thinking.hidden = !reasoning;
+    if (!reasoning) return;
+    if (thoughts.textContent !== reasoning) thoughts.textContent = reasoning;
+    const answering = data.text.length > 0 || data.state !== "streaming";
+    const label = answering ? this.t.thought : this.t.thinking;
+    const summary = thinking.firstChild as HTMLElement;
+    if (summary.textContent !== label) summary.textContent = label;
+    if (answering && !view.collapsed) {
+      view.collapsed = true;
+      thinking.open = false;
+    }
   }
 
   private scrollToEnd(): void {

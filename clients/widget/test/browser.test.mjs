@@ -14,6 +14,7 @@ import { renderedText } from "../../testing/markdown.mjs";
 import { startProxy } from "../../testing/proxy.mjs";
 import { REPO, startSkald, waitFor } from "../../testing/server.mjs";
 import { startUpstream } from "../../testing/upstream.mjs";
+import { startMock } from "../../testing/mock.mjs";
 
 const T = { timeout: 60_000 };
 const SHOTS = join(REPO, "target", "widget-screenshots");
@@ -347,6 +348,72 @@ describe("the widget in Chromium", () => {
       await page.close();
       await site.close();
       await fast.dispose();
+    }
+  });
+
+  it("a reasoning model: thinking… then its thoughts, collapsed once the answer starts (FR)", T, async () => {
+    // 12 thoughts then 12 words at 20 a second, the <think> tags cut across chunks.
+    const mock = await startMock({ tokensPerSecond: 20, answerTokens: 12 });
+    const thinker = await startSkald({
+      config: ["[model]", `upstream_url = "${mock.url}"`, 'upstream_model = "mock-think-split-12"', ""].join("\n"),
+    });
+    const site = await startSite(thinker, { attrs: { "data-open": "true", "data-lang": "fr" } });
+    const page = await open();
+    try {
+      await page.goto(site.url + "?uid=penseur");
+      await page.locator(sel.input).waitFor({ state: "visible" });
+      // Every state the last answer goes through, as the DOM shows it.
+      await page.evaluate(() => {
+        const root = document.querySelector("[data-skald-widget]").shadowRoot;
+        window.__states = [];
+        new MutationObserver(() => {
+          const all = root.querySelectorAll("[data-skald-message][data-role=assistant]");
+          const last = all[all.length - 1];
+          if (!last) return;
+          const details = last.querySelector("[data-skald-reasoning]");
+          window.__states.push({
+            waiting: !last.querySelector("[data-skald-thinking]").hidden,
+            shown: !details.hidden,
+            open: details.open,
+            summary: details.querySelector("summary").textContent,
+            thoughts: details.querySelector(".tt").textContent.length,
+            text: last.querySelector(".b").textContent.length,
+          });
+        }).observe(root, { subtree: true, childList: true, characterData: true, attributes: true });
+      });
+      await ask(page, "Pourquoi le ciel est-il bleu ?");
+      await page.waitForFunction(() => window.__states.some((s) => s.shown && s.text === 0), null, { timeout: 10_000, polling: 20 });
+      await page.screenshot({ path: join(SHOTS, "thinking.png") });
+      const answer = await lastAnswerDone(page);
+      await page.screenshot({ path: join(SHOTS, "thought-then-answered.png") });
+      const states = await page.evaluate(() => window.__states);
+      assert.ok(states.some((s) => s.waiting && !s.shown && s.text === 0), "« Réflexion… » before the first frame");
+      assert.ok(
+        states.some((s) => s.shown && s.open && s.text === 0 && s.summary === "Réflexion…" && s.thoughts > 0),
+        "the thoughts grow in an open section while the model thinks",
+      );
+      const last = states.at(-1);
+      assert.deepEqual([last.waiting, last.shown, last.open, last.summary], [false, true, false, "Raisonnement"]);
+      assert.ok(states.filter((s) => s.text > 0).every((s) => !s.waiting), "no indicator once the answer comes");
+      // What it shows is what the server stored: thoughts as text, the answer apart.
+      const headers = { authorization: `Bearer ${thinker.token("penseur")}` };
+      const { conversations } = await (await fetch(`${thinker.http}/v1/conversations`, { headers })).json();
+      const { messages: stored } = await (
+        await fetch(`${thinker.http}/v1/conversations/${conversations[0].id}/messages`, { headers })
+      ).json();
+      const shown = await page.evaluate(() => {
+        const root = document.querySelector("[data-skald-widget]").shadowRoot;
+        const all = root.querySelectorAll("[data-skald-message][data-role=assistant]");
+        return all[all.length - 1].querySelector(".tt").textContent;
+      });
+      assert.equal(shown, stored[1].reasoning);
+      assert.equal(answer.text, await renderedText(stored[1].content));
+      assert.ok(!answer.text.includes("think"), answer.text);
+    } finally {
+      await page.close();
+      await site.close();
+      await thinker.dispose();
+      await mock.stop();
     }
   });
 
