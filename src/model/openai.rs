@@ -79,6 +79,7 @@
 //!   async-openai's `OPENAI_API_KEY`/`OPENAI_ORG_ID`/`OPENAI_PROJECT_ID`
 //!   environment variables, which must not leak to a third-party endpoint.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
@@ -88,7 +89,7 @@ use crate::config::Secret;
 
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
-use async_openai::middleware::ReqwestService;
+use async_openai::middleware::{HttpRequestFactory, ReqwestService};
 use async_openai::types::chat::{
     ChatCompletionMessageToolCall, ChatCompletionMessageToolCalls,
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestAssistantMessageContent,
@@ -230,8 +231,9 @@ impl OpenAiProvider {
             // Builds the requests (and would execute them through the
             // retrying executor)...
             .with_http_client(http.clone())
-            // ...which this replaces by a plain, non-retrying one.
-            .with_http_service(ReqwestService::new(http));
+            // ...which this replaces by a plain, non-retrying one, that
+            // notes the `Retry-After` of a refusal.
+            .with_http_service(ReadRetryAfter(ReqwestService::new(http)));
 
         Ok(OpenAiProvider {
             client,
@@ -348,13 +350,20 @@ impl ModelProvider for OpenAiProvider {
     async fn start(&self, request: ModelRequest) -> Result<TokenStream, ModelError> {
         let body = self.chat_request(request)?;
         let model = body.model.clone();
-        match self.client.chat().create_stream_byot(body).await {
+        let (started, retry_after) = RETRY_AFTER
+            .scope(Cell::new(None), async {
+                let started = self.client.chat().create_stream_byot(body).await;
+                (started, RETRY_AFTER.with(Cell::get))
+            })
+            .await;
+        match started {
             Ok(upstream) => {
                 tracing::debug!(%model, "upstream accepted the chat request");
                 Ok(token_stream(upstream, self.redactor.clone()))
             }
             Err(error) => {
-                let error = self.redactor.model_error(error, Phase::Start);
+                let mut error = self.redactor.model_error(error, Phase::Start);
+                error.retry_after = retry_after;
                 tracing::warn!(%model, kind = ?error.kind, error = %error.message, "upstream chat request failed");
                 Err(error)
             }
@@ -363,6 +372,52 @@ impl ModelProvider for OpenAiProvider {
 
     fn name(&self) -> &'static str {
         PROVIDER_NAME
+    }
+}
+
+tokio::task_local! {
+    /// The `Retry-After` of the refusal (429 or 503) the upstream answered
+    /// to the request this task is sending, read by [`ReadRetryAfter`]:
+    /// async-openai's errors carry the status, not the headers.
+    static RETRY_AFTER: Cell<Option<Duration>>;
+}
+
+/// The HTTP service: reqwest without retries, noting a refusal's
+/// `Retry-After` (seconds) for the upstreams' cool-down.
+#[derive(Clone)]
+struct ReadRetryAfter(ReqwestService);
+
+impl tower::Service<HttpRequestFactory> for ReadRetryAfter {
+    type Response = reqwest::Response;
+    type Error = OpenAIError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<reqwest::Response, OpenAIError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), OpenAIError>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: HttpRequestFactory) -> Self::Future {
+        let call = self.0.call(request);
+        Box::pin(async move {
+            let response = call.await?;
+            let status = response.status().as_u16();
+            if status == 429 || status == 503 {
+                let wait = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                // Outside a `scope` (nobody asked), there is nowhere to note it.
+                let _ = RETRY_AFTER.try_with(|noted| noted.set(wait));
+            }
+            Ok(response)
+        })
     }
 }
 
@@ -709,6 +764,7 @@ impl Redactor {
             kind: d.kind,
             message: self.clean(&d.message),
             failover: d.failover,
+            retry_after: None,
         }
     }
 

@@ -13,6 +13,8 @@
 //!
 //! Cool-down (what LiteLLM's router and Portkey do): an upstream that failed
 //! `cooldown_after_failures` times in a row is skipped for `cooldown_ms`,
+//! and one that answered 429 or 503 with `Retry-After` for that long (at
+//! once, and for the longer of the two when both apply),
 //! while another upstream of the list is not cooling down (when all are,
 //! they are tried anyway: a refusal without trying helps nobody). One
 //! success ends it. `/metrics` counts attempts, failures and skips per
@@ -73,16 +75,23 @@ impl Entry {
             .set(0.0);
     }
 
-    fn failed(&self, cooldown: Cooldown, now: Instant) {
+    /// A failure: counted, and once there were enough in a row, or when
+    /// the upstream asked to be left alone (`Retry-After`), it cools down
+    /// (for the longer of the two).
+    fn failed(&self, cooldown: Cooldown, retry_after: Option<Duration>, now: Instant) {
         let mut health = self.health();
         health.failures_in_a_row = health.failures_in_a_row.saturating_add(1);
-        if health.failures_in_a_row >= cooldown.after_failures {
-            health.cooling_until = Some(now + cooldown.duration);
+        let counted =
+            (health.failures_in_a_row >= cooldown.after_failures).then_some(cooldown.duration);
+        if let Some(wait) = counted.max(retry_after) {
+            let until = now + wait;
+            health.cooling_until = Some(health.cooling_until.map_or(until, |u| u.max(until)));
             tracing::warn!(
                 upstream = %self.upstream.name,
                 failures = health.failures_in_a_row,
-                seconds = cooldown.duration.as_secs_f64(),
-                "upstream failing: skipped while another can answer"
+                seconds = wait.as_secs_f64(),
+                asked = retry_after.is_some(),
+                "upstream failing or asking to wait: skipped while another can answer"
             );
             metrics::gauge!("skald_upstream_cooling_down", "upstream" => self.upstream.name.clone())
                 .set(1.0);
@@ -195,7 +204,7 @@ impl ModelProvider for Upstreams {
                 Err(error) => {
                     metrics::counter!("skald_upstream_failures_total", "upstream" => name.clone())
                         .increment(1);
-                    entry.failed(self.cooldown, Instant::now());
+                    entry.failed(self.cooldown, error.retry_after, Instant::now());
                     tracing::warn!(
                         upstream = %name,
                         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -362,6 +371,21 @@ mod tests {
             .unwrap();
         assert!(error.message.contains("400"));
         assert_eq!(backup.calls.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_asks_to_wait_is_left_alone_at_once() {
+        let mut busy = ModelError::upstream("HTTP 429");
+        busy.retry_after = Some(Duration::from_secs(30));
+        let primary = Flaky::new(u32::MAX, busy);
+        let backup = Flaky::new(0, ModelError::upstream("unused"));
+        let all = upstreams(&[("primary", primary.clone()), ("backup", backup)]);
+        for _ in 0..3 {
+            let tokens = all.start(request(&["primary", "backup"])).await.unwrap();
+            assert_eq!(text(tokens).await, "hi");
+        }
+        assert_eq!(primary.calls.load(Ordering::Relaxed), 1);
+        assert_eq!(status(&all, "primary"), "cooling_down");
     }
 
     #[tokio::test]

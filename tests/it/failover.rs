@@ -183,3 +183,29 @@ async fn a_primary_that_keeps_failing_cools_down() {
     primary.shutdown().await;
     backup.shutdown().await;
 }
+
+/// A 429 with `Retry-After` is honoured at once: the primary is left alone
+/// for that long, from its first refusal, while the backup answers.
+#[tokio::test]
+async fn a_retry_after_is_honoured_from_the_first_refusal() {
+    let primary = mock_upstream(0.0, 5).await;
+    let backup = mock_upstream(0.0, 5).await;
+    let server = server(&primary.base_url(), "mock-error-429-30", &backup, |c| {
+        c.model.cooldown_after_failures = 100;
+    })
+    .await;
+    let mut client = server.client("patient").await;
+    for i in 0..3 {
+        let (_, result) = ask(&mut client, &format!("w{i}"), "later").await;
+        assert_eq!(result.done["finish_reason"], "stop", "{}", result.done);
+    }
+    assert_eq!(primary.stats().requests, 1, "asked once, then left alone");
+    let (_, ready) = server.get_json("/readyz", None).await;
+    assert_eq!(
+        ready["checks"]["upstreams"]["primary"], "cooling_down",
+        "{ready}"
+    );
+    server.stop().await;
+    primary.shutdown().await;
+    backup.shutdown().await;
+}

@@ -174,6 +174,9 @@ pub struct ModelError {
     /// its connection, its time, a 5xx, a 429), rather than a refusal of
     /// the request itself (another 4xx), which any upstream would repeat.
     pub failover: bool,
+    /// How long the upstream asked to be left alone (`Retry-After` of a
+    /// 429 or 503), when it said.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl ModelError {
@@ -182,6 +185,7 @@ impl ModelError {
             kind: ModelErrorKind::Upstream,
             message: message.into(),
             failover: true,
+            retry_after: None,
         }
     }
 
@@ -190,6 +194,7 @@ impl ModelError {
             kind: ModelErrorKind::Timeout,
             message: message.into(),
             failover: true,
+            retry_after: None,
         }
     }
 
