@@ -156,20 +156,12 @@ mod tests {
 
     fn request(text: &str, max_tokens: u32) -> ModelRequest {
         ModelRequest {
-            model: None,
             messages: vec![
                 PromptMessage::new(Role::System, "be brief"),
                 PromptMessage::new(Role::User, text),
             ],
-            temperature: 0.0,
             max_tokens,
-            max_answer_bytes: u32::MAX,
-            max_reasoning_chars: u32::MAX,
-            user: "u".into(),
-            sampling: Default::default(),
-            tools: None,
-            response_format: None,
-            upstreams: Vec::new(),
+            ..skald_actors::testkit::model::request(text)
         }
     }
 

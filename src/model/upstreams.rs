@@ -246,7 +246,7 @@ impl ModelProvider for Upstreams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use skald_actors::ports::model::{ModelEvent, ModelFinish, PromptMessage, Role};
+    use skald_actors::ports::model::{ModelEvent, ModelFinish};
     use std::sync::atomic::{AtomicU32, Ordering};
 
     /// A provider that fails `failures` times (as `error`), then answers.
@@ -289,17 +289,9 @@ mod tests {
 
     fn request(upstreams: &[&str]) -> ModelRequest {
         ModelRequest {
-            model: None,
-            messages: vec![PromptMessage::new(Role::User, "q")],
-            temperature: 0.0,
             max_tokens: 10,
-            max_answer_bytes: u32::MAX,
-            max_reasoning_chars: u32::MAX,
-            user: "u".into(),
-            sampling: Default::default(),
-            tools: None,
-            response_format: None,
             upstreams: upstreams.iter().map(|s| s.to_string()).collect(),
+            ..skald_actors::testkit::model::request("q")
         }
     }
 

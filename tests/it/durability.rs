@@ -11,7 +11,7 @@ use skald::store::sqlite::SqliteStore;
 use skald_actors::hub::Hub;
 use skald_actors::limits::guard::LimitsGuard;
 use skald_actors::outbox::Outbox;
-use skald_actors::ports::model::{ModelRequest, PromptMessage, Role};
+use skald_actors::ports::model::ModelRequest;
 use skald_actors::ports::store::{BeginOutcome, Store, StoredMessage};
 use skald_actors::registry::StartStream;
 use skald_actors::settings::SessionSettings;
@@ -68,17 +68,9 @@ async fn start_stream(hub: &Hub, store: &dyn Store, user: &str) -> (Arc<StreamLo
         .start(StartStream {
             log: log.clone(),
             request: ModelRequest {
-                model: None,
-                messages: vec![PromptMessage::new(Role::User, "question")],
-                temperature: 0.0,
                 max_tokens: 1000,
-                max_answer_bytes: u32::MAX,
-                max_reasoning_chars: u32::MAX,
                 user: ex.user.clone(),
-                sampling: Default::default(),
-                tools: None,
-                response_format: None,
-                upstreams: Vec::new(),
+                ..skald_actors::testkit::model::request("question")
             },
             prompt_tokens_estimate: 2,
             quota_month: Month::of(skald_actors::time::now_ms()),

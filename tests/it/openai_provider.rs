@@ -56,13 +56,8 @@ fn request(model: Option<&str>, max_tokens: u32) -> ModelRequest {
         ],
         temperature: 0.25,
         max_tokens,
-        max_answer_bytes: u32::MAX,
-        max_reasoning_chars: u32::MAX,
         user: "user-42".into(),
-        sampling: Default::default(),
-        tools: None,
-        response_format: None,
-        upstreams: Vec::new(),
+        ..skald_actors::testkit::model::request(QUESTION)
     }
 }
 

@@ -3,4 +3,5 @@
 //! production library does not carry them.
 
 pub mod limits;
+pub mod model;
 pub mod store;

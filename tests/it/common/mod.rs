@@ -509,24 +509,11 @@ pub async fn send(client: &mut Client, id: &str, conversation: Option<&str>, tex
 
 /// The answer the simulated model gives to `text` with the test config.
 pub fn simulated_answer(text: &str, tokens: u32) -> String {
-    use skald_actors::ports::model::{ModelRequest, PromptMessage, Role};
     let model = skald::model::simulated::SimulatedModel {
         tokens_per_second: 0.0,
         answer_tokens: tokens,
     };
-    let request = ModelRequest {
-        model: None,
-        messages: vec![PromptMessage::new(Role::User, text)],
-        temperature: 0.0,
-        max_tokens: u32::MAX,
-        max_answer_bytes: u32::MAX,
-        max_reasoning_chars: u32::MAX,
-        user: "u".into(),
-        sampling: Default::default(),
-        tools: None,
-        response_format: None,
-        upstreams: Vec::new(),
-    };
+    let request = skald_actors::testkit::model::request(text);
     model.answer(&request).0.concat()
 }
 
