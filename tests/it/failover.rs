@@ -164,14 +164,7 @@ async fn a_primary_that_keeps_failing_cools_down() {
         "{ready}"
     );
     assert_eq!(ready["checks"]["upstreams"]["backup"], "ok", "{ready}");
-    let metrics = server
-        .http(reqwest::Method::GET, "/metrics", None)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     for series in [
         "skald_upstream_skipped_total{upstream=\"primary\"}",
         "skald_upstream_failures_total{upstream=\"primary\"}",

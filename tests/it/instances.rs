@@ -305,14 +305,7 @@ async fn redis_restarted_mid_stream_leaves_streams_running_where_they_are() {
         simulated_answer("storm", 60)
     );
     // What could not be published was said.
-    let metrics = a
-        .http(reqwest::Method::GET, "/metrics", None)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = a.metrics().await;
     assert!(
         metrics.contains("skald_bus_errors_total"),
         "bus errors counted"

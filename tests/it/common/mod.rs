@@ -138,6 +138,17 @@ impl TestServer {
         }
     }
 
+    /// `GET /metrics`: the Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .http(reqwest::Method::GET, "/metrics", None)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
     /// GET as `user`: the status and the JSON body (Null if none).
     pub async fn get_json(&self, path: &str, user: Option<&str>) -> (u16, Value) {
         let response = self
