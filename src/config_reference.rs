@@ -445,6 +445,11 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "upstream model of this bot; unset: its upstream's `model`",
     },
     Setting {
+        key: "bots.<name>.allowed_origins",
+        env: None,
+        meaning: "browser origins (`https://shop.example`) that may use this bot; empty: any. From another origin, over WebSocket or the OpenAI-compatible API, there is no such bot (`not_found`); a caller without `Origin` (not a browser) is not limited",
+    },
+    Setting {
         key: "bots.<name>.upstreams",
         env: None,
         meaning: "named upstreams tried in this order until one gives a first token (a connection error, a timeout, a 5xx or a 429 moves to the next; after the first token, never); empty: `default`",

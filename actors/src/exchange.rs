@@ -50,6 +50,9 @@ pub struct Caller<'a> {
     /// The connection (or request) the exchange is announced from: the
     /// user's other connections are told, this one is not.
     pub origin: &'a SessionId,
+    /// The browser origin of that connection or request (its `Origin`
+    /// header), for bots that limit theirs; None: not a browser.
+    pub site: Option<&'a str>,
     /// Streams this caller runs that may still be live (finished ones are
     /// ignored): bounded by `sessions.max_streams_per_session`, and one
     /// answer at a time per conversation.
@@ -271,7 +274,12 @@ fn admit<'b>(d: &'b Directory, caller: &Caller<'_>, ask: Ask) -> Result<Admitted
     }
     let services = &d.services;
     let bot_name = caller.user.bot_for(ask.bot);
-    let Some(bot) = services.bots.get(&bot_name) else {
+    // A bot its origins do not admit is, to this caller, no bot at all.
+    let Some(bot) = services
+        .bots
+        .get(&bot_name)
+        .filter(|bot| bot.admits_origin(caller.site))
+    else {
         return Err(refuse(
             ErrorCode::NotFound,
             format!("no bot named {bot_name:?}"),

@@ -71,6 +71,9 @@ pub struct SessionArgs {
     pub user: AuthedUser,
     /// The client's address, for the audit log.
     pub address: Option<std::net::IpAddr>,
+    /// The connection's browser origin (`Origin`), for bots that limit
+    /// theirs.
+    pub site: Option<Box<str>>,
     pub outbox: Arc<Outbox>,
     pub directory: Arc<Directory>,
 }
@@ -81,6 +84,7 @@ pub struct SessionState {
     session_id: SessionId,
     user: AuthedUser,
     address: Option<std::net::IpAddr>,
+    site: Option<Box<str>>,
     outbox: Arc<Outbox>,
     directory: Arc<Directory>,
     /// Streams this connection started that may still be live.
@@ -102,6 +106,7 @@ impl Actor for Session {
             session_id: args.session_id,
             user: args.user,
             address: args.address,
+            site: args.site,
             outbox: args.outbox,
             directory: args.directory,
             started: Vec::new(),
@@ -282,6 +287,7 @@ impl SessionState {
             user: &self.user,
             address: self.address,
             origin: &self.session_id,
+            site: self.site.as_deref(),
             running: &self.started,
         };
         let ask = Ask {

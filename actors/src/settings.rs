@@ -22,6 +22,11 @@ pub struct BotSettings {
     /// Named upstreams (`[upstreams.<name>]`) tried in this order before
     /// the first token; empty: the upstream named `default`.
     pub upstreams: Vec<String>,
+    /// Browser origins (`https://shop.example`) that may use this bot;
+    /// empty: any. A connection or request from another origin finds no
+    /// such bot (`not_found`); one without an `Origin` (not a browser) is
+    /// not limited.
+    pub allowed_origins: Vec<String>,
     pub temperature: f64,
     /// Upper bound of an answer, in tokens; reaching it ends the stream with
     /// `finish_reason: "length"`.
@@ -59,6 +64,7 @@ impl Default for BotSettings {
                 "You are a helpful, concise assistant. Answer in the language of the user.".into(),
             model: None,
             upstreams: Vec::new(),
+            allowed_origins: Vec::new(),
             temperature: 0.7,
             max_tokens: 500,
             max_answer_bytes: 256 * 1024,
@@ -74,7 +80,33 @@ impl Default for BotSettings {
     }
 }
 
+/// `scheme://host[:port]`, as browsers send `Origin`: no path, query or
+/// user.
+fn is_origin(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return false;
+    };
+    !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@', ' '])
+}
+
 impl BotSettings {
+    /// Whether a caller from browser origin `site` (None: not a browser)
+    /// may use this bot.
+    pub fn admits_origin(&self, site: Option<&str>) -> bool {
+        match site {
+            Some(site) if !self.allowed_origins.is_empty() => self
+                .allowed_origins
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(site)),
+            _ => true,
+        }
+    }
+
     pub fn validate(&self, name: &str) -> Result<(), String> {
         if !(0.0..=2.0).contains(&self.temperature) {
             return Err(format!("bots.{name}.temperature must be within 0..=2"));
@@ -87,6 +119,11 @@ impl BotSettings {
         }
         if self.max_message_chars == 0 {
             return Err(format!("bots.{name}.max_message_chars must be at least 1"));
+        }
+        if let Some(bad) = self.allowed_origins.iter().find(|o| !is_origin(o)) {
+            return Err(format!(
+                "bots.{name}.allowed_origins: {bad:?} is not an origin (scheme://host[:port], nothing after)"
+            ));
         }
         if self.messages_per_minute == Some(0) {
             return Err(format!(
@@ -301,5 +338,39 @@ impl LimitSettings {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bots_origins_are_origins_and_limit_browsers_only() {
+        let bot = |origins: &[&str]| BotSettings {
+            allowed_origins: origins.iter().map(|o| o.to_string()).collect(),
+            ..BotSettings::default()
+        };
+        for bad in [
+            "shop.example",
+            "https://shop.example/",
+            "https://a@shop.example",
+            "https:// x",
+            "://x",
+        ] {
+            let error = bot(&[bad]).validate("shop").unwrap_err();
+            assert!(
+                error.contains("bots.shop.allowed_origins"),
+                "{bad}: {error}"
+            );
+        }
+        let shop = bot(&["https://shop.example", "http://localhost:3000"]);
+        shop.validate("shop").unwrap();
+        assert!(shop.admits_origin(Some("https://Shop.Example")));
+        assert!(shop.admits_origin(Some("http://localhost:3000")));
+        assert!(!shop.admits_origin(Some("https://evil.example")));
+        assert!(!shop.admits_origin(Some("http://localhost:3001")));
+        assert!(shop.admits_origin(None), "not a browser");
+        assert!(bot(&[]).admits_origin(Some("https://any.example")));
     }
 }

@@ -26,6 +26,14 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The browser origin of a request (its `Origin` header), for bots that
+/// limit theirs; None for a client that is not a browser (or sends
+/// something that is not text).
+pub fn site(headers: &HeaderMap) -> Option<Box<str>> {
+    let origin = headers.get(header::ORIGIN)?.to_str().ok()?;
+    Some(origin.into())
+}
+
 /// The caller, from a valid bearer token; 401 otherwise (and the failure
 /// is audited with the client's address).
 pub struct Caller(pub AuthedUser);

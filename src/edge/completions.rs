@@ -137,18 +137,19 @@ impl IntoResponse for OpenAiError {
 async fn models(
     State(app): State<AppState>,
     caller: Result<Caller, ApiError>,
+    headers: HeaderMap,
 ) -> Result<Json<Value>, OpenAiError> {
     let Caller(user) = caller?;
-    let mut names: Vec<&String> = match &user.bot {
-        Some(pinned) => app
-            .hub
-            .services
-            .bots
-            .keys()
-            .filter(|n| *n == pinned)
-            .collect(),
-        None => app.hub.services.bots.keys().collect(),
-    };
+    let site = super::access::site(&headers);
+    let mut names: Vec<&String> = app
+        .hub
+        .services
+        .bots
+        .iter()
+        .filter(|(name, _)| user.bot.as_ref().is_none_or(|pinned| pinned == *name))
+        .filter(|(_, bot)| bot.admits_origin(site.as_deref()))
+        .map(|(name, _)| name)
+        .collect();
     names.sort();
     let data: Vec<Value> = names
         .into_iter()
@@ -219,10 +220,12 @@ async fn completions(
     if let Some(Extension(pending)) = pending {
         drop(pending.take());
     }
+    let site = super::access::site(&headers);
     let caller = ExchangeCaller {
         user: &user,
         address: Some(address),
         origin: &origin,
+        site: site.as_deref(),
         running: &[],
     };
     let started = match app.hub.begin_exchange(caller, completion.ask).await? {

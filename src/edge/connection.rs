@@ -56,6 +56,7 @@ enum AuthFailure {
 struct Unauthenticated {
     header_auth: Option<Result<Verified, AuthError>>,
     client: IpAddr,
+    site: Option<Box<str>>,
     /// Cancelled if the connection is closed to make room.
     evicted: CancellationToken,
 }
@@ -72,6 +73,8 @@ pub struct Accepted {
     pub app: AppState,
     pub header_auth: Option<Result<Verified, AuthError>>,
     pub client: IpAddr,
+    /// The upgrade's `Origin` header, when a browser sent one.
+    pub site: Option<Box<str>>,
     /// Its place among the pending connections, given back once the
     /// session is authenticated; closing it to make room ends the
     /// connection with 4408.
@@ -102,6 +105,7 @@ async fn serve(accepted: Box<Accepted>) {
         app,
         header_auth,
         client,
+        site,
         pending,
     } = *accepted;
     let ws = &app.config.websocket;
@@ -126,6 +130,7 @@ async fn serve(accepted: Box<Accepted>) {
         Unauthenticated {
             header_auth,
             client,
+            site,
             evicted,
         },
         &outbox,
@@ -176,6 +181,7 @@ async fn start_session(
     let Unauthenticated {
         header_auth,
         client,
+        site,
         evicted,
     } = before;
     let authenticated = tokio::select! {
@@ -238,6 +244,7 @@ async fn start_session(
         session_id: session_id.clone(),
         user: user.clone(),
         address: Some(client),
+        site,
         outbox: outbox.clone(),
         directory: app.hub.directory.clone(),
     };

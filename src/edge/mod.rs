@@ -7,6 +7,7 @@
 
 pub mod accept;
 pub mod access;
+pub mod admin;
 pub mod api;
 pub mod client_ip;
 pub mod completions;

@@ -44,6 +44,7 @@ pub async fn upgrade(
         return refusal.into_response();
     }
     let header_auth = bearer(&headers).map(|token| app.verifier.verify_session(token));
+    let site = super::access::site(&headers);
     let sizes = &app.config.websocket;
     ws.read_buffer_size(sizes.read_buffer_bytes)
         .write_buffer_size(sizes.write_buffer_bytes)
@@ -55,6 +56,7 @@ pub async fn upgrade(
                 app,
                 header_auth,
                 client,
+                site,
                 // The socket stays pending until its session authenticates.
                 pending: slot.take(),
             }))

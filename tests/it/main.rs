@@ -8,6 +8,7 @@
 
 mod common;
 
+mod admin;
 mod binary;
 mod binary_cql;
 mod completions;

@@ -163,6 +163,86 @@ async fn origin_allow_list_refuses_other_sites_with_403() {
     server.stop().await;
 }
 
+/// PROTOCOL.md: a bot's `allowed_origins` limit which browser origins may
+/// use it; to any other, on every edge, there is no such bot. Callers that
+/// are not browsers (no `Origin`) are not limited, and other bots are open.
+#[tokio::test]
+async fn a_bots_origins_limit_who_may_use_it_on_every_edge() {
+    let server = TestServer::with_config(|c| {
+        c.bots.insert(
+            "shop".into(),
+            skald_actors::settings::BotSettings {
+                allowed_origins: vec!["https://shop.example".into()],
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let send_to = |bot: &str, i: usize| json!({"type": "send", "id": format!("to-{bot}-{i}"), "bot": bot, "text": "hi"});
+    for (i, (origin, shop_answer)) in [
+        (Some("https://shop.example"), "ack"),
+        (Some("https://SHOP.example"), "ack"),
+        (Some("https://evil.example"), "error"),
+        (None, "ack"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut client = Client::try_connect(&server.url(), Some(&token("buyer")), origin)
+            .await
+            .unwrap();
+        assert_eq!(client.recv().await["type"], "ready");
+        client.send(send_to("shop", i)).await;
+        let answer = client.recv_type_of(&["ack", "error"]).await;
+        assert_eq!(answer["type"], shop_answer, "{origin:?}: {answer}");
+        if shop_answer == "error" {
+            assert_eq!(answer["code"], "not_found", "{answer}");
+        }
+        // The default bot admits every origin.
+        client.send(send_to("default", i)).await;
+        assert_eq!(
+            client.recv_type_of(&["ack", "error"]).await["type"],
+            "ack",
+            "{origin:?}"
+        );
+        client.close().await;
+    }
+    // The OpenAI-compatible edge: the same bot, the same answer.
+    let ask = |origin: &'static str| {
+        server
+            .http(reqwest::Method::POST, "/v1/chat/completions", Some("buyer"))
+            .header("origin", origin)
+            .json(&json!({"model": "shop", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    assert_eq!(ask("https://evil.example").await.unwrap().status(), 404);
+    assert_eq!(ask("https://shop.example").await.unwrap().status(), 200);
+    let server = &server;
+    let listed = |origin: &'static str| async move {
+        let body: serde_json::Value = server
+            .http(reqwest::Method::GET, "/v1/models", Some("buyer"))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert!(!listed("https://evil.example")
+        .await
+        .contains(&"shop".to_owned()));
+    assert!(listed("https://shop.example")
+        .await
+        .contains(&"shop".to_owned()));
+}
+
 /// PROTOCOL.md: a session lives as long as its token, and a `hello` with a
 /// fresh token for the same `sub` keeps it; any other `hello` closes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -409,9 +409,14 @@ impl Client {
 
     /// The next frame whose `type` is `kind`, skipping others.
     pub async fn recv_type(&mut self, kind: &str) -> Value {
+        self.recv_type_of(&[kind]).await
+    }
+
+    /// Reads until a frame of one of these types, skipping others.
+    pub async fn recv_type_of(&mut self, kinds: &[&str]) -> Value {
         loop {
             let frame = self.recv().await;
-            if frame["type"] == kind {
+            if kinds.iter().any(|k| frame["type"] == *k) {
                 return frame;
             }
         }
