@@ -786,7 +786,8 @@ export class SkaldClient {
         type: "resume",
         stream_id: streamId,
         after_seq: entry.stream.lastSeq,
-        after_reasoning_seq: entry.stream.lastReasoningSeq,
+        // Absent means -1 (all of it): sent only once some was seen.
+        ...(entry.stream.lastReasoningSeq >= 0 ? { after_reasoning_seq: entry.stream.lastReasoningSeq } : {}),
       },
       ["not_found", "invalid_request"],
       (error) => {
