@@ -590,7 +590,9 @@ async fn models_lists_the_bots_the_caller_may_use() {
 /// A server whose default bot asks the mock upstream for a tool call
 /// (`mock-tool-call`), and whose bot `chat` gets ordinary answers.
 async fn with_tools_upstream() -> (TestServer, skald_loadtest::mock_upstream::MockUpstream) {
-    let mock = crate::common::mock_upstream(0.0, 6).await;
+    // Paced (20 ms between pieces), so that the pieces of a call reach the
+    // client as pieces rather than all at once.
+    let mock = crate::common::mock_upstream(50.0, 6).await;
     let url = mock.base_url();
     let server = TestServer::with_config(move |c| {
         c.model.upstream_url = Some(url.parse().unwrap());
