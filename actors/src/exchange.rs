@@ -38,6 +38,7 @@ use crate::relay::RelayMsg;
 use crate::session::AuthedUser;
 use crate::settings::{BotSettings, EffectiveLimits};
 use crate::slot::Slot;
+use crate::stream::Prestarted;
 use crate::stream_log::{StreamIds, StreamLog};
 use crate::time::{now_ms, Month};
 
@@ -173,6 +174,23 @@ pub async fn begin(d: &Directory, caller: Caller<'_>, ask: Ask) -> Result<Begun,
         .max_tokens
         .map_or(bot.max_tokens, |asked| asked.min(bot.max_tokens));
     let max_tokens = (reserved.granted - prompt_tokens_estimate).min(u64::from(max_tokens)) as u32;
+    let request = ModelRequest {
+        model: bot.model.clone(),
+        messages,
+        temperature: admitted.params.temperature.unwrap_or(bot.temperature),
+        max_tokens,
+        max_answer_bytes: bot.max_answer_bytes,
+        max_reasoning_chars: bot.max_reasoning_chars,
+        upstreams: bot.upstreams.clone(),
+        user: caller.user.id.clone(),
+        sampling: admitted.params.sampling,
+        tools: admitted.params.tools,
+        response_format: admitted.params.response_format,
+    };
+    // The upstream request begins now, while the exchange is made durable
+    // below: the commit is off the time to the first token, and the `ack`
+    // still waits for it. Dropped if the exchange is not made (it aborts).
+    let prestarted = Prestarted::spawn(services.model.clone(), request.clone());
     let user_message = StartedMessage {
         id: MessageId::generate(),
         content: admitted.text,
@@ -203,20 +221,14 @@ pub async fn begin(d: &Directory, caller: Caller<'_>, ask: Ask) -> Result<Begun,
         conversation_id: target.conversation_id.clone(),
         message_id: message_id.clone(),
     }));
-    let request = ModelRequest {
-        model: bot.model.clone(),
-        messages,
-        temperature: admitted.params.temperature.unwrap_or(bot.temperature),
-        max_tokens,
-        max_answer_bytes: bot.max_answer_bytes,
-        max_reasoning_chars: bot.max_reasoning_chars,
-        upstreams: bot.upstreams.clone(),
-        user: caller.user.id.clone(),
-        sampling: admitted.params.sampling,
-        tools: admitted.params.tools,
-        response_format: admitted.params.response_format,
-    };
-    start_stream(d, log.clone(), request, prompt_tokens_estimate, reserved).await?;
+    start_stream(
+        d,
+        log.clone(),
+        (request, prestarted),
+        prompt_tokens_estimate,
+        reserved,
+    )
+    .await?;
     // The user's other connections, here and on every instance.
     tell_others(
         d,
@@ -520,7 +532,7 @@ async fn store_exchange(
 async fn start_stream(
     d: &Directory,
     log: Arc<StreamLog>,
-    request: ModelRequest,
+    (request, prestarted): (ModelRequest, Prestarted),
     prompt_tokens_estimate: u64,
     reserved: Reserved,
 ) -> Result<(), Refusal> {
@@ -534,6 +546,7 @@ async fn start_stream(
         prompt_tokens_estimate,
         quota_month,
         request,
+        prestarted: Some(prestarted),
     };
     match d.registry.start(start).await {
         Ok(()) => {

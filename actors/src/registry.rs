@@ -27,7 +27,7 @@ use crate::persister::PersisterMsg;
 use crate::ports::model::ModelRequest;
 use crate::ports::store::AnswerCheckpoint;
 use crate::slot::Slot;
-use crate::stream::{StreamActor, StreamArgs, StreamMsg};
+use crate::stream::{Prestarted, StreamActor, StreamArgs, StreamMsg};
 use crate::stream_log::StreamLog;
 use crate::time::Month;
 use crate::{ActorsError, Services};
@@ -63,6 +63,9 @@ pub enum RegistryMsg {
 pub struct StartStream {
     pub log: Arc<StreamLog>,
     pub request: ModelRequest,
+    /// The upstream request, when it began before the stream (while the
+    /// exchange was made durable); `None`: the stream makes it.
+    pub prestarted: Option<Prestarted>,
     pub prompt_tokens_estimate: u64,
     /// The month of the stream's quota reservation (its id is the stream
     /// id), settled with the stream's usage when it ends.
@@ -221,6 +224,7 @@ impl RegistryState {
         let args = StreamArgs {
             log: start.log.clone(),
             request: start.request,
+            prestarted: start.prestarted,
             prompt_tokens_estimate: start.prompt_tokens_estimate,
             quota_month: start.quota_month,
             model: services.model.clone(),

@@ -35,7 +35,9 @@ use tokio::task::JoinHandle;
 use crate::limits::quota_keeper::QuotaMsg;
 use crate::persister::PersisterMsg;
 use crate::ports::limits::Settle;
-use crate::ports::model::{ModelErrorKind, ModelEvent, ModelFinish, ModelProvider, ModelRequest};
+use crate::ports::model::{
+    ModelError, ModelErrorKind, ModelEvent, ModelFinish, ModelProvider, ModelRequest, TokenStream,
+};
 use crate::ports::store::{AnswerEnd, FinishedAnswer};
 use crate::slot::Slot;
 use crate::stream_log::StreamLog;
@@ -72,6 +74,7 @@ pub enum PumpOutcome {
 pub struct StreamArgs {
     pub log: Arc<StreamLog>,
     pub request: ModelRequest,
+    pub prestarted: Option<Prestarted>,
     pub prompt_tokens_estimate: u64,
     /// The month of the stream's quota reservation (its id is the stream id).
     pub quota_month: Month,
@@ -118,8 +121,11 @@ impl Actor for StreamActor {
         );
         let pump = tokio::spawn(tracing::Instrument::instrument(
             run_pump(
-                args.model,
-                args.request,
+                Upstream {
+                    model: args.model,
+                    request: args.request,
+                    prestarted: args.prestarted,
+                },
                 args.log.clone(),
                 args.first_token_timeout,
                 args.token_idle_timeout,
@@ -311,34 +317,66 @@ pub fn finished_answer(log: &StreamLog, content: String, end: &AnswerEnd) -> Fin
 }
 
 async fn run_pump(
-    model: Arc<dyn ModelProvider>,
-    request: ModelRequest,
+    upstream: Upstream,
     log: Arc<StreamLog>,
     first_token_timeout: Duration,
     token_idle_timeout: Duration,
     myself: ActorRef<StreamMsg>,
 ) {
-    let outcome = pump(
-        model,
-        request,
-        &log,
-        first_token_timeout,
-        token_idle_timeout,
-    )
-    .await;
+    let outcome = pump(upstream, &log, first_token_timeout, token_idle_timeout).await;
     // The actor may be gone (cancelled meanwhile): nothing to tell then.
     let _ = myself.cast(StreamMsg::PumpEnded(outcome));
+}
+
+/// An upstream request that began before its stream: started while the
+/// exchange is made durable, so that the time to the first token does not
+/// include that commit (the `ack` still waits for it). Dropped unused (the
+/// commit failed, or another connection won the idempotency key), it
+/// aborts the request, which closes its connection: the provider stops.
+pub struct Prestarted(JoinHandle<Result<TokenStream, ModelError>>);
+
+impl Prestarted {
+    pub fn spawn(model: Arc<dyn ModelProvider>, request: ModelRequest) -> Prestarted {
+        Prestarted(tokio::spawn(async move { model.start(request).await }))
+    }
+
+    async fn tokens(mut self) -> Result<TokenStream, ModelError> {
+        match (&mut self.0).await {
+            Ok(started) => started,
+            Err(e) => Err(ModelError::upstream(format!(
+                "the upstream request stopped: {e}"
+            ))),
+        }
+    }
+}
+
+impl Drop for Prestarted {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What a stream asks of the model: the request, and its upstream request
+/// when it already began.
+pub struct Upstream {
+    pub model: Arc<dyn ModelProvider>,
+    pub request: ModelRequest,
+    pub prestarted: Option<Prestarted>,
 }
 
 /// Pulls the model's tokens into the log, within the time limits and the
 /// bot's `max_tokens` and `max_answer_bytes`.
 pub async fn pump(
-    model: Arc<dyn ModelProvider>,
-    request: ModelRequest,
+    upstream: Upstream,
     log: &StreamLog,
     first_token_timeout: Duration,
     token_idle_timeout: Duration,
 ) -> PumpOutcome {
+    let Upstream {
+        model,
+        request,
+        prestarted,
+    } = upstream;
     let max_tokens = u64::from(request.max_tokens);
     let mut bytes_left = request.max_answer_bytes as usize;
     let mut reasoning_left = request.max_reasoning_chars as usize;
@@ -349,7 +387,13 @@ pub async fn pump(
         usage,
     };
     let started = std::time::Instant::now();
-    let mut tokens = match tokio::time::timeout_at(deadline, model.start(request)).await {
+    let starting = async move {
+        match prestarted {
+            Some(prestarted) => prestarted.tokens().await,
+            None => model.start(request).await,
+        }
+    };
+    let mut tokens = match tokio::time::timeout_at(deadline, starting).await {
         Err(_) => {
             return failed(
                 ErrorCode::UpstreamTimeout,

@@ -72,6 +72,7 @@ async fn start_stream(hub: &Hub, store: &dyn Store, user: &str) -> (Arc<StreamLo
                 user: ex.user.clone(),
                 ..skald_actors::testkit::model::request("question")
             },
+            prestarted: None,
             prompt_tokens_estimate: 2,
             quota_month: Month::of(skald_actors::time::now_ms()),
         })
