@@ -181,3 +181,60 @@ async fn a_finished_answer_is_stored_before_its_done() {
     assert_eq!(answer.content, log.text_and_tokens().0);
     hub.shutdown().await;
 }
+
+/// The upstream request begins while the exchange is made durable (the
+/// commit is off the time to the first token); when the exchange cannot be
+/// made, the `send` is refused, nothing is stored, and that request is
+/// aborted: the provider sees its client go away, and no answer streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchange_that_cannot_be_made_aborts_its_upstream_request() {
+    let dir = TempDir::new("prestart-aborted");
+    let store = Arc::new(FaultyStore::new(SqliteStore::open_in(&dir.0).unwrap()));
+    // A slow answer: still streaming when the refusal aborts it.
+    let mock = mock_upstream(20.0, 200).await;
+    let url = mock.base_url();
+    let server = TestServer::builder()
+        .store(store.clone())
+        .data_dir(&dir.0)
+        .config(move |c| {
+            c.model.upstream_url = Some(url.parse().unwrap());
+            c.model.upstream_model = "mock-normal".into();
+        })
+        .start()
+        .await;
+    let mut client = server.client("prestarted").await;
+    store
+        .begin_down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    client
+        .send(serde_json::json!({"type":"send","id":"p-1","text":"never stored"}))
+        .await;
+    let refused = client.recv_type_of(&["ack", "error"]).await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["code"], "unavailable", "{refused}");
+    assert_eq!(
+        mock.stats().requests,
+        1,
+        "the request began before the commit"
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while mock.stats().client_disconnects < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the upstream request was never aborted: {:?}",
+            mock.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(mock.stats().completed, 0, "no answer ran to its end");
+    let (_, list) = server
+        .get_json("/v1/conversations", Some("prestarted"))
+        .await;
+    assert_eq!(
+        list["conversations"],
+        serde_json::json!([]),
+        "nothing stored"
+    );
+    server.stop().await;
+    mock.shutdown().await;
+}

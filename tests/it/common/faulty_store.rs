@@ -14,6 +14,9 @@ use skald_protocol::{ClientMessageId, ConversationId, UserId};
 pub struct FaultyStore {
     pub inner: SqliteStore,
     pub down: AtomicBool,
+    /// Only `begin_exchange` fails (the write of an exchange; reads work),
+    /// after 200 ms, as a store that times out does.
+    pub begin_down: AtomicBool,
     /// `begin_exchange` panics when the text contains this.
     pub panic_on: Option<String>,
     /// `finish_answers` waits this long first (a wedged store).
@@ -25,6 +28,7 @@ impl FaultyStore {
         FaultyStore {
             inner,
             down: AtomicBool::new(false),
+            begin_down: AtomicBool::new(false),
             panic_on: None,
             finish_delay: std::sync::Mutex::new(std::time::Duration::ZERO),
         }
@@ -68,6 +72,12 @@ impl Store for FaultyStore {
             }
         }
         self.check()?;
+        if self.begin_down.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            return Err(StoreError::unavailable(
+                "exchange writes switched off by the test",
+            ));
+        }
         self.inner.begin_exchange(exchange).await
     }
     async fn finish_answers(&self, answers: Vec<FinishedAnswer>) -> Result<(), StoreError> {
