@@ -38,7 +38,7 @@ use crate::relay::RelayMsg;
 use crate::session::AuthedUser;
 use crate::settings::{BotSettings, EffectiveLimits};
 use crate::slot::Slot;
-use crate::stream::Prestarted;
+use crate::stream::{Generation, Prestarted};
 use crate::stream_log::{StreamIds, StreamLog};
 use crate::time::{now_ms, Month};
 
@@ -190,7 +190,7 @@ pub async fn begin(d: &Directory, caller: Caller<'_>, ask: Ask) -> Result<Begun,
     // The upstream request begins now, while the exchange is made durable
     // below: the commit is off the time to the first token, and the `ack`
     // still waits for it. Dropped if the exchange is not made (it aborts).
-    let prestarted = Prestarted::spawn(services.model.clone(), request.clone());
+    let prestarted = Prestarted::spawn(services.model.clone(), request);
     let user_message = StartedMessage {
         id: MessageId::generate(),
         content: admitted.text,
@@ -221,14 +221,7 @@ pub async fn begin(d: &Directory, caller: Caller<'_>, ask: Ask) -> Result<Begun,
         conversation_id: target.conversation_id.clone(),
         message_id: message_id.clone(),
     }));
-    start_stream(
-        d,
-        log.clone(),
-        (request, prestarted),
-        prompt_tokens_estimate,
-        reserved,
-    )
-    .await?;
+    start_stream(d, log.clone(), prestarted, prompt_tokens_estimate, reserved).await?;
     // The user's other connections, here and on every instance.
     tell_others(
         d,
@@ -532,7 +525,7 @@ async fn store_exchange(
 async fn start_stream(
     d: &Directory,
     log: Arc<StreamLog>,
-    (request, prestarted): (ModelRequest, Prestarted),
+    prestarted: Prestarted,
     prompt_tokens_estimate: u64,
     reserved: Reserved,
 ) -> Result<(), Refusal> {
@@ -545,8 +538,7 @@ async fn start_stream(
         log: log.clone(),
         prompt_tokens_estimate,
         quota_month,
-        request,
-        prestarted: Some(prestarted),
+        generation: Generation::Prestarted(prestarted),
     };
     match d.registry.start(start).await {
         Ok(()) => {

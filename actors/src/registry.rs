@@ -24,10 +24,9 @@ use tokio::time::Instant;
 
 use crate::limits::quota_keeper::QuotaMsg;
 use crate::persister::PersisterMsg;
-use crate::ports::model::ModelRequest;
 use crate::ports::store::AnswerCheckpoint;
 use crate::slot::Slot;
-use crate::stream::{Prestarted, StreamActor, StreamArgs, StreamMsg};
+use crate::stream::{Generation, StreamActor, StreamArgs, StreamMsg};
 use crate::stream_log::StreamLog;
 use crate::time::Month;
 use crate::{ActorsError, Services};
@@ -62,10 +61,9 @@ pub enum RegistryMsg {
 
 pub struct StartStream {
     pub log: Arc<StreamLog>,
-    pub request: ModelRequest,
-    /// The upstream request, when it began before the stream (while the
-    /// exchange was made durable); `None`: the stream makes it.
-    pub prestarted: Option<Prestarted>,
+    /// The request, or the upstream request that began before the stream
+    /// (while the exchange was made durable).
+    pub generation: Generation,
     pub prompt_tokens_estimate: u64,
     /// The month of the stream's quota reservation (its id is the stream
     /// id), settled with the stream's usage when it ends.
@@ -223,8 +221,7 @@ impl RegistryState {
         let sessions = &services.sessions;
         let args = StreamArgs {
             log: start.log.clone(),
-            request: start.request,
-            prestarted: start.prestarted,
+            generation: start.generation,
             prompt_tokens_estimate: start.prompt_tokens_estimate,
             quota_month: start.quota_month,
             model: services.model.clone(),

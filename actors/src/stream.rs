@@ -73,8 +73,7 @@ pub enum PumpOutcome {
 
 pub struct StreamArgs {
     pub log: Arc<StreamLog>,
-    pub request: ModelRequest,
-    pub prestarted: Option<Prestarted>,
+    pub generation: Generation,
     pub prompt_tokens_estimate: u64,
     /// The month of the stream's quota reservation (its id is the stream id).
     pub quota_month: Month,
@@ -121,11 +120,8 @@ impl Actor for StreamActor {
         );
         let pump = tokio::spawn(tracing::Instrument::instrument(
             run_pump(
-                Upstream {
-                    model: args.model,
-                    request: args.request,
-                    prestarted: args.prestarted,
-                },
+                args.model,
+                args.generation,
                 args.log.clone(),
                 args.first_token_timeout,
                 args.token_idle_timeout,
@@ -317,13 +313,21 @@ pub fn finished_answer(log: &StreamLog, content: String, end: &AnswerEnd) -> Fin
 }
 
 async fn run_pump(
-    upstream: Upstream,
+    model: Arc<dyn ModelProvider>,
+    generation: Generation,
     log: Arc<StreamLog>,
     first_token_timeout: Duration,
     token_idle_timeout: Duration,
     myself: ActorRef<StreamMsg>,
 ) {
-    let outcome = pump(upstream, &log, first_token_timeout, token_idle_timeout).await;
+    let outcome = pump(
+        model,
+        generation,
+        &log,
+        first_token_timeout,
+        token_idle_timeout,
+    )
+    .await;
     // The actor may be gone (cancelled meanwhile): nothing to tell then.
     let _ = myself.cast(StreamMsg::PumpEnded(outcome));
 }
@@ -333,15 +337,23 @@ async fn run_pump(
 /// include that commit (the `ack` still waits for it). Dropped unused (the
 /// commit failed, or another connection won the idempotency key), it
 /// aborts the request, which closes its connection: the provider stops.
-pub struct Prestarted(JoinHandle<Result<TokenStream, ModelError>>);
+pub struct Prestarted {
+    task: JoinHandle<Result<TokenStream, ModelError>>,
+    /// The request's bounds (the request itself went to the task).
+    bounds: Bounds,
+}
 
 impl Prestarted {
     pub fn spawn(model: Arc<dyn ModelProvider>, request: ModelRequest) -> Prestarted {
-        Prestarted(tokio::spawn(async move { model.start(request).await }))
+        let bounds = Bounds::of(&request);
+        Prestarted {
+            task: tokio::spawn(async move { model.start(request).await }),
+            bounds,
+        }
     }
 
     async fn tokens(mut self) -> Result<TokenStream, ModelError> {
-        match (&mut self.0).await {
+        match (&mut self.task).await {
             Ok(started) => started,
             Err(e) => Err(ModelError::upstream(format!(
                 "the upstream request stopped: {e}"
@@ -352,34 +364,51 @@ impl Prestarted {
 
 impl Drop for Prestarted {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
-/// What a stream asks of the model: the request, and its upstream request
-/// when it already began.
-pub struct Upstream {
-    pub model: Arc<dyn ModelProvider>,
-    pub request: ModelRequest,
-    pub prestarted: Option<Prestarted>,
+/// How a stream gets its tokens: it makes the upstream request, or takes
+/// the one that began before it.
+pub enum Generation {
+    Request(Box<ModelRequest>),
+    Prestarted(Prestarted),
+}
+
+/// What the pump holds an answer to, from the bot's settings.
+#[derive(Debug, Clone, Copy)]
+struct Bounds {
+    max_tokens: u32,
+    max_answer_bytes: u32,
+    max_reasoning_chars: u32,
+}
+
+impl Bounds {
+    fn of(request: &ModelRequest) -> Bounds {
+        Bounds {
+            max_tokens: request.max_tokens,
+            max_answer_bytes: request.max_answer_bytes,
+            max_reasoning_chars: request.max_reasoning_chars,
+        }
+    }
 }
 
 /// Pulls the model's tokens into the log, within the time limits and the
 /// bot's `max_tokens` and `max_answer_bytes`.
 pub async fn pump(
-    upstream: Upstream,
+    model: Arc<dyn ModelProvider>,
+    generation: Generation,
     log: &StreamLog,
     first_token_timeout: Duration,
     token_idle_timeout: Duration,
 ) -> PumpOutcome {
-    let Upstream {
-        model,
-        request,
-        prestarted,
-    } = upstream;
-    let max_tokens = u64::from(request.max_tokens);
-    let mut bytes_left = request.max_answer_bytes as usize;
-    let mut reasoning_left = request.max_reasoning_chars as usize;
+    let bounds = match &generation {
+        Generation::Request(request) => Bounds::of(request),
+        Generation::Prestarted(prestarted) => prestarted.bounds,
+    };
+    let max_tokens = u64::from(bounds.max_tokens);
+    let mut bytes_left = bounds.max_answer_bytes as usize;
+    let mut reasoning_left = bounds.max_reasoning_chars as usize;
     let deadline = tokio::time::Instant::now() + first_token_timeout;
     let failed = |code, message: String, usage| PumpOutcome::Failed {
         code,
@@ -388,9 +417,9 @@ pub async fn pump(
     };
     let started = std::time::Instant::now();
     let starting = async move {
-        match prestarted {
-            Some(prestarted) => prestarted.tokens().await,
-            None => model.start(request).await,
+        match generation {
+            Generation::Request(request) => model.start(*request).await,
+            Generation::Prestarted(prestarted) => prestarted.tokens().await,
         }
     };
     let mut tokens = match tokio::time::timeout_at(deadline, starting).await {

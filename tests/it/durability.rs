@@ -15,7 +15,7 @@ use skald_actors::ports::model::ModelRequest;
 use skald_actors::ports::store::{BeginOutcome, Store, StoredMessage};
 use skald_actors::registry::StartStream;
 use skald_actors::settings::SessionSettings;
-use skald_actors::stream::StreamMsg;
+use skald_actors::stream::{Generation, StreamMsg};
 use skald_actors::stream_log::{StreamIds, StreamLog};
 use skald_actors::testkit::store::exchange;
 use skald_actors::time::{Month, SystemClock};
@@ -67,12 +67,11 @@ async fn start_stream(hub: &Hub, store: &dyn Store, user: &str) -> (Arc<StreamLo
         .registry
         .start(StartStream {
             log: log.clone(),
-            request: ModelRequest {
+            generation: Generation::Request(Box::new(ModelRequest {
                 max_tokens: 1000,
                 user: ex.user.clone(),
                 ..skald_actors::testkit::model::request("question")
-            },
-            prestarted: None,
+            })),
             prompt_tokens_estimate: 2,
             quota_month: Month::of(skald_actors::time::now_ms()),
         })
