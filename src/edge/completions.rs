@@ -683,35 +683,31 @@ fn delta(read: &TextRead) -> Option<Value> {
 /// Tool-call pieces in OpenAI's delta shape, as the model sent them; the
 /// pieces of one call that arrived together go out as one.
 fn tool_call_deltas(pieces: &[ToolCallDelta]) -> Value {
-    let mut out: Vec<Value> = Vec::new();
-    let mut last: Option<u32> = None;
+    // Merged first, as pieces: a piece that goes on the call before it
+    // (same index, no id or name of its own) adds its arguments to it.
+    let mut merged: Vec<ToolCallDelta> = Vec::new();
     for piece in pieces {
-        let first = piece.id.is_some() || piece.name.is_some();
-        match out.last_mut() {
-            Some(call) if last == Some(piece.index) && !first => {
-                let arguments = &mut call["function"]["arguments"];
-                *arguments = json!(format!(
-                    "{}{}",
-                    arguments.as_str().unwrap_or(""),
-                    piece.arguments
-                ));
+        match merged.last_mut() {
+            Some(call)
+                if call.index == piece.index && piece.id.is_none() && piece.name.is_none() =>
+            {
+                call.arguments.push_str(&piece.arguments);
             }
-            _ => {
-                let mut call =
-                    json!({"index": piece.index, "function": {"arguments": piece.arguments}});
-                if let Some(id) = &piece.id {
-                    call["id"] = json!(id);
-                    call["type"] = json!("function");
-                }
-                if let Some(name) = &piece.name {
-                    call["function"]["name"] = json!(name);
-                }
-                out.push(call);
-            }
+            _ => merged.push(piece.clone()),
         }
-        last = Some(piece.index);
     }
-    Value::Array(out)
+    let calls = merged.into_iter().map(|piece| {
+        let mut call = json!({"index": piece.index, "function": {"arguments": piece.arguments}});
+        if let Some(id) = piece.id {
+            call["id"] = json!(id);
+            call["type"] = json!("function");
+        }
+        if let Some(name) = piece.name {
+            call["function"]["name"] = json!(name);
+        }
+        call
+    });
+    Value::Array(calls.collect())
 }
 
 /// The Server-Sent Events of a streamed completion: a first chunk with the
