@@ -217,9 +217,9 @@ async fn a_bots_origins_limit_who_may_use_it_on_every_edge() {
     };
     assert_eq!(ask("https://evil.example").await.unwrap().status(), 404);
     assert_eq!(ask("https://shop.example").await.unwrap().status(), 200);
-    let server = &server;
+    let shared = &server;
     let listed = |origin: &'static str| async move {
-        let body: serde_json::Value = server
+        let body: serde_json::Value = shared
             .http(reqwest::Method::GET, "/v1/models", Some("buyer"))
             .header("origin", origin)
             .send()
@@ -241,6 +241,7 @@ async fn a_bots_origins_limit_who_may_use_it_on_every_edge() {
     assert!(listed("https://shop.example")
         .await
         .contains(&"shop".to_owned()));
+    server.stop().await;
 }
 
 /// PROTOCOL.md: a session lives as long as its token, and a `hello` with a
