@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use skald::limits::redis::{RedisLimits, RedisSettings};
 use skald::model::simulated::SimulatedModel;
 use skald::store::sqlite::SqliteStore;
+use skald_actors::catalog::Catalog;
 use skald_actors::hub::Hub;
 use skald_actors::limits::guard::{FailurePolicy, LimitsGuard};
 use skald_actors::ports::limits::LimitsBackend;
@@ -100,9 +101,10 @@ async fn hub(guard: LimitsGuard) -> Arc<Hub> {
             tokens_per_second: 0.0,
             answer_tokens: 1,
         }),
-        bots: [("default".to_owned(), Default::default())]
-            .into_iter()
-            .collect(),
+        catalog: Catalog::new(
+            [("default".to_owned(), Default::default())].into(),
+            Default::default(),
+        ),
         sessions: SessionSettings::default(),
         limits: LimitSettings::default(),
         limits_guard: Arc::new(guard),

@@ -504,25 +504,36 @@ impl Config {
         if self.model.cooldown_after_failures == 0 {
             return invalid("model.cooldown_after_failures must be at least 1".into());
         }
-        let names = self.upstream_names();
-        for (bot, settings) in &self.bots {
-            let wanted: Vec<&str> = if settings.upstreams.is_empty() {
-                // Without any upstream, the simulated model answers.
-                if names.is_empty() {
-                    continue;
-                }
-                vec!["default"]
-            } else {
-                settings.upstreams.iter().map(String::as_str).collect()
-            };
-            if let Some(missing) = wanted.iter().find(|n| !names.contains(n)) {
-                return invalid(format!(
-                    "bots.{bot}.upstreams names `{missing}`, which is not configured (configured: {})",
-                    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
-                ));
-            }
+        for (name, bot) in &self.bots {
+            self.validate_bot(name, bot).map_err(ConfigError::Invalid)?;
         }
         Ok(())
+    }
+
+    /// A bot's settings, as a `[bots.<name>]` table or the Admin API gives
+    /// them: valid values, and upstreams that this configuration defines.
+    /// The message names the field (`bots.<name>.<field>`).
+    pub fn validate_bot(&self, name: &str, bot: &BotSettings) -> Result<(), String> {
+        bot.validate(name)?;
+        let names = self.upstream_names();
+        let wanted: Vec<&str> = if bot.upstreams.is_empty() {
+            // Without any upstream, the simulated model answers.
+            if names.is_empty() {
+                return Ok(());
+            }
+            vec!["default"]
+        } else {
+            bot.upstreams.iter().map(String::as_str).collect()
+        };
+        match wanted.iter().find(|n| !names.contains(n)) {
+            Some(missing) => {
+                Err(format!(
+                "bots.{name}.upstreams names `{missing}`, which is not configured (configured: {})",
+                if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+            ))
+            }
+            None => Ok(()),
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -532,9 +543,6 @@ impl Config {
         }
         if !self.bots.contains_key("default") {
             return invalid("bots.default must exist".into());
-        }
-        for (name, bot) in &self.bots {
-            bot.validate(name).map_err(ConfigError::Invalid)?;
         }
         self.validate_upstreams()?;
         if self.auth.max_token_lifetime_secs == Some(0) {

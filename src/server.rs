@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use skald_actors::catalog::Catalog;
 use skald_actors::hub::Hub;
 use skald_actors::limits::guard::LimitsGuard;
 use skald_actors::ports::model::ModelProvider;
@@ -139,7 +140,7 @@ impl Server {
         let hub = Hub::start(Services {
             store,
             model,
-            bots: config.bots_in_force().into_iter().collect(),
+            catalog: Catalog::new(config.bots_in_force(), config.limits.clone()),
             sessions: config.sessions.clone(),
             limits: config.limits.clone(),
             limits_guard,

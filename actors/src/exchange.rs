@@ -154,7 +154,8 @@ pub async fn begin(d: &Directory, caller: Caller<'_>, ask: Ask) -> Result<Begun,
     let services = d.services.clone();
     let admitted = admit(d, &caller, ask)?;
     let target = target(&services, &caller, &admitted).await?;
-    let bot = admitted.bot;
+    let bot = admitted.bot.clone();
+    let bot = &*bot;
     let input = PromptMessage {
         tool_call_id: admitted.tool_call_id.clone(),
         ..PromptMessage::new(
@@ -257,9 +258,9 @@ fn tell_others(d: &Directory, caller: &Caller<'_>, frame: ServerFrame) {
 }
 
 /// An [`Ask`] that passed admission.
-struct Admitted<'b> {
+struct Admitted {
     bot_name: String,
-    bot: &'b BotSettings,
+    bot: Arc<BotSettings>,
     client_id: ClientMessageId,
     conversation_id: Option<ConversationId>,
     text: String,
@@ -270,7 +271,7 @@ struct Admitted<'b> {
 
 /// Refuses what needs no I/O to refuse: a draining server, an unknown bot,
 /// a bad text, a caller already running its streams.
-fn admit<'b>(d: &'b Directory, caller: &Caller<'_>, ask: Ask) -> Result<Admitted<'b>, Refusal> {
+fn admit(d: &Directory, caller: &Caller<'_>, ask: Ask) -> Result<Admitted, Refusal> {
     if d.is_draining() {
         return Err(refuse(
             ErrorCode::Unavailable,
@@ -281,8 +282,9 @@ fn admit<'b>(d: &'b Directory, caller: &Caller<'_>, ask: Ask) -> Result<Admitted
     let bot_name = caller.user.bot_for(ask.bot);
     // A bot its origins do not admit is, to this caller, no bot at all.
     let Some(bot) = services
-        .bots
-        .get(&bot_name)
+        .catalog
+        .bot(&bot_name)
+        .map(|bot| bot.settings)
         .filter(|bot| bot.admits_origin(caller.site))
     else {
         return Err(refuse(
@@ -353,7 +355,7 @@ struct Target {
 async fn target(
     services: &crate::Services,
     caller: &Caller<'_>,
-    admitted: &Admitted<'_>,
+    admitted: &Admitted,
 ) -> Result<Target, Refusal> {
     let Some(cid) = admitted.conversation_id.clone() else {
         return Ok(Target {
@@ -430,7 +432,7 @@ async fn reserve(
     stream_id: &StreamId,
     prompt_tokens_estimate: u64,
 ) -> Result<Reserved, Refusal> {
-    let limits: EffectiveLimits = d.services.limits.for_user(&user.id, bot);
+    let limits: EffectiveLimits = d.services.catalog.limits_for(&user.id, bot);
     let now_ms = d.now_ms();
     let reservation = Reservation {
         id: stream_id.clone(),

@@ -51,6 +51,7 @@ pub struct Hub {
     pub directory: Arc<Directory>,
     supervisor: Arc<Slot<SupervisorMsg>>,
     root: ActorRef<()>,
+    reloader: tokio::task::JoinHandle<()>,
 }
 
 impl Hub {
@@ -68,6 +69,10 @@ impl Hub {
             false => crate::time::now_ms(),
         };
         crate::persister::close_interrupted(store, cutoff).await;
+        if let Err(e) = crate::catalog::reload(&services).await {
+            tracing::warn!(error = %e, "could not read the stored bots and user limits; serving the configuration's until they can be read");
+        }
+        let reloader = crate::catalog::spawn_reloader(Arc::downgrade(&services));
         let counters = Arc::new(Counters::default());
         let directory = Arc::new(Directory::new(services.clone()));
         let supervisor = Slot::empty();
@@ -83,6 +88,7 @@ impl Hub {
             directory,
             supervisor,
             root,
+            reloader,
         }))
     }
 
@@ -294,6 +300,7 @@ impl Hub {
 
     /// Stops every actor (and with them every stream).
     pub async fn shutdown(&self) {
+        self.reloader.abort();
         let _ = self
             .root
             .stop_and_wait(Some("shutdown".into()), Some(CALL_TIMEOUT))

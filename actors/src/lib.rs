@@ -13,11 +13,11 @@
 //! starts sessions; [`root`] starts everything; [`hub`] is the facade the
 //! edge holds.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub mod addresses;
 pub mod board;
+pub mod catalog;
 pub mod directory;
 pub mod exchange;
 pub mod hub;
@@ -45,15 +45,16 @@ use limits::guard::LimitsGuard;
 use ports::bus::StreamBus;
 use ports::model::ModelProvider;
 use ports::store::Store;
-use settings::{BotSettings, LimitSettings, SessionSettings};
+use settings::{LimitSettings, SessionSettings};
 use time::Clock;
 
 /// The adapters and settings every actor shares.
 pub struct Services {
     pub store: Arc<dyn Store>,
     pub model: Arc<dyn ModelProvider>,
-    /// Always holds `"default"` (configuration validation ensures it).
-    pub bots: HashMap<String, BotSettings>,
+    /// The bots and per-user overrides in force (the file's, changed at
+    /// runtime through the Admin API).
+    pub catalog: catalog::Catalog,
     pub sessions: SessionSettings,
     pub limits: LimitSettings,
     /// Where limits and quotas are decided (Redis with its failure policy,
@@ -65,12 +66,6 @@ pub struct Services {
     /// The stream bus shared with other instances (Redis); `None`: this
     /// instance alone, and nothing is published.
     pub bus: Option<Arc<dyn StreamBus>>,
-}
-
-impl Services {
-    pub fn default_bot(&self) -> BotSettings {
-        self.bots.get("default").cloned().unwrap_or_default()
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

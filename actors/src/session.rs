@@ -126,11 +126,10 @@ impl Actor for Session {
     ) -> Result<(), ActorProcessingErr> {
         let services = &state.directory.services;
         let bot = services
-            .bots
-            .get(&state.user.bot_for(None))
-            .cloned()
-            .unwrap_or_else(|| services.default_bot());
-        let limits = services.limits.for_user(&state.user.id, &bot);
+            .catalog
+            .bot(&state.user.bot_for(None))
+            .map_or_else(|| services.catalog.default_bot(), |bot| bot.settings);
+        let limits = services.catalog.limits_for(&state.user.id, &bot);
         // What is left this month; if the limits backend cannot say, the
         // month's allowance (the quota is still enforced at each send).
         let now_ms = state.directory.now_ms();

@@ -240,6 +240,16 @@ pub struct LimitOverride {
     pub monthly_requests: Option<u64>,
 }
 
+impl LimitOverride {
+    /// `path` names the override in the message (`limits.users.<sub>`).
+    pub fn validate(&self, path: &str) -> Result<(), String> {
+        if self.messages_per_minute == Some(0) {
+            return Err(format!("{path}.messages_per_minute must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 /// Rate limits and quotas.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -289,9 +299,9 @@ pub struct EffectiveLimits {
 }
 
 impl LimitSettings {
-    /// User override, then bot override, then the global value.
-    pub fn for_user(&self, user: &str, bot: &BotSettings) -> EffectiveLimits {
-        let user = self.users.get(user);
+    /// The user's override, then the bot's, then the global value (the
+    /// override in force comes from the [`crate::catalog::Catalog`]).
+    pub fn effective(&self, user: Option<&LimitOverride>, bot: &BotSettings) -> EffectiveLimits {
         let pick = |u: Option<u64>, b: Option<u64>, g: u64| u.or(b).unwrap_or(g);
         EffectiveLimits {
             messages_per_minute: user
@@ -331,11 +341,7 @@ impl LimitSettings {
             }
         }
         for (user, o) in &self.users {
-            if o.messages_per_minute == Some(0) {
-                return Err(format!(
-                    "limits.users.{user}.messages_per_minute must be at least 1"
-                ));
-            }
+            o.validate(&format!("limits.users.{user}"))?;
         }
         Ok(())
     }

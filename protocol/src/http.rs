@@ -43,6 +43,14 @@ pub enum AuditAction {
     Exported,
     Erased,
     AuthFailed,
+    /// An operator created or replaced a bot (`detail`: `bot:<name>`).
+    BotChanged,
+    /// An operator deleted a bot.
+    BotDeleted,
+    /// An operator set a user's limits (the record is the user's).
+    UserLimitsChanged,
+    /// An operator removed a user's limits.
+    UserLimitsDeleted,
 }
 
 impl AuditAction {
@@ -174,6 +182,10 @@ pub struct AuditView {
     /// The address with its last bits cleared (IPv4 /24, IPv6 /48).
     pub address_anonymised: Option<String>,
     pub detail: String,
+    /// The operator who made the change, when not the caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub actor: Option<UserId>,
 }
 
 /// The usage counters kept for the caller (they survive erasure: counters

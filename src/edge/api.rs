@@ -30,8 +30,8 @@ async fn usage(
     State(app): State<AppState>,
     Caller(user): Caller,
 ) -> Result<Json<UsageReport>, ApiError> {
-    let bot = app.hub.services.default_bot();
-    let limits = app.config.limits.for_user(&user.id, &bot);
+    let catalog = &app.hub.services.catalog;
+    let limits = catalog.limits_for(&user.id, &catalog.default_bot());
     let (month, usage) = app.hub.usage(&user.id).await?;
     Ok(Json(UsageReport {
         month: month.to_string(),

@@ -141,16 +141,14 @@ async fn models(
 ) -> Result<Json<Value>, OpenAiError> {
     let Caller(user) = caller?;
     let site = super::access::site(&headers);
-    let mut names: Vec<&String> = app
-        .hub
-        .services
-        .bots
+    // In name order (a BTreeMap).
+    let bots = app.hub.services.catalog.bots();
+    let names: Vec<&String> = bots
         .iter()
         .filter(|(name, _)| user.bot.as_ref().is_none_or(|pinned| pinned == *name))
-        .filter(|(_, bot)| bot.admits_origin(site.as_deref()))
+        .filter(|(_, bot)| bot.settings.admits_origin(site.as_deref()))
         .map(|(name, _)| name)
         .collect();
-    names.sort();
     let data: Vec<Value> = names
         .into_iter()
         // Bots come from the configuration: no creation time to give.

@@ -157,3 +157,39 @@ where
         Ok(ApiPath(value))
     }
 }
+
+/// A JSON body whose rejection is an [`ApiError`] naming the field at
+/// fault (`invalid body: `temperature`: invalid type: …`).
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+        decode(&mut serde_json::Deserializer::from_slice(&bytes)).map(ApiJson)
+    }
+}
+
+/// Reads `T`, or says which field is wrong and why (serde_path_to_error
+/// keeps the path serde alone loses).
+pub fn decode<'de, T, D>(de: D) -> Result<T, ApiError>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = match path.as_str() {
+            "." => format!("invalid body: {}", e.inner()),
+            _ => format!("invalid body: `{path}`: {}", e.inner()),
+        };
+        ApiError::new(ErrorCode::InvalidRequest, message)
+    })
+}

@@ -105,6 +105,7 @@ fn audit_view(a: &AuditRecord) -> AuditView {
         address: a.address.clone(),
         address_anonymised: a.address_anonymised.clone(),
         detail: a.detail.clone(),
+        actor: a.actor.clone(),
     }
 }
 

@@ -42,25 +42,28 @@
 //! | `<p>:slots:{key}` | zset | holder -> lease expiry, ms | until the last lease + 60 s |
 //! | `<p>:q:{user\|month}` | hash | `tokens`, `requests` used | 62 days from the last write |
 //! | `<p>:q:{user\|month}:res` | hash | reservation id -> `tokens:made_at_ms` | 62 days from the last write |
+//! | `<p>:user_limits` | hash | user -> the operator's override (JSON) | none |
 //!
 //! Numbers: Lua numbers are doubles, exact up to 2^53. Timestamps in µs
 //! (~1.8e15) fit; counts and limits above 2^53 - 1 are clamped to it (for a
 //! limit that means "unlimited"). Numbers are written back with
 //! `string.format('%.0f', n)`, never `tostring` (which would print `1e+15`).
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use fred::clients::Client;
 use fred::error::Error as FredError;
-use fred::interfaces::{ClientLike, KeysInterface};
+use fred::interfaces::{ClientLike, HashesInterface, KeysInterface};
 use fred::types::config::{Config, Options, ReconnectPolicy, TcpConfig, UnresponsiveConfig};
 use fred::types::{Builder, ClusterHash, ConnectHandle, CustomCommand, Value};
 use skald_actors::ports::limits::{
     LimitsBackend, LimitsError, QuotaLimits, QuotaUsage, RateDecision, RateKey, RateLimit,
     Reservation, ReserveDecision, Settle, SlotClaim, SlotKey,
 };
+use skald_actors::settings::LimitOverride;
 use skald_actors::time::Month;
 use skald_actors::UserId;
 
@@ -308,6 +311,11 @@ impl RedisLimits {
         (counters, reservations)
     }
 
+    /// The hash of operators' per-user overrides.
+    pub fn user_limits_key(&self) -> String {
+        format!("{}:user_limits", self.prefix)
+    }
+
     fn unavailable(&self, what: &str, error: impl fmt::Display) -> LimitsError {
         LimitsError::Unavailable(redact(&format!("redis {what}: {error}"), &self.secrets))
     }
@@ -532,6 +540,37 @@ impl LimitsBackend for RedisLimits {
                 .map_err(|e| self.unavailable("del", e))?;
         }
         Ok(())
+    }
+
+    async fn user_limits(&self) -> Result<BTreeMap<UserId, LimitOverride>, LimitsError> {
+        let all: HashMap<String, String> = self
+            .client
+            .with_options(&self.options)
+            .hgetall(self.user_limits_key())
+            .await
+            .map_err(|e| self.unavailable("user limits", e))?;
+        Ok(crate::limits::read_user_limits(all))
+    }
+
+    async fn set_user_limits(
+        &self,
+        user: &UserId,
+        limits: Option<&LimitOverride>,
+    ) -> Result<(), LimitsError> {
+        let client = self.client.with_options(&self.options);
+        let key = self.user_limits_key();
+        match limits {
+            Some(limits) => {
+                client
+                    .hset::<(), _, _>(
+                        key,
+                        (user.as_str(), crate::limits::user_limits_json(limits)),
+                    )
+                    .await
+            }
+            None => client.hdel::<(), _, _>(key, user.as_str()).await,
+        }
+        .map_err(|e| self.unavailable("user limits", e))
     }
 
     async fn ping(&self) -> Result<(), LimitsError> {

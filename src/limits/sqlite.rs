@@ -12,6 +12,7 @@
 //! answer's settle then finds missing (it is logged, the usage of that one
 //! answer is not counted).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -22,12 +23,14 @@ use skald_actors::ports::limits::{
     LimitsBackend, LimitsError, QuotaLimits, QuotaUsage, RateDecision, RateKey, RateLimit,
     Reservation, ReserveDecision, Settle, SlotClaim, SlotKey,
 };
+use skald_actors::settings::LimitOverride;
 use skald_actors::time::Month;
 use skald_actors::UserId;
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        r#"
+    Migrations::new(vec![
+        M::up(
+            r#"
 CREATE TABLE quota_months (
     user TEXT NOT NULL,
     month TEXT NOT NULL,
@@ -44,7 +47,17 @@ CREATE TABLE quota_reservations (
 );
 CREATE INDEX quota_reservations_by_month ON quota_reservations (user, month);
 "#,
-    )])
+        ),
+        // Operators' per-user overrides (the Admin API), as JSON.
+        M::up(
+            r#"
+CREATE TABLE user_limits (
+    user TEXT PRIMARY KEY,
+    limits TEXT NOT NULL
+);
+"#,
+        ),
+    ])
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +277,37 @@ impl LimitsBackend for SqliteLimits {
         slot_keys: &[SlotKey],
     ) -> Result<(), LimitsError> {
         self.memory.forget(rate_keys, slot_keys).await
+    }
+
+    async fn user_limits(&self) -> Result<BTreeMap<UserId, LimitOverride>, LimitsError> {
+        let all = self
+            .transaction(|tx| {
+                let mut stmt = tx.prepare_cached("SELECT user, limits FROM user_limits")?;
+                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                rows.collect::<rusqlite::Result<Vec<(String, String)>>>()
+            })
+            .await?;
+        Ok(crate::limits::read_user_limits(all))
+    }
+
+    async fn set_user_limits(
+        &self,
+        user: &UserId,
+        limits: Option<&LimitOverride>,
+    ) -> Result<(), LimitsError> {
+        let user = user.to_string();
+        let json = limits.map(crate::limits::user_limits_json);
+        self.transaction(move |tx| {
+            match json {
+                Some(json) => tx.execute(
+                    "INSERT OR REPLACE INTO user_limits (user, limits) VALUES (?1, ?2)",
+                    params![user, json],
+                ),
+                None => tx.execute("DELETE FROM user_limits WHERE user = ?1", params![user]),
+            }
+            .map(drop)
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), LimitsError> {

@@ -6,7 +6,8 @@
 pub mod scylla;
 pub mod sqlite;
 
-use skald_actors::ports::store::ToolCall;
+use skald_actors::ports::store::{StoredBot, ToolCall};
+use skald_actors::settings::BotSettings;
 
 /// An answer's tool calls as both stores keep them: OpenAI's JSON array in
 /// one text column, absent when there are none (most answers).
@@ -27,5 +28,39 @@ pub(crate) fn tool_calls_of_column(column: Option<&str>) -> Vec<ToolCall> {
     serde_json::from_str(column).unwrap_or_else(|error| {
         tracing::error!(%error, "a stored answer's tool calls do not read");
         Vec::new()
+    })
+}
+
+/// A stored bot's settings as both stores keep them: the JSON of
+/// `[bots.<name>]`, absent for a deletion (a tombstone).
+pub(crate) fn bot_settings_column(bot: &StoredBot) -> Option<String> {
+    // Plain fields only: serialising cannot fail.
+    bot.settings
+        .as_ref()
+        .and_then(|s| serde_json::to_string(s).ok())
+}
+
+/// A stored bot from its columns. Settings that do not read (written by a
+/// newer version with a field this one does not know) are logged and the
+/// row is skipped: the file's bot of that name, if any, stays in force.
+pub(crate) fn stored_bot(
+    name: String,
+    settings: Option<&str>,
+    updated_at_ms: i64,
+    updated_by: String,
+) -> Option<StoredBot> {
+    let settings = match settings.map(serde_json::from_str::<BotSettings>) {
+        None => None,
+        Some(Ok(settings)) => Some(settings),
+        Some(Err(error)) => {
+            tracing::error!(bot = name, %error, "a stored bot's settings do not read; skipped");
+            return None;
+        }
+    };
+    Some(StoredBot {
+        name,
+        settings,
+        updated_at_ms,
+        updated_by: updated_by.into(),
     })
 }

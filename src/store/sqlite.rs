@@ -19,8 +19,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use rusqlite_migration::{Migrations, M};
 use skald_actors::ports::store::{
     AnswerCheckpoint, AnswerEnd, AuditAction, AuditRecord, BeginOutcome, Conversation, Exchange,
-    FinishedAnswer, MessageRole, NewExchange, Page, Store, StoreError, StoredMessage, UserExport,
-    MAX_PAGE,
+    FinishedAnswer, MessageRole, NewExchange, Page, Store, StoreError, StoredBot, StoredMessage,
+    UserExport, MAX_PAGE,
 };
 use skald_protocol::{
     ClientMessageId, ConversationId, ErrorBody, ErrorCode, FinishReason, Usage, UserId,
@@ -99,6 +99,20 @@ ALTER TABLE messages ADD COLUMN reasoning TEXT;
 ALTER TABLE messages ADD COLUMN tool_calls TEXT;
 ALTER TABLE messages ADD COLUMN tool_call_id TEXT;
 ALTER TABLE messages ADD COLUMN usage_estimated INTEGER;
+"#,
+        ),
+        // The Admin API: bots stored at runtime (`settings` is the JSON of
+        // `[bots.<name>]`, NULL for a deletion), and who made an audited
+        // change when not the user themself.
+        M::up(
+            r#"
+CREATE TABLE bots (
+    name TEXT PRIMARY KEY,
+    settings TEXT,
+    updated_at_ms INTEGER NOT NULL,
+    updated_by TEXT NOT NULL
+);
+ALTER TABLE audit ADD COLUMN actor TEXT;
 "#,
         ),
     ])
@@ -327,6 +341,7 @@ fn audit_row(r: &Row) -> rusqlite::Result<AuditRecord> {
         address: r.get(4)?,
         address_anonymised: r.get(5)?,
         detail: r.get(6)?,
+        actor: r.get::<_, Option<String>>(7)?.map(UserId::from),
     })
 }
 
@@ -673,8 +688,8 @@ impl Store for SqliteStore {
             {
                 let mut insert = tx
                     .prepare_cached(
-                        "INSERT OR IGNORE INTO audit (id, at_ms, user, action, address, address_anonymised, detail) \
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        "INSERT OR IGNORE INTO audit (id, at_ms, user, action, address, address_anonymised, detail, actor) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     )
                     .map_err(unavailable)?;
                 for record in &records {
@@ -686,7 +701,8 @@ impl Store for SqliteStore {
                             record.action.as_str(),
                             record.address,
                             record.address_anonymised,
-                            record.detail
+                            record.detail,
+                            record.actor.as_ref().map(|u| u.as_str())
                         ])
                         .map_err(unavailable)?;
                 }
@@ -732,7 +748,7 @@ impl Store for SqliteStore {
                 )?,
                 audit: all(
                     conn,
-                    "SELECT id, at_ms, user, action, address, address_anonymised, detail FROM audit \
+                    "SELECT id, at_ms, user, action, address, address_anonymised, detail, actor FROM audit \
                      WHERE user = ?1 ORDER BY at_ms, id",
                     &user,
                     audit_row,
@@ -773,6 +789,46 @@ impl Store for SqliteStore {
                 params![older_than_ms],
             )
             .map(|n| n as u64)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn stored_bots(&self) -> Result<Vec<StoredBot>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT name, settings, updated_at_ms, updated_by FROM bots")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    let settings: Option<String> = r.get(1)?;
+                    Ok(super::stored_bot(
+                        r.get(0)?,
+                        settings.as_deref(),
+                        r.get(2)?,
+                        r.get(3)?,
+                    ))
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(unavailable)?;
+            Ok(rows.into_iter().flatten().collect())
+        })
+        .await
+    }
+
+    async fn put_bot(&self, bot: StoredBot) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO bots (name, settings, updated_at_ms, updated_by) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    bot.name,
+                    super::bot_settings_column(&bot),
+                    bot.updated_at_ms,
+                    bot.updated_by.as_str()
+                ],
+            )
+            .map(drop)
             .map_err(unavailable)
         })
         .await
@@ -848,6 +904,7 @@ mod tests {
             address: Some("198.51.100.23".into()),
             address_anonymised: Some("198.51.100.0".into()),
             detail: "bad signature".into(),
+            actor: None,
         };
         store
             .append_audits(vec![record("old", 1_000)])

@@ -8,6 +8,7 @@ use std::time::Duration;
 use ractor::ActorRef;
 use skald::model::simulated::SimulatedModel;
 use skald::store::sqlite::SqliteStore;
+use skald_actors::catalog::Catalog;
 use skald_actors::hub::Hub;
 use skald_actors::limits::guard::LimitsGuard;
 use skald_actors::outbox::Outbox;
@@ -32,7 +33,10 @@ async fn hub(store: Arc<dyn Store>, dir: &TempDir) -> Arc<Hub> {
             tokens_per_second: 20.0,
             answer_tokens: 200,
         }),
-        bots: [("default".to_owned(), Default::default())].into(),
+        catalog: Catalog::new(
+            [("default".to_owned(), Default::default())].into(),
+            Default::default(),
+        ),
         sessions: SessionSettings {
             store_timeout_ms: 300,
             ..SessionSettings::default()

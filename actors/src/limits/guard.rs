@@ -13,6 +13,7 @@
 //! backend and marks it up again once everything is reconciled
 //! ([`crate::limits::quota_keeper`]).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,7 @@ use crate::ports::limits::{
     LimitsBackend, LimitsError, QuotaLimits, QuotaUsage, RateDecision, RateKey, RateLimit,
     Reservation, ReserveDecision, SlotClaim, SlotKey,
 };
+use crate::settings::LimitOverride;
 use crate::time::Month;
 use skald_protocol::UserId;
 
@@ -209,6 +211,22 @@ impl LimitsGuard {
         self.route(|b| Box::pin(b.usage(user, month, lease_ms, now_ms)))
             .await
             .map(|(v, _)| v)
+    }
+
+    /// Operators' per-user overrides, from the backend that keeps them (a
+    /// shared backend that is down fails: the catalog keeps what it has).
+    pub async fn user_limits(&self) -> Result<BTreeMap<UserId, LimitOverride>, LimitsError> {
+        self.primary.user_limits().await
+    }
+
+    /// Stores (or with `None` deletes) a user's override where every
+    /// instance reads it.
+    pub async fn set_user_limits(
+        &self,
+        user: &UserId,
+        limits: Option<&LimitOverride>,
+    ) -> Result<(), LimitsError> {
+        self.primary.set_user_limits(user, limits).await
     }
 
     /// Erases rate and slot state everywhere it may be.

@@ -3,7 +3,7 @@
 //! the Redis scripts (GCRA, slots with leases, reservations with leases),
 //! under one mutex, so every operation is atomic.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use skald_protocol::{StreamId, UserId};
@@ -12,6 +12,7 @@ use crate::ports::limits::{
     LimitsBackend, LimitsError, QuotaLimits, QuotaUsage, RateDecision, RateKey, RateLimit,
     Reservation, ReserveDecision, Settle, SlotClaim, SlotKey,
 };
+use crate::settings::LimitOverride;
 use crate::time::Month;
 
 /// Past this many rate keys, expired ones are dropped on the next check.
@@ -29,6 +30,7 @@ struct Inner {
     /// Holder -> lease expiry (ms) per key.
     slots: HashMap<SlotKey, HashMap<String, i64>>,
     months: HashMap<(UserId, Month), MonthUsage>,
+    user_limits: BTreeMap<UserId, LimitOverride>,
 }
 
 #[derive(Default)]
@@ -203,6 +205,23 @@ impl LimitsBackend for LocalLimits {
         for key in slot_keys {
             inner.slots.remove(key);
         }
+        Ok(())
+    }
+
+    async fn user_limits(&self) -> Result<BTreeMap<UserId, LimitOverride>, LimitsError> {
+        Ok(self.lock().user_limits.clone())
+    }
+
+    async fn set_user_limits(
+        &self,
+        user: &UserId,
+        limits: Option<&LimitOverride>,
+    ) -> Result<(), LimitsError> {
+        let mut inner = self.lock();
+        match limits {
+            Some(limits) => inner.user_limits.insert(user.clone(), limits.clone()),
+            None => inner.user_limits.remove(user),
+        };
         Ok(())
     }
 

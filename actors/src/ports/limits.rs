@@ -9,10 +9,12 @@
 //! same id changes nothing. Time is passed in by the caller (its injectable
 //! clock), so the backends agree and tests can move the month.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use skald_protocol::{StreamId, UserId};
 
+use crate::settings::LimitOverride;
 use crate::time::Month;
 
 /// Who a rate limit counts: a user's messages, or an address's new
@@ -277,6 +279,17 @@ pub trait LimitsBackend: Send + Sync + 'static {
     /// erasing them would give an erased user a fresh month.
     async fn forget(&self, rate_keys: &[RateKey], slot_keys: &[SlotKey])
         -> Result<(), LimitsError>;
+
+    /// Operators' per-user limit overrides (the Admin API), every one
+    /// stored.
+    async fn user_limits(&self) -> Result<BTreeMap<UserId, LimitOverride>, LimitsError>;
+
+    /// Stores a user's override, replacing any; `None` deletes it.
+    async fn set_user_limits(
+        &self,
+        user: &UserId,
+        limits: Option<&LimitOverride>,
+    ) -> Result<(), LimitsError>;
 
     /// Reachability, for readiness and recovery.
     async fn ping(&self) -> Result<(), LimitsError>;

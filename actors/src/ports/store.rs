@@ -11,6 +11,7 @@ use skald_protocol::{
     ClientMessageId, ConversationId, ErrorBody, FinishReason, MessageId, StreamId, Usage, UserId,
 };
 
+pub use crate::catalog::StoredBot;
 pub use skald_protocol::http::{AuditAction, MessageRole, ToolCall};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,8 +142,13 @@ pub struct AuditRecord {
     pub action: AuditAction,
     pub address: Option<String>,
     pub address_anonymised: Option<String>,
-    /// A conversation id, or a short reason; never message text.
+    /// What the action was about: a conversation id, a bot, a user's
+    /// limits, or a short reason; never message text.
     pub detail: String,
+    /// Who acted when not the user themself: the operator (`sub`) behind
+    /// an Admin API change.
+    #[serde(default)]
+    pub actor: Option<UserId>,
 }
 
 impl AuditRecord {
@@ -161,6 +167,15 @@ impl AuditRecord {
             address: address.map(|a| a.to_string()),
             address_anonymised: address.map(crate::addresses::anonymise),
             detail: detail.into(),
+            actor: None,
+        }
+    }
+
+    /// The same record, made by `actor` (an operator).
+    pub fn by(self, actor: &UserId) -> AuditRecord {
+        AuditRecord {
+            actor: Some(actor.clone()),
+            ..self
         }
     }
 }
@@ -291,6 +306,14 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces full client addresses older than `older_than_ms` by their
     /// anonymised form. Returns how many records changed.
     async fn anonymise_addresses(&self, older_than_ms: i64) -> Result<u64, StoreError>;
+
+    /// The bots stored through the Admin API, deletions included (as
+    /// tombstones), in any order.
+    async fn stored_bots(&self) -> Result<Vec<StoredBot>, StoreError>;
+
+    /// Stores a bot (or its tombstone), replacing what was stored under its
+    /// name. Durable when it returns.
+    async fn put_bot(&self, bot: StoredBot) -> Result<(), StoreError>;
 
     /// Reachability, for readiness and the spool's drain.
     async fn ping(&self) -> Result<(), StoreError> {

@@ -9,6 +9,7 @@ use crate::ports::limits::{
     LimitsBackend, QuotaLimits, RateDecision, RateKey, RateLimit, Reservation, ReserveDecision,
     Settle, SlotClaim, SlotKey,
 };
+use crate::settings::LimitOverride;
 use crate::time::Month;
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
@@ -57,6 +58,47 @@ pub async fn run_all(backend: &dyn LimitsBackend, ns: &str) {
     expired_reservations_release_their_quota(backend, ns).await;
     forget_erases_rates_and_slots_but_keeps_quota_counters(backend, ns).await;
     settles_in_one_call_apply_each_once(backend, ns).await;
+    user_limits_are_stored_replaced_and_deleted(backend, ns).await;
+}
+
+/// Overrides are global: this run's are those of users prefixed with `ns`.
+pub async fn user_limits_are_stored_replaced_and_deleted(b: &dyn LimitsBackend, ns: &str) {
+    let (vip, other) = (user(ns, "vip"), user(ns, "other"));
+    let mine = || async {
+        let all = b.user_limits().await.unwrap();
+        all.into_iter()
+            .filter(|(u, _)| u.as_str().starts_with(ns))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(mine().await, vec![]);
+    let first = LimitOverride {
+        messages_per_minute: Some(3),
+        monthly_tokens: Some(u64::from(u32::MAX) * 4),
+        monthly_requests: None,
+    };
+    b.set_user_limits(&vip, Some(&first)).await.unwrap();
+    b.set_user_limits(&other, Some(&LimitOverride::default()))
+        .await
+        .unwrap();
+    let replaced = LimitOverride {
+        monthly_requests: Some(10),
+        ..Default::default()
+    };
+    b.set_user_limits(&vip, Some(&replaced)).await.unwrap();
+    assert_eq!(
+        mine().await,
+        vec![
+            (other.clone(), LimitOverride::default()),
+            (vip.clone(), replaced)
+        ]
+    );
+    b.set_user_limits(&vip, None).await.unwrap();
+    b.set_user_limits(&vip, None).await.unwrap();
+    assert_eq!(
+        mine().await,
+        vec![(other.clone(), LimitOverride::default())]
+    );
+    b.set_user_limits(&other, None).await.unwrap();
 }
 
 pub async fn forget_erases_rates_and_slots_but_keeps_quota_counters(

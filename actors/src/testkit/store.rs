@@ -10,8 +10,9 @@ use skald_protocol::{
 
 use crate::ports::store::{
     AnswerCheckpoint, AnswerEnd, AuditAction, AuditRecord, BeginOutcome, FinishedAnswer,
-    MessageRole, NewConversation, NewExchange, Store, ToolCall,
+    MessageRole, NewConversation, NewExchange, Store, StoredBot, ToolCall,
 };
+use crate::settings::BotSettings;
 
 pub async fn run_all(store: &dyn Store, ns: &str) {
     exchanges_are_idempotent_and_private(store, ns).await;
@@ -24,6 +25,7 @@ pub async fn run_all(store: &dyn Store, ns: &str) {
     delete_removes_a_conversation_and_its_keys(store, ns).await;
     export_then_erase_leaves_nothing(store, ns).await;
     concurrent_resends_create_one_message(store, ns).await;
+    bots_are_stored_replaced_and_deleted(store, ns).await;
 }
 
 /// A user of this run (runs on a shared database never see each other).
@@ -506,9 +508,14 @@ pub async fn export_then_erase_leaves_nothing(store: &dyn Store, ns: &str) {
         address: Some("203.0.113.7".into()),
         address_anonymised: Some("203.0.113.0".into()),
         detail: String::new(),
+        actor: None,
     };
+    // An operator's change about the user keeps who made it.
+    let operator = ns_user(ns, "ops");
     store
-        .append_audits(vec![audit(&user, AuditAction::ConversationCreated)])
+        .append_audits(vec![
+            audit(&user, AuditAction::UserLimitsChanged).by(&operator)
+        ])
         .await
         .unwrap();
     store
@@ -521,6 +528,8 @@ pub async fn export_then_erase_leaves_nothing(store: &dyn Store, ns: &str) {
     assert!(export.messages.iter().any(|m| m.content == "an answer"));
     assert_eq!(export.audit.len(), 1);
     assert_eq!(export.audit[0].address.as_deref(), Some("203.0.113.7"));
+    assert_eq!(export.audit[0].action, AuditAction::UserLimitsChanged);
+    assert_eq!(export.audit[0].actor.as_ref(), Some(&operator));
     assert_eq!(export.idempotency_keys.len(), 1);
     store.erase_user(&user).await.unwrap();
     let after = store.export_user(&user).await.unwrap();
@@ -552,4 +561,61 @@ pub async fn concurrent_resends_create_one_message(store: &dyn Store, ns: &str) 
     assert_eq!(created, 1);
     let conversations = store.list_conversations(&user, 10, None).await.unwrap();
     assert_eq!(conversations.items.len(), 1);
+}
+
+/// Bots are global: this run's bots are those whose name starts with `ns`.
+pub async fn bots_are_stored_replaced_and_deleted(store: &dyn Store, ns: &str) {
+    let operator = ns_user(ns, "ops");
+    let bot = |name: &str, settings: Option<BotSettings>| StoredBot {
+        name: format!("{ns}-{name}"),
+        settings,
+        updated_at_ms: crate::time::now_ms(),
+        updated_by: operator.clone(),
+    };
+    let mine = || async {
+        let mut bots: Vec<StoredBot> = store
+            .stored_bots()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|b| b.name.starts_with(ns))
+            .collect();
+        bots.sort_by(|a, b| a.name.cmp(&b.name));
+        bots
+    };
+    let sales = BotSettings {
+        system_prompt: "You sell.".into(),
+        allowed_origins: vec!["https://shop.example".into()],
+        monthly_tokens: Some(77),
+        ..BotSettings::default()
+    };
+    store
+        .put_bot(bot("sales", Some(sales.clone())))
+        .await
+        .unwrap();
+    store.put_bot(bot("gone", None)).await.unwrap();
+    let bots = mine().await;
+    let names: Vec<&str> = bots.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, [format!("{ns}-gone"), format!("{ns}-sales")]);
+    assert_eq!(bots[0].settings, None, "a deletion is kept, as a tombstone");
+    assert_eq!(bots[1].settings.as_ref(), Some(&sales));
+    assert_eq!(bots[1].updated_by, operator);
+    let replaced = BotSettings {
+        max_tokens: 9,
+        ..sales
+    };
+    store
+        .put_bot(bot("sales", Some(replaced.clone())))
+        .await
+        .unwrap();
+    store
+        .put_bot(bot("gone", Some(BotSettings::default())))
+        .await
+        .unwrap();
+    let bots = mine().await;
+    assert_eq!(bots.len(), 2, "a put replaces, never adds");
+    assert_eq!(bots[1].settings.as_ref(), Some(&replaced));
+    assert_eq!(bots[0].settings.as_ref(), Some(&BotSettings::default()));
+    store.put_bot(bot("sales", None)).await.unwrap();
+    assert_eq!(mine().await[1].settings, None);
 }

@@ -112,7 +112,7 @@ export type MessageRole = "user" | "assistant" | "tool";
 /**
  * What the audit log records (the seed's list).
  */
-export type AuditAction = "conversation_created" | "conversation_deleted" | "exported" | "erased" | "auth_failed";
+export type AuditAction = "conversation_created" | "conversation_deleted" | "exported" | "erased" | "auth_failed" | "bot_changed" | "bot_deleted" | "user_limits_changed" | "user_limits_deleted";
 
 /**
  * A conversation of the caller (`GET /v1/conversations`).
@@ -217,7 +217,11 @@ address: string | null,
 /**
  * The address with its last bits cleared (IPv4 /24, IPv6 /48).
  */
-address_anonymised: string | null, detail: string, };
+address_anonymised: string | null, detail: string, 
+/**
+ * The operator who made the change, when not the caller.
+ */
+actor?: UserId, };
 
 /**
  * The usage counters kept for the caller (they survive erasure: counters

@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0003_reasoning_and_tool_turns.cql",
         cql: include_str!("../../../migrations/0003_reasoning_and_tool_turns.cql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_runtime_bots_and_audit_actors.cql",
+        cql: include_str!("../../../migrations/0004_runtime_bots_and_audit_actors.cql"),
+    },
 ];
 
 /// The schema version this build needs.
@@ -552,7 +557,7 @@ mod tests {
                 m.name
             );
         }
-        assert_eq!(latest_version(), 3);
+        assert_eq!(latest_version(), 4);
         assert_eq!(version_of("0002_add_things.cql"), Some(2));
         assert_eq!(version_of("2_things.cql"), None);
         assert_eq!(version_of("0002.cql"), None);

@@ -12,7 +12,7 @@ use ::scylla::value::{CqlTimestamp, MaybeUnset};
 use ::scylla::{DeserializeRow, SerializeRow};
 use skald_actors::ports::store::{
     AnswerEnd, AuditAction, AuditRecord, Conversation, Exchange, FinishedAnswer, MessageRole,
-    NewConversation, NewExchange, StoredMessage, MAX_PAGE,
+    NewConversation, NewExchange, StoredBot, StoredMessage, MAX_PAGE,
 };
 use skald_actors::time::{rfc3339, Month};
 use skald_protocol::{
@@ -350,6 +350,7 @@ pub struct AuditRow {
     pub address: Option<String>,
     pub address_anonymised: Option<String>,
     pub detail: Option<String>,
+    pub actor: Option<String>,
 }
 
 impl AuditRow {
@@ -362,6 +363,7 @@ impl AuditRow {
             address: self.address,
             address_anonymised: self.address_anonymised,
             detail: self.detail.unwrap_or_default(),
+            actor: self.actor.map(UserId::from),
         })
     }
 }
@@ -696,6 +698,7 @@ pub struct AuditInsert<'a> {
     pub action: &'static str,
     pub address_anonymised: MaybeUnset<&'a str>,
     pub detail: &'a str,
+    pub actor: MaybeUnset<&'a str>,
 }
 
 impl<'a> AuditInsert<'a> {
@@ -708,6 +711,7 @@ impl<'a> AuditInsert<'a> {
             action: r.action.as_str(),
             address_anonymised: unset_if_none(r.address_anonymised.as_deref()),
             detail: &r.detail,
+            actor: unset_if_none(r.actor.as_ref().map(|a| a.as_str())),
         }
     }
 }
@@ -902,13 +906,7 @@ mod tests {
     #[test]
     fn every_audit_action_reads_back_and_an_unknown_one_does_not() {
         let user = UserId::from("u");
-        for action in &[
-            AuditAction::ConversationCreated,
-            AuditAction::ConversationDeleted,
-            AuditAction::Exported,
-            AuditAction::Erased,
-            AuditAction::AuthFailed,
-        ] {
+        for action in <AuditAction as strum::VariantArray>::VARIANTS {
             let row = AuditRow {
                 audit_id: "a".into(),
                 at: Some(ts(1)),
@@ -916,6 +914,7 @@ mod tests {
                 address: None,
                 address_anonymised: None,
                 detail: None,
+                actor: None,
             };
             assert_eq!(row.into_record(&user).unwrap().action, *action);
         }
@@ -926,6 +925,7 @@ mod tests {
             address: None,
             address_anonymised: None,
             detail: None,
+            actor: None,
         };
         assert_eq!(unknown.into_record(&user), None);
     }
@@ -1033,5 +1033,45 @@ mod tests {
             ids.iter().all(|s| s.as_str() > ""),
             "`after = \"\"` is the first page"
         );
+    }
+}
+
+/// A row of `bots`.
+#[derive(Debug, Clone, PartialEq, Eq, DeserializeRow)]
+pub struct BotRow {
+    pub name: String,
+    pub settings: Option<String>,
+    pub updated_at: Option<CqlTimestamp>,
+    pub updated_by: Option<String>,
+}
+
+impl BotRow {
+    pub fn into_stored(self) -> Option<StoredBot> {
+        crate::store::stored_bot(
+            self.name,
+            self.settings.as_deref(),
+            ms(self.updated_at).unwrap_or_default(),
+            self.updated_by.unwrap_or_default(),
+        )
+    }
+}
+
+/// A bot stored, replaced or deleted.
+#[derive(SerializeRow)]
+pub struct BotUpsert<'a> {
+    pub name: &'a str,
+    pub settings: Option<String>,
+    pub updated_at: CqlTimestamp,
+    pub updated_by: &'a str,
+}
+
+impl<'a> BotUpsert<'a> {
+    pub fn of(bot: &'a StoredBot) -> Self {
+        BotUpsert {
+            name: &bot.name,
+            settings: crate::store::bot_settings_column(bot),
+            updated_at: ts(bot.updated_at_ms),
+            updated_by: bot.updated_by.as_str(),
+        }
     }
 }

@@ -228,8 +228,8 @@ statements! {
 
     /// An audit record of a user, without its full address.
     insert_audit, INSERT_AUDIT, idempotent = true, consistency = None,
-    "INSERT INTO audit_by_user (user_id, month, audit_id, at, action, address_anonymised, detail) \
-     VALUES (:user_id, :month, :audit_id, :at, :action, :address_anonymised, :detail)";
+    "INSERT INTO audit_by_user (user_id, month, audit_id, at, action, address_anonymised, detail, actor) \
+     VALUES (:user_id, :month, :audit_id, :at, :action, :address_anonymised, :detail, :actor)";
 
     /// The full address of a user's audit record, until its TTL ends.
     set_audit_address, SET_AUDIT_ADDRESS, idempotent = true, consistency = None,
@@ -245,7 +245,7 @@ statements! {
 
     /// A user's audit records of one month, paged.
     select_audit, SELECT_AUDIT, idempotent = true, consistency = None,
-    "SELECT audit_id, at, action, address, address_anonymised, detail FROM audit_by_user \
+    "SELECT audit_id, at, action, address, address_anonymised, detail, actor FROM audit_by_user \
      WHERE user_id = :user_id AND month = :month";
 
     delete_audit_month, DELETE_AUDIT_MONTH, idempotent = true, consistency = None,
@@ -261,6 +261,17 @@ statements! {
 
     set_anonymous_audit_address, SET_ANONYMOUS_AUDIT_ADDRESS, idempotent = true, consistency = None,
     "UPDATE audit_anonymous USING TTL :ttl SET address = :address WHERE hour = :hour AND audit_id = :audit_id";
+
+    // --- bots --------------------------------------------------------------
+
+    /// Every stored bot (one partition).
+    select_bots, SELECT_BOTS, idempotent = true, consistency = None,
+    "SELECT name, settings, updated_at, updated_by FROM bots WHERE scope = 'all'";
+
+    /// A bot stored, replaced or deleted (`settings` null).
+    upsert_bot, UPSERT_BOT, idempotent = true, consistency = None,
+    "INSERT INTO bots (scope, name, settings, updated_at, updated_by) \
+     VALUES ('all', :name, :settings, :updated_at, :updated_by)";
 
     // --- health ----------------------------------------------------------
 
@@ -301,7 +312,7 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "each statement once");
-        assert_eq!(names.len(), 35, "a statement added or removed: pin it here");
+        assert_eq!(names.len(), 37, "a statement added or removed: pin it here");
     }
 
     /// Lightweight transactions are the statements with an `IF`; none of

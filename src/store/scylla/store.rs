@@ -12,7 +12,7 @@ use ::scylla::statement::prepared::PreparedStatement;
 use futures::{StreamExt, TryStreamExt};
 use skald_actors::ports::store::{
     AnswerCheckpoint, AnswerEnd, AuditRecord, BeginOutcome, Conversation, Exchange, FinishedAnswer,
-    MessageRole, NewExchange, Page, Store, StoreError, StoredMessage, UserExport,
+    MessageRole, NewExchange, Page, Store, StoreError, StoredBot, StoredMessage, UserExport,
 };
 use skald_protocol::{
     ClientMessageId, ConversationId, ErrorBody, ErrorCode, FinishReason, MessageId, Usage, UserId,
@@ -882,6 +882,16 @@ impl Store for ScyllaStore {
     /// database drops them by itself (the anonymised form has no TTL).
     async fn anonymise_addresses(&self, _older_than_ms: i64) -> Result<u64, StoreError> {
         Ok(0)
+    }
+
+    async fn stored_bots(&self) -> Result<Vec<StoredBot>, StoreError> {
+        let rows = self.fetch_all::<BotRow>(&self.st.select_bots, ()).await?;
+        Ok(rows.into_iter().filter_map(BotRow::into_stored).collect())
+    }
+
+    async fn put_bot(&self, bot: StoredBot) -> Result<(), StoreError> {
+        self.write(&self.st.upsert_bot, BotUpsert::of(&bot)).await?;
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use skald::store::sqlite::SqliteStore;
 use skald_actors::ports::store::{
     AnswerCheckpoint, AuditRecord, BeginOutcome, Conversation, Exchange, FinishedAnswer,
-    NewExchange, Page, Store, StoreError, StoredMessage, UserExport,
+    NewExchange, Page, Store, StoreError, StoredBot, StoredMessage, UserExport,
 };
 use skald_protocol::{ClientMessageId, ConversationId, UserId};
 
@@ -149,6 +149,14 @@ impl Store for FaultyStore {
     async fn anonymise_addresses(&self, older_than_ms: i64) -> Result<u64, StoreError> {
         self.check()?;
         self.inner.anonymise_addresses(older_than_ms).await
+    }
+    async fn stored_bots(&self) -> Result<Vec<StoredBot>, StoreError> {
+        self.check()?;
+        self.inner.stored_bots().await
+    }
+    async fn put_bot(&self, bot: StoredBot) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.put_bot(bot).await
     }
     async fn ping(&self) -> Result<(), StoreError> {
         self.check()?;
