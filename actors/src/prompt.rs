@@ -77,6 +77,7 @@ mod tests {
             reasoning: None,
             tool_calls: Vec::new(),
             tool_call_id: None,
+            feedback: None,
         }
     }
 

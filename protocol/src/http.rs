@@ -98,6 +98,83 @@ pub struct MessageView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(test, ts(optional))]
     pub tool_call_id: Option<String>,
+    /// What the user said of an answer; absent when nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub feedback: Option<Feedback>,
+}
+
+/// A user's rating of an answer: `1` (good) or `-1` (bad) on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "i8", into = "i8")]
+#[cfg_attr(test, derive(ts_rs::TS), ts(type = "1 | -1"))]
+pub enum Rating {
+    Up,
+    Down,
+}
+
+impl Rating {
+    pub fn as_i8(self) -> i8 {
+        self.into()
+    }
+}
+
+impl TryFrom<i8> for Rating {
+    type Error = &'static str;
+
+    fn try_from(n: i8) -> Result<Rating, &'static str> {
+        match n {
+            1 => Ok(Rating::Up),
+            -1 => Ok(Rating::Down),
+            _ => Err("a rating is 1 (good) or -1 (bad)"),
+        }
+    }
+}
+
+impl From<Rating> for i8 {
+    fn from(r: Rating) -> i8 {
+        match r {
+            Rating::Up => 1,
+            Rating::Down => -1,
+        }
+    }
+}
+
+/// Longest feedback comment, in characters.
+pub const MAX_FEEDBACK_COMMENT_CHARS: usize = 2000;
+
+/// A user's feedback on an answer: the body of
+/// `PUT /v1/messages/{id}/feedback`, and what the history shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct Feedback {
+    pub rating: Rating,
+    /// Up to [`MAX_FEEDBACK_COMMENT_CHARS`] characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, ts(optional))]
+    pub comment: Option<String>,
+}
+
+/// One feedback as operators list it (`GET /v1/admin/feedback`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct FeedbackEntry {
+    pub message_id: MessageId,
+    pub conversation_id: ConversationId,
+    pub bot: String,
+    pub rating: Rating,
+    pub comment: Option<String>,
+    /// RFC 3339: when it was given.
+    pub at: String,
+}
+
+/// `GET /v1/admin/feedback`: newest answers first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct FeedbackPage {
+    pub feedback: Vec<FeedbackEntry>,
+    pub next: Option<String>,
 }
 
 /// One tool call of an answer, in OpenAI's shape: `{"id","type":"function",

@@ -13,8 +13,8 @@ use ts_rs::{Config, TS};
 
 use crate::http::{
     AuditAction, AuditView, ConversationPage, ConversationView, DemoToken, Export, ExportedKey,
-    ExportedUsage, FunctionCall, MessagePage, MessageRole, MessageView, ToolCall, ToolKind,
-    UsageReport,
+    ExportedUsage, Feedback, FeedbackEntry, FeedbackPage, FunctionCall, MessagePage, MessageRole,
+    MessageView, Rating, ToolCall, ToolKind, UsageReport, MAX_FEEDBACK_COMMENT_CHARS,
 };
 use crate::{
     ClientFrame, ClientMessageId, CloseCode, ConversationId, ErrorBody, ErrorCode, FinishReason,
@@ -65,6 +65,10 @@ pub fn typescript() -> String {
     declare::<ToolCall>(&mut out, &cfg);
     declare::<ToolKind>(&mut out, &cfg);
     declare::<FunctionCall>(&mut out, &cfg);
+    declare::<Rating>(&mut out, &cfg);
+    declare::<Feedback>(&mut out, &cfg);
+    declare::<FeedbackEntry>(&mut out, &cfg);
+    declare::<FeedbackPage>(&mut out, &cfg);
     declare::<ConversationPage>(&mut out, &cfg);
     declare::<MessagePage>(&mut out, &cfg);
     declare::<UsageReport>(&mut out, &cfg);
@@ -83,6 +87,11 @@ pub fn typescript() -> String {
         out,
         "/** `send.id` is 1 to this many characters. */\n\
          export const MAX_CLIENT_ID_CHARS = {MAX_CLIENT_ID_CHARS};\n"
+    );
+    let _ = writeln!(
+        out,
+        "/** A feedback comment is at most this many characters. */\n\
+         export const MAX_FEEDBACK_COMMENT_CHARS = {MAX_FEEDBACK_COMMENT_CHARS};\n"
     );
     out.push_str("/** Every error code, in PROTOCOL.md's order. */\nexport const ERROR_CODES: readonly ErrorCode[] = [\n");
     for code in ErrorCode::ALL {

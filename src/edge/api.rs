@@ -16,6 +16,7 @@ pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/v1/usage", get(usage))
         .merge(super::history::router())
+        .merge(super::feedback::router())
         .merge(super::admin::router())
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use skald_actors::ports::store::{AuditAction, AuditRecord, Conversation, StoredMessage, MAX_PAGE};
 use skald_actors::time::rfc3339;
 use skald_protocol::http::{
-    AuditView, ConversationPage, ConversationView, Export, ExportedKey, ExportedUsage, MessagePage,
-    MessageView,
+    AuditView, ConversationPage, ConversationView, Export, ExportedKey, ExportedUsage, Feedback,
+    MessagePage, MessageView,
 };
 use skald_protocol::{ConversationId, ErrorCode};
 
@@ -34,14 +34,14 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Deserialize)]
-struct PageQuery {
-    limit: Option<String>,
-    before: Option<String>,
-    after: Option<String>,
+pub(super) struct PageQuery {
+    pub(super) limit: Option<String>,
+    pub(super) before: Option<String>,
+    pub(super) after: Option<String>,
 }
 
 impl PageQuery {
-    fn limit(&self) -> Result<usize, ApiError> {
+    pub(super) fn limit(&self) -> Result<usize, ApiError> {
         match &self.limit {
             None => Ok(DEFAULT_PAGE),
             Some(raw) => match raw.parse::<usize>() {
@@ -55,11 +55,11 @@ impl PageQuery {
     }
 }
 
-fn encode_cursor(position: &str) -> String {
+pub(super) fn encode_cursor(position: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position)
 }
 
-fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, ApiError> {
+pub(super) fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, ApiError> {
     let Some(cursor) = cursor else {
         return Ok(None);
     };
@@ -94,6 +94,10 @@ fn message_view(m: &StoredMessage) -> MessageView {
         reasoning: m.reasoning.clone(),
         tool_calls: m.tool_calls.clone(),
         tool_call_id: m.tool_call_id.clone(),
+        feedback: m.feedback.as_ref().map(|f| Feedback {
+            rating: f.rating,
+            comment: f.comment.clone(),
+        }),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod client_ip;
 pub mod completions;
 pub mod connection;
 pub mod error;
+pub mod feedback;
 pub mod history;
 pub mod pending;
 pub mod widget;

@@ -19,11 +19,11 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use rusqlite_migration::{Migrations, M};
 use skald_actors::ports::store::{
     AnswerCheckpoint, AnswerEnd, AuditAction, AuditRecord, BeginOutcome, Conversation, Exchange,
-    FinishedAnswer, MessageRole, NewExchange, Page, Store, StoreError, StoredBot, StoredMessage,
-    UserExport, MAX_PAGE,
+    Feedback, FeedbackFilter, FeedbackRecord, FinishedAnswer, MessageRole, NewExchange, Page,
+    Rating, Store, StoreError, StoredBot, StoredMessage, UserExport, MAX_PAGE,
 };
 use skald_protocol::{
-    ClientMessageId, ConversationId, ErrorBody, ErrorCode, FinishReason, Usage, UserId,
+    ClientMessageId, ConversationId, ErrorBody, ErrorCode, FinishReason, MessageId, Usage, UserId,
 };
 
 /// The schema, in order (`rusqlite_migration` keeps the version in
@@ -102,8 +102,8 @@ ALTER TABLE messages ADD COLUMN usage_estimated INTEGER;
 "#,
         ),
         // The Admin API: bots stored at runtime (`settings` is the JSON of
-        // `[bots.<name>]`, NULL for a deletion), and who made an audited
-        // change when not the user themself.
+        // `[bots.<name>]`, NULL for a deletion), who made an audited change
+        // when not the user themself, and users' feedback on answers.
         M::up(
             r#"
 CREATE TABLE bots (
@@ -113,6 +113,10 @@ CREATE TABLE bots (
     updated_by TEXT NOT NULL
 );
 ALTER TABLE audit ADD COLUMN actor TEXT;
+ALTER TABLE messages ADD COLUMN feedback_rating INTEGER;
+ALTER TABLE messages ADD COLUMN feedback_comment TEXT;
+ALTER TABLE messages ADD COLUMN feedback_at_ms INTEGER;
+CREATE INDEX messages_with_feedback ON messages (id) WHERE feedback_rating IS NOT NULL;
 "#,
         ),
     ])
@@ -232,7 +236,7 @@ where
 const CONVERSATION_COLUMNS: &str = "id, user, bot, title, created_at_ms, updated_at_ms";
 const MESSAGE_COLUMNS: &str = "id, conversation_id, role, content, created_at_ms, finish_reason, \
      prompt_tokens, completion_tokens, reasoning_tokens, usage_estimated, reasoning, tool_calls, \
-     tool_call_id";
+     tool_call_id, feedback_rating, feedback_comment, feedback_at_ms";
 /// What a stored answer's end reads from (after the message columns, or
 /// alone in the exchange query).
 const END_COLUMNS: &str = "finish_reason, prompt_tokens, completion_tokens, reasoning_tokens, \
@@ -303,7 +307,21 @@ fn message_row(r: &Row) -> rusqlite::Result<StoredMessage> {
         reasoning: r.get(10)?,
         tool_calls: super::tool_calls_of_column(r.get::<_, Option<String>>(11)?.as_deref()),
         tool_call_id: r.get(12)?,
+        feedback: feedback_at(r, 13)?,
     })
+}
+
+/// Feedback from its columns (rating, comment, time), starting at `i`.
+fn feedback_at(r: &Row, i: usize) -> rusqlite::Result<Option<Feedback>> {
+    let rating: Option<i8> = r.get(i)?;
+    let Some(rating) = rating.and_then(|n| Rating::try_from(n).ok()) else {
+        return Ok(None);
+    };
+    Ok(Some(Feedback {
+        rating,
+        comment: r.get(i + 1)?,
+        at_ms: r.get::<_, Option<i64>>(i + 2)?.unwrap_or_default(),
+    }))
 }
 
 fn exchange_query() -> String {
@@ -790,6 +808,67 @@ impl Store for SqliteStore {
             )
             .map(|n| n as u64)
             .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn set_feedback(
+        &self,
+        user: &UserId,
+        message_id: &MessageId,
+        feedback: Option<Feedback>,
+    ) -> Result<bool, StoreError> {
+        let (user, message_id) = (user.clone(), message_id.clone());
+        self.run(move |conn| {
+            let (rating, comment, at_ms) = match feedback {
+                Some(f) => (Some(f.rating.as_i8()), f.comment, Some(f.at_ms)),
+                None => (None, None, None),
+            };
+            conn.execute(
+                "UPDATE messages SET feedback_rating = ?1, feedback_comment = ?2, feedback_at_ms = ?3 \
+                 WHERE id = ?4 AND user = ?5 AND role = 'assistant'",
+                params![rating, comment, at_ms, message_id.as_str(), user.as_str()],
+            )
+            .map(|changed| changed == 1)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn list_feedback(
+        &self,
+        filter: &FeedbackFilter,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<Page<FeedbackRecord>, StoreError> {
+        let (filter, before, limit) = (filter.clone(), before.map(str::to_owned), clamp(limit));
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT m.id, m.conversation_id, c.bot, m.feedback_rating, m.feedback_comment, \
+                     m.feedback_at_ms FROM messages m JOIN conversations c ON c.id = m.conversation_id \
+                     WHERE m.feedback_rating IS NOT NULL AND (?1 IS NULL OR m.id < ?1) \
+                     AND (?2 IS NULL OR c.bot = ?2) AND (?3 IS NULL OR m.feedback_rating = ?3) \
+                     ORDER BY m.id DESC LIMIT ?4",
+                )
+                .map_err(unavailable)?;
+            let rating = filter.rating.map(Rating::as_i8);
+            let items = stmt
+                .query_map(params![before, filter.bot, rating, limit as i64 + 1], |r| {
+                    let Some(feedback) = feedback_at(r, 3)? else {
+                        return Ok(None);
+                    };
+                    Ok(Some(FeedbackRecord {
+                        message_id: text(r, 0)?,
+                        conversation_id: text(r, 1)?,
+                        bot: r.get(2)?,
+                        feedback,
+                    }))
+                })
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(unavailable)?;
+            let items = items.into_iter().flatten().collect();
+            Ok(page(items, limit, |f: &FeedbackRecord| f.message_id.as_str()))
         })
         .await
     }

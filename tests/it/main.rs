@@ -18,6 +18,7 @@ mod durability;
 mod edge_connections;
 mod edge_protocol;
 mod failover;
+mod feedback;
 mod flood;
 mod history;
 mod history_cql;

@@ -13,7 +13,8 @@ use skald::store::scylla::migrate::{checksum, lwt_applied};
 use skald::store::scylla::statements::{self, ALL};
 use skald::store::scylla::{connect_session, connect_store, rows, ScyllaStore, MIGRATIONS};
 use skald_actors::ports::store::{
-    AnswerEnd, AuditAction, AuditRecord, BeginOutcome, FinishedAnswer, NewExchange, Store,
+    AnswerEnd, AuditAction, AuditRecord, BeginOutcome, Feedback, FinishedAnswer, NewExchange,
+    Rating, Store,
 };
 use skald_actors::testkit::store::{self as contract, ns_user};
 use skald_actors::time::now_ms;
@@ -549,6 +550,16 @@ async fn erase_covers_every_table() {
         .append_audits(vec![record(Some(&user), now_ms())])
         .await
         .unwrap();
+    let rated = Feedback {
+        rating: Rating::Down,
+        comment: Some("no".into()),
+        at_ms: now_ms(),
+    };
+    let answer = &finished_ex.assistant_message_id;
+    assert!(store
+        .set_feedback(&user, answer, Some(rated))
+        .await
+        .unwrap());
 
     let u = user.as_str();
     let month = rows::audit_month(now_ms());
@@ -584,6 +595,15 @@ async fn erase_covers_every_table() {
             open += open_answer_rows(store, ex).await;
         }
         held.push(("open_answers", open));
+        let mut owners = 0;
+        for ex in [&finished_ex, &open_ex] {
+            let cql = "SELECT message_id FROM answers_by_id WHERE message_id = ?";
+            owners += count(store, cql, vec![ex.assistant_message_id.as_str()]).await;
+        }
+        held.push(("answers_by_id", owners));
+        let cql = "SELECT message_id FROM feedback_by_month WHERE month = ? AND message_id = ?";
+        let listed = count(store, cql, vec![month.as_str(), answer.as_str()]).await;
+        held.push(("feedback_by_month", listed));
         held
     };
     let before = holdings(&store).await;
@@ -594,7 +614,8 @@ async fn erase_covers_every_table() {
 
     // Every table of the keyspace: checked above, or holding nothing of a
     // user (failed authentications have no user; the migration tables;
-    // bots, whose only person is the operator who last changed each).
+    // bots, whose only person is the operator who last changed each; the
+    // months that have feedback).
     let tables: Vec<String> = store
         .session()
         .query_unpaged(
@@ -612,6 +633,7 @@ async fn erase_covers_every_table() {
     let without_users = [
         "audit_anonymous",
         "bots",
+        "feedback_months",
         "schema_migrations",
         "schema_migration_lock",
     ];

@@ -12,7 +12,7 @@ use skald_protocol::{
 };
 
 pub use crate::catalog::StoredBot;
-pub use skald_protocol::http::{AuditAction, MessageRole, ToolCall};
+pub use skald_protocol::http::{AuditAction, MessageRole, Rating, ToolCall};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conversation {
@@ -41,6 +41,34 @@ pub struct StoredMessage {
     pub tool_calls: Vec<ToolCall>,
     /// On a `tool` message: the call it answers.
     pub tool_call_id: Option<String>,
+    /// What the user said of an answer.
+    pub feedback: Option<Feedback>,
+}
+
+/// A user's feedback on one of their answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Feedback {
+    pub rating: Rating,
+    /// Up to `MAX_FEEDBACK_COMMENT_CHARS` characters (the edge checks).
+    pub comment: Option<String>,
+    pub at_ms: i64,
+}
+
+/// A feedback as operators list it: with its answer's ids and bot, never
+/// with the user or the answer's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedbackRecord {
+    pub message_id: MessageId,
+    pub conversation_id: ConversationId,
+    pub bot: String,
+    pub feedback: Feedback,
+}
+
+/// Which feedback a listing keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedbackFilter {
+    pub bot: Option<String>,
+    pub rating: Option<Rating>,
 }
 
 /// Everything one accepted `send` writes before its `ack`.
@@ -306,6 +334,27 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces full client addresses older than `older_than_ms` by their
     /// anonymised form. Returns how many records changed.
     async fn anonymise_addresses(&self, older_than_ms: i64) -> Result<u64, StoreError>;
+
+    /// Sets (or with `None` removes) the user's feedback on one of their
+    /// answers. False when `message_id` is not an answer of `user` (another
+    /// user's is exactly like a missing one).
+    async fn set_feedback(
+        &self,
+        user: &UserId,
+        message_id: &MessageId,
+        feedback: Option<Feedback>,
+    ) -> Result<bool, StoreError>;
+
+    /// Feedback on answers, newest answers first, older than `before` (the
+    /// `next` of the previous page: an answer's id). A page may hold fewer
+    /// than `limit` items and still have a `next` (filters are applied
+    /// while reading, and a page reads a bounded number of records).
+    async fn list_feedback(
+        &self,
+        filter: &FeedbackFilter,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<Page<FeedbackRecord>, StoreError>;
 
     /// The bots stored through the Admin API, deletions included (as
     /// tombstones), in any order.

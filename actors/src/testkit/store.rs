@@ -9,8 +9,9 @@ use skald_protocol::{
 };
 
 use crate::ports::store::{
-    AnswerCheckpoint, AnswerEnd, AuditAction, AuditRecord, BeginOutcome, FinishedAnswer,
-    MessageRole, NewConversation, NewExchange, Store, StoredBot, ToolCall,
+    AnswerCheckpoint, AnswerEnd, AuditAction, AuditRecord, BeginOutcome, Feedback, FeedbackFilter,
+    FeedbackRecord, FinishedAnswer, MessageRole, NewConversation, NewExchange, Rating, Store,
+    StoredBot, ToolCall,
 };
 use crate::settings::BotSettings;
 
@@ -26,6 +27,7 @@ pub async fn run_all(store: &dyn Store, ns: &str) {
     export_then_erase_leaves_nothing(store, ns).await;
     concurrent_resends_create_one_message(store, ns).await;
     bots_are_stored_replaced_and_deleted(store, ns).await;
+    feedback_is_the_owners_shown_listed_and_erased(store, ns).await;
 }
 
 /// A user of this run (runs on a shared database never see each other).
@@ -618,4 +620,112 @@ pub async fn bots_are_stored_replaced_and_deleted(store: &dyn Store, ns: &str) {
     assert_eq!(bots[0].settings.as_ref(), Some(&BotSettings::default()));
     store.put_bot(bot("sales", None)).await.unwrap();
     assert_eq!(mine().await[1].settings, None);
+}
+
+/// Feedback is listed for everyone: this run's is on its own bot.
+pub async fn feedback_is_the_owners_shown_listed_and_erased(store: &dyn Store, ns: &str) {
+    let (user, other) = (ns_user(ns, "rater"), ns_user(ns, "stranger"));
+    let bot = format!("{ns}-rated");
+    let mut answers = Vec::new();
+    for (i, text) in ["first", "second", "third"].into_iter().enumerate() {
+        let mut ex = exchange(&user, &format!("fb-{i}"), None, text);
+        if let Some(new) = ex.new_conversation.as_mut() {
+            new.bot = bot.clone();
+        }
+        store.begin_exchange(ex.clone()).await.unwrap();
+        store
+            .finish_answers(vec![answer(&ex, "an answer", FinishReason::Stop)])
+            .await
+            .unwrap();
+        answers.push(ex);
+    }
+    let feedback = |rating, comment: Option<&str>| Feedback {
+        rating,
+        comment: comment.map(str::to_owned),
+        at_ms: crate::time::now_ms(),
+    };
+    let up = feedback(Rating::Up, None);
+    let down = feedback(Rating::Down, Some("wrong: it is blue, not red"));
+    let set = |who: &UserId, id: &MessageId, f: Option<Feedback>| {
+        let (who, id) = (who.clone(), id.clone());
+        async move { store.set_feedback(&who, &id, f).await.unwrap() }
+    };
+    // Only the owner, only on an answer.
+    assert!(!set(&other, &answers[0].assistant_message_id, Some(up.clone())).await);
+    assert!(!set(&user, &answers[0].user_message_id, Some(up.clone())).await);
+    assert!(!set(&user, &MessageId::generate(), Some(up.clone())).await);
+    assert!(set(&user, &answers[0].assistant_message_id, Some(down.clone())).await);
+    assert!(set(&user, &answers[1].assistant_message_id, Some(down.clone())).await);
+    assert!(set(&user, &answers[2].assistant_message_id, Some(up.clone())).await);
+    // Replaced, not added.
+    assert!(set(&user, &answers[1].assistant_message_id, Some(up.clone())).await);
+    // Shown on the answer in the history.
+    let page = store
+        .list_messages(&user, &answers[0].conversation_id, 10, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(page.items[0].feedback, None, "the user message has none");
+    assert_eq!(
+        page.items[1]
+            .feedback
+            .as_ref()
+            .map(|f| (f.rating, f.comment.as_deref())),
+        Some((Rating::Down, Some("wrong: it is blue, not red")))
+    );
+    // Listed newest answer first, filtered, paged.
+    let all = |filter: FeedbackFilter, limit: usize| async move {
+        let mut records: Vec<FeedbackRecord> = Vec::new();
+        let mut before: Option<String> = None;
+        loop {
+            let page = store
+                .list_feedback(&filter, limit, before.as_deref())
+                .await
+                .unwrap();
+            assert!(page.items.len() <= limit);
+            records.extend(page.items);
+            match page.next {
+                Some(next) => before = Some(next),
+                None => return records,
+            }
+        }
+    };
+    let mine = FeedbackFilter {
+        bot: Some(bot.clone()),
+        rating: None,
+    };
+    let listed = all(mine.clone(), 1).await;
+    let ids: Vec<&MessageId> = listed.iter().map(|r| &r.message_id).collect();
+    let newest_first: Vec<&MessageId> = answers
+        .iter()
+        .rev()
+        .map(|a| &a.assistant_message_id)
+        .collect();
+    assert_eq!(ids, newest_first);
+    assert_eq!(listed[2].conversation_id, answers[0].conversation_id);
+    assert_eq!(listed[2].bot, bot);
+    assert_eq!(
+        listed[2].feedback.comment.as_deref(),
+        Some("wrong: it is blue, not red")
+    );
+    let downs = FeedbackFilter {
+        rating: Some(Rating::Down),
+        ..mine.clone()
+    };
+    let listed = all(downs.clone(), 50).await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].message_id, answers[0].assistant_message_id);
+    // Withdrawn: gone from the answer and the listing.
+    assert!(set(&user, &answers[0].assistant_message_id, None).await);
+    assert!(all(downs, 50).await.is_empty());
+    let export = store.export_user(&user).await.unwrap();
+    let rated = export
+        .messages
+        .iter()
+        .filter(|m| m.feedback.is_some())
+        .count();
+    assert_eq!(rated, 2, "the export holds the feedback");
+    // Erased with the user.
+    store.erase_user(&user).await.unwrap();
+    assert!(all(mine, 50).await.is_empty());
 }

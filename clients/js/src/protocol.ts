@@ -151,7 +151,11 @@ tool_calls?: Array<ToolCall>,
 /**
  * On a `tool` message: the call it answers.
  */
-tool_call_id?: string, };
+tool_call_id?: string, 
+/**
+ * What the user said of an answer; absent when nothing.
+ */
+feedback?: Feedback, };
 
 /**
  * One tool call of an answer, in OpenAI's shape: `{"id","type":"function",
@@ -169,6 +173,35 @@ export type ToolKind = "function";
  * The function a tool call names, and its arguments as the model wrote them.
  */
 export type FunctionCall = { name: string, arguments: string, };
+
+/**
+ * A user's rating of an answer: `1` (good) or `-1` (bad) on the wire.
+ */
+export type Rating = 1 | -1;
+
+/**
+ * A user's feedback on an answer: the body of
+ * `PUT /v1/messages/{id}/feedback`, and what the history shows.
+ */
+export type Feedback = { rating: Rating, 
+/**
+ * Up to [`MAX_FEEDBACK_COMMENT_CHARS`] characters.
+ */
+comment?: string, };
+
+/**
+ * One feedback as operators list it (`GET /v1/admin/feedback`).
+ */
+export type FeedbackEntry = { message_id: MessageId, conversation_id: ConversationId, bot: string, rating: Rating, comment: string | null, 
+/**
+ * RFC 3339: when it was given.
+ */
+at: string, };
+
+/**
+ * `GET /v1/admin/feedback`: newest answers first.
+ */
+export type FeedbackPage = { feedback: Array<FeedbackEntry>, next: string | null, };
 
 /**
  * `GET /v1/conversations`: newest first.
@@ -252,6 +285,9 @@ export const PROTOCOL_VERSION = 1;
 
 /** `send.id` is 1 to this many characters. */
 export const MAX_CLIENT_ID_CHARS = 64;
+
+/** A feedback comment is at most this many characters. */
+export const MAX_FEEDBACK_COMMENT_CHARS = 2000;
 
 /** Every error code, in PROTOCOL.md's order. */
 export const ERROR_CODES: readonly ErrorCode[] = [

@@ -5,12 +5,14 @@
 //! - `bots.rs`: the bots in force, changed at runtime (kept in the store,
 //!   used by every instance within the catalog's reload interval).
 //! - `limits.rs`: a user's limit overrides (kept with the limits).
+//! - `feedback.rs`: users' feedback on answers.
 //!
 //! Every change is audited with the operator's `sub` as its actor.
-//! Usage, the audit log and feedback come next; until then those routes
-//! answer 404 like any unknown route.
+//! Usage and the audit log come next; until then those routes answer 404
+//! like any unknown route.
 
 mod bots;
+mod feedback;
 mod limits;
 
 use axum::extract::FromRequestParts;
@@ -28,7 +30,9 @@ use super::AppState;
 pub const ADMIN_ROLE: &str = "admin";
 
 pub fn router() -> Router<AppState> {
-    bots::router().merge(limits::router())
+    bots::router()
+        .merge(limits::router())
+        .merge(feedback::router())
 }
 
 /// An administrator: a valid token whose `roles` hold `"admin"`; 401

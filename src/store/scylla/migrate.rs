@@ -53,8 +53,8 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 4,
-        name: "0004_runtime_bots_and_audit_actors.cql",
-        cql: include_str!("../../../migrations/0004_runtime_bots_and_audit_actors.cql"),
+        name: "0004_runtime_bots_audit_actors_and_feedback.cql",
+        cql: include_str!("../../../migrations/0004_runtime_bots_audit_actors_and_feedback.cql"),
     },
 ];
 

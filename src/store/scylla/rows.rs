@@ -11,8 +11,9 @@
 use ::scylla::value::{CqlTimestamp, MaybeUnset};
 use ::scylla::{DeserializeRow, SerializeRow};
 use skald_actors::ports::store::{
-    AnswerEnd, AuditAction, AuditRecord, Conversation, Exchange, FinishedAnswer, MessageRole,
-    NewConversation, NewExchange, StoredBot, StoredMessage, MAX_PAGE,
+    AnswerEnd, AuditAction, AuditRecord, Conversation, Exchange, Feedback, FeedbackRecord,
+    FinishedAnswer, MessageRole, NewConversation, NewExchange, Rating, StoredBot, StoredMessage,
+    MAX_PAGE,
 };
 use skald_actors::time::{rfc3339, Month};
 use skald_protocol::{
@@ -212,9 +213,25 @@ pub struct MessageRow {
     pub tool_calls: Option<String>,
     pub tool_call_id: Option<String>,
     pub usage_estimated: Option<bool>,
+    pub feedback_rating: Option<i32>,
+    pub feedback_comment: Option<String>,
+    pub feedback_at: Option<CqlTimestamp>,
 }
 
 impl MessageRow {
+    /// The user's feedback on this answer, if any.
+    pub fn feedback(&self) -> Option<Feedback> {
+        feedback_of(
+            self.feedback_rating,
+            self.feedback_comment.clone(),
+            self.feedback_at,
+        )
+    }
+
+    pub fn is_answer(&self) -> bool {
+        self.role.as_deref() == Some(MessageRole::Assistant.as_str())
+    }
+
     fn usage(&self) -> Option<Usage> {
         Some(Usage {
             prompt_tokens: tokens_from_cql(self.prompt_tokens?),
@@ -240,6 +257,7 @@ impl MessageRow {
     pub fn into_message(self, conversation_id: &ConversationId) -> Option<StoredMessage> {
         let role: MessageRole = self.role.as_deref()?.parse().ok()?;
         let created_at_ms = ms(self.created_at)?;
+        let feedback = self.feedback();
         let end = self.end();
         let usage = self.usage();
         let content = match end {
@@ -254,6 +272,7 @@ impl MessageRow {
             created_at_ms,
             finish_reason: end.map(|e| e.finish_reason),
             usage,
+            feedback,
             tool_calls: crate::store::tool_calls_of_column(self.tool_calls.as_deref()),
             reasoning: self.reasoning,
             tool_call_id: self.tool_call_id,
@@ -786,6 +805,9 @@ mod tests {
             tool_calls: None,
             tool_call_id: None,
             usage_estimated: None,
+            feedback_rating: None,
+            feedback_comment: None,
+            feedback_at: None,
         }
     }
 
@@ -1074,4 +1096,135 @@ impl<'a> BotUpsert<'a> {
             updated_by: bot.updated_by.as_str(),
         }
     }
+}
+
+/// Feedback from its columns; a rating that does not read is none.
+fn feedback_of(
+    rating: Option<i32>,
+    comment: Option<String>,
+    at: Option<CqlTimestamp>,
+) -> Option<Feedback> {
+    let rating = Rating::try_from(i8::try_from(rating?).ok()?).ok()?;
+    Some(Feedback {
+        rating,
+        comment,
+        at_ms: ms(at).unwrap_or_default(),
+    })
+}
+
+/// Whose an answer is (`answers_by_id`), written with its exchange.
+#[derive(SerializeRow)]
+pub struct AnswerOwner<'a> {
+    pub message_id: &'a str,
+    pub user_id: &'a str,
+    pub conversation_id: &'a str,
+}
+
+impl<'a> AnswerOwner<'a> {
+    pub fn of(ex: &'a NewExchange) -> Self {
+        AnswerOwner {
+            message_id: ex.assistant_message_id.as_str(),
+            user_id: ex.user.as_str(),
+            conversation_id: ex.conversation_id.as_str(),
+        }
+    }
+}
+
+/// A row of `answers_by_id`.
+#[derive(Debug, Clone, PartialEq, Eq, DeserializeRow)]
+pub struct AnswerOwnerRow {
+    pub user_id: Option<String>,
+    pub conversation_id: Option<String>,
+}
+
+/// An answer's key in `answers_by_id`.
+#[derive(SerializeRow)]
+pub struct AnswerKey<'a> {
+    pub message_id: &'a str,
+}
+
+/// The feedback columns of an answer (all null: none).
+#[derive(SerializeRow)]
+pub struct MessageFeedback<'a> {
+    pub conversation_id: &'a str,
+    pub message_id: &'a str,
+    pub rating: Option<i32>,
+    pub comment: Option<&'a str>,
+    pub at: Option<CqlTimestamp>,
+}
+
+impl<'a> MessageFeedback<'a> {
+    pub fn of(conversation_id: &'a str, message_id: &'a str, f: Option<&'a Feedback>) -> Self {
+        MessageFeedback {
+            conversation_id,
+            message_id,
+            rating: f.map(|f| i32::from(f.rating.as_i8())),
+            comment: f.and_then(|f| f.comment.as_deref()),
+            at: f.map(|f| ts(f.at_ms)),
+        }
+    }
+}
+
+/// A row of `feedback_by_month`, written and read.
+#[derive(Debug, Clone, PartialEq, Eq, SerializeRow, DeserializeRow)]
+pub struct FeedbackRow {
+    pub message_id: String,
+    pub conversation_id: Option<String>,
+    pub bot: Option<String>,
+    pub rating: Option<i32>,
+    pub comment: Option<String>,
+    pub at: Option<CqlTimestamp>,
+}
+
+impl FeedbackRow {
+    pub fn into_record(self) -> Option<FeedbackRecord> {
+        Some(FeedbackRecord {
+            feedback: feedback_of(self.rating, self.comment, self.at)?,
+            message_id: self.message_id.into(),
+            conversation_id: self.conversation_id?.into(),
+            bot: self.bot.unwrap_or_default(),
+        })
+    }
+}
+
+/// A feedback row with its partition, to insert.
+#[derive(SerializeRow)]
+pub struct FeedbackInsert<'a> {
+    pub month: &'a str,
+    pub message_id: &'a str,
+    pub conversation_id: &'a str,
+    pub bot: &'a str,
+    pub rating: i32,
+    pub comment: Option<&'a str>,
+    pub at: CqlTimestamp,
+}
+
+#[derive(SerializeRow)]
+pub struct FeedbackKey<'a> {
+    pub month: &'a str,
+    pub message_id: &'a str,
+}
+
+#[derive(SerializeRow)]
+pub struct MonthKey<'a> {
+    pub month: &'a str,
+}
+
+#[derive(SerializeRow)]
+pub struct FeedbackFirst<'a> {
+    pub month: &'a str,
+    pub fetch: i32,
+}
+
+#[derive(SerializeRow)]
+pub struct FeedbackBefore<'a> {
+    pub month: &'a str,
+    pub before: &'a str,
+    pub fetch: i32,
+}
+
+/// The UTC month of an answer, from its creation time: the partition of
+/// its feedback.
+pub fn answer_month(created_at: Option<CqlTimestamp>) -> String {
+    Month::of(ms(created_at).unwrap_or_default()).to_string()
 }

@@ -122,7 +122,7 @@ statements! {
     select_messages_by_id, SELECT_MESSAGES_BY_ID, idempotent = true, consistency = None,
     "SELECT message_id, role, content, checkpoint, created_at, finish_reason, prompt_tokens, \
      completion_tokens, reasoning_tokens, error_code, error_message, client_id, reasoning, \
-     tool_calls, tool_call_id, usage_estimated \
+     tool_calls, tool_call_id, usage_estimated, feedback_rating, feedback_comment, feedback_at \
      FROM messages_by_conversation WHERE conversation_id = :conversation_id AND message_id IN :message_ids";
 
     /// The oldest messages after the cursor (`''` for the first page):
@@ -130,7 +130,7 @@ statements! {
     select_messages_after, SELECT_MESSAGES_AFTER, idempotent = true, consistency = None,
     "SELECT message_id, role, content, checkpoint, created_at, finish_reason, prompt_tokens, \
      completion_tokens, reasoning_tokens, error_code, error_message, client_id, reasoning, \
-     tool_calls, tool_call_id, usage_estimated \
+     tool_calls, tool_call_id, usage_estimated, feedback_rating, feedback_comment, feedback_at \
      FROM messages_by_conversation WHERE conversation_id = :conversation_id AND message_id > :after \
      LIMIT :fetch";
 
@@ -138,7 +138,7 @@ statements! {
     select_messages_last, SELECT_MESSAGES_LAST, idempotent = true, consistency = None,
     "SELECT message_id, role, content, checkpoint, created_at, finish_reason, prompt_tokens, \
      completion_tokens, reasoning_tokens, error_code, error_message, client_id, reasoning, \
-     tool_calls, tool_call_id, usage_estimated \
+     tool_calls, tool_call_id, usage_estimated, feedback_rating, feedback_comment, feedback_at \
      FROM messages_by_conversation WHERE conversation_id = :conversation_id \
      ORDER BY message_id DESC LIMIT :fetch";
 
@@ -262,6 +262,48 @@ statements! {
     set_anonymous_audit_address, SET_ANONYMOUS_AUDIT_ADDRESS, idempotent = true, consistency = None,
     "UPDATE audit_anonymous USING TTL :ttl SET address = :address WHERE hour = :hour AND audit_id = :audit_id";
 
+    // --- answers_by_id and feedback ----------------------------------------
+
+    /// Whose an answer is (part of the exchange batch).
+    insert_answer_owner, INSERT_ANSWER_OWNER, idempotent = true, consistency = None,
+    "INSERT INTO answers_by_id (message_id, user_id, conversation_id) \
+     VALUES (:message_id, :user_id, :conversation_id)";
+
+    select_answer_owner, SELECT_ANSWER_OWNER, idempotent = true, consistency = None,
+    "SELECT user_id, conversation_id FROM answers_by_id WHERE message_id = :message_id";
+
+    delete_answer_owner, DELETE_ANSWER_OWNER, idempotent = true, consistency = None,
+    "DELETE FROM answers_by_id WHERE message_id = :message_id";
+
+    /// The feedback on an answer, with the answer (null: none).
+    set_message_feedback, SET_MESSAGE_FEEDBACK, idempotent = true, consistency = None,
+    "UPDATE messages_by_conversation SET feedback_rating = :rating, feedback_comment = :comment, \
+     feedback_at = :at WHERE conversation_id = :conversation_id AND message_id = :message_id";
+
+    /// The feedback on an answer, for operators.
+    insert_feedback, INSERT_FEEDBACK, idempotent = true, consistency = None,
+    "INSERT INTO feedback_by_month (month, message_id, conversation_id, bot, rating, comment, at) \
+     VALUES (:month, :message_id, :conversation_id, :bot, :rating, :comment, :at)";
+
+    delete_feedback, DELETE_FEEDBACK, idempotent = true, consistency = None,
+    "DELETE FROM feedback_by_month WHERE month = :month AND message_id = :message_id";
+
+    insert_feedback_month, INSERT_FEEDBACK_MONTH, idempotent = true, consistency = None,
+    "INSERT INTO feedback_months (scope, month) VALUES ('all', :month)";
+
+    select_feedback_months, SELECT_FEEDBACK_MONTHS, idempotent = true, consistency = None,
+    "SELECT month FROM feedback_months WHERE scope = 'all'";
+
+    /// A month's feedback, newest answers first: from the start ...
+    select_feedback_first, SELECT_FEEDBACK_FIRST, idempotent = true, consistency = None,
+    "SELECT message_id, conversation_id, bot, rating, comment, at FROM feedback_by_month \
+     WHERE month = :month LIMIT :fetch";
+
+    /// ... or older than the cursor.
+    select_feedback_before, SELECT_FEEDBACK_BEFORE, idempotent = true, consistency = None,
+    "SELECT message_id, conversation_id, bot, rating, comment, at FROM feedback_by_month \
+     WHERE month = :month AND message_id < :before LIMIT :fetch";
+
     // --- bots --------------------------------------------------------------
 
     /// Every stored bot (one partition).
@@ -312,7 +354,7 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "each statement once");
-        assert_eq!(names.len(), 37, "a statement added or removed: pin it here");
+        assert_eq!(names.len(), 47, "a statement added or removed: pin it here");
     }
 
     /// Lightweight transactions are the statements with an `IF`; none of
@@ -386,6 +428,7 @@ mod tests {
                 SELECT_MESSAGES_LAST,
             ],
             &[SELECT_KEY, SELECT_ALL_KEYS],
+            &[SELECT_FEEDBACK_FIRST, SELECT_FEEDBACK_BEFORE],
         ] {
             let first = columns(group[0]);
             for cql in group {

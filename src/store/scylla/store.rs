@@ -11,8 +11,9 @@ use ::scylla::statement::batch::{Batch, BatchType};
 use ::scylla::statement::prepared::PreparedStatement;
 use futures::{StreamExt, TryStreamExt};
 use skald_actors::ports::store::{
-    AnswerCheckpoint, AnswerEnd, AuditRecord, BeginOutcome, Conversation, Exchange, FinishedAnswer,
-    MessageRole, NewExchange, Page, Store, StoreError, StoredBot, StoredMessage, UserExport,
+    AnswerCheckpoint, AnswerEnd, AuditRecord, BeginOutcome, Conversation, Exchange, Feedback,
+    FeedbackFilter, FeedbackRecord, FinishedAnswer, NewExchange, Page, Store, StoreError,
+    StoredBot, StoredMessage, UserExport, MAX_PAGE,
 };
 use skald_protocol::{
     ClientMessageId, ConversationId, ErrorBody, ErrorCode, FinishReason, MessageId, Usage, UserId,
@@ -29,6 +30,9 @@ pub use crate::store::sqlite::INTERRUPTED_MESSAGE;
 
 /// Deletes of many keys of one user: one single-partition batch per chunk.
 const KEY_DELETE_CHUNK: usize = 100;
+/// Feedback rows one listing page reads at most (filters drop some): a
+/// page may come back short, with a `next`.
+const FEEDBACK_SCAN: usize = 1_000;
 /// Requests in flight at once for one call (an erase's partitions, a
 /// batch of answers or checkpoints, the open answers of a sweep).
 const CONCURRENCY: usize = 64;
@@ -47,6 +51,10 @@ pub struct ScyllaStore {
     audit_without_address: Batch,
     /// A record without a user, with its address: one partition.
     anonymous_audit_with_address: Batch,
+    /// Feedback on the answer, in the operators' listing and its month
+    /// index; withdrawn from both.
+    feedback_given: Batch,
+    feedback_withdrawn: Batch,
 }
 
 fn batch(kind: BatchType, statements: &[&PreparedStatement]) -> Batch {
@@ -170,6 +178,7 @@ impl ScyllaStore {
                     &st.insert_user_message,
                     &st.insert_pending_answer,
                     &st.insert_open_answer,
+                    &st.insert_answer_owner,
                 ],
             ),
             exchange_existing: batch(
@@ -179,6 +188,7 @@ impl ScyllaStore {
                     &st.insert_user_message,
                     &st.insert_pending_answer,
                     &st.insert_open_answer,
+                    &st.insert_answer_owner,
                 ],
             ),
             audit_with_address: batch(
@@ -196,6 +206,18 @@ impl ScyllaStore {
             anonymous_audit_with_address: batch(
                 BatchType::Unlogged,
                 &[&st.insert_anonymous_audit, &st.set_anonymous_audit_address],
+            ),
+            feedback_given: batch(
+                BatchType::Logged,
+                &[
+                    &st.set_message_feedback,
+                    &st.insert_feedback,
+                    &st.insert_feedback_month,
+                ],
+            ),
+            feedback_withdrawn: batch(
+                BatchType::Logged,
+                &[&st.set_message_feedback, &st.delete_feedback],
             ),
             address_ttl_secs: settings.address_ttl_secs,
             st,
@@ -349,17 +371,24 @@ impl ScyllaStore {
         let message = UserMessage::of(ex);
         let answer = PendingAnswer::of(ex);
         let open = OpenAnswer::of(ex);
+        let owner = AnswerOwner::of(ex);
         match &ex.new_conversation {
             Some(new) => {
                 let conversation = NewConversationRow::of(ex, new);
                 self.session
-                    .batch(&self.exchange_new, (conversation, message, answer, open))
+                    .batch(
+                        &self.exchange_new,
+                        (conversation, message, answer, open, owner),
+                    )
                     .await?;
             }
             None => {
                 let touch = TouchConversation::new(&ex.user, &ex.conversation_id, ex.at_ms);
                 self.session
-                    .batch(&self.exchange_existing, (touch, message, answer, open))
+                    .batch(
+                        &self.exchange_existing,
+                        (touch, message, answer, open, owner),
+                    )
                     .await?;
             }
         }
@@ -511,16 +540,82 @@ impl ScyllaStore {
         Ok(true)
     }
 
-    /// The open answers of an erased or deleted conversation's messages go
-    /// with them.
-    async fn forget_open_answers(&self, messages: &[MessageRow]) -> Result<(), ScyllaError> {
-        let open: Vec<String> = messages
-            .iter()
-            .filter(|m| m.role.as_deref() == Some(MessageRole::Assistant.as_str()))
+    /// What points at the answers of an erased or deleted conversation
+    /// goes with them: their open-answer rows, their owner rows, their
+    /// feedback in the operators' listing.
+    async fn forget_answers(&self, messages: &[MessageRow]) -> Result<(), ScyllaError> {
+        let answers = messages.iter().filter(|m| m.is_answer());
+        let open: Vec<String> = answers
+            .clone()
             .filter(|m| m.finish_reason.is_none())
             .map(|m| m.message_id.clone())
             .collect();
-        self.forget_open(open).await
+        self.forget_open(open).await?;
+        // (answer id, the month of its feedback if it has some)
+        let pointers: Vec<(String, Option<String>)> = answers
+            .map(|m| {
+                let month = m.feedback_rating.map(|_| answer_month(m.created_at));
+                (m.message_id.clone(), month)
+            })
+            .collect();
+        self.each(pointers, |(message_id, feedback_month)| async move {
+            let key = AnswerKey {
+                message_id: &message_id,
+            };
+            self.write(&self.st.delete_answer_owner, key).await?;
+            if let Some(month) = feedback_month {
+                let key = FeedbackKey {
+                    month: &month,
+                    message_id: &message_id,
+                };
+                self.write(&self.st.delete_feedback, key).await?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// The answer `message_id` of `user`: its row and its conversation's
+    /// bot; `None` when it is not one of theirs.
+    async fn answer_of(
+        &self,
+        user: &UserId,
+        message_id: &MessageId,
+    ) -> Result<Option<(MessageRow, ConversationId, String)>, ScyllaError> {
+        let key = AnswerKey {
+            message_id: message_id.as_str(),
+        };
+        let owner: Option<AnswerOwnerRow> =
+            self.fetch_one(&self.st.select_answer_owner, key).await?;
+        let Some(conversation_id) = owner
+            .filter(|o| o.user_id.as_deref() == Some(user.as_str()))
+            .and_then(|o| o.conversation_id)
+            .map(ConversationId::from)
+        else {
+            return Ok(None);
+        };
+        let Some(bot) = self
+            .conversation_row(user, &conversation_id)
+            .await?
+            .filter(|c| c.is_live())
+            .and_then(|c| c.bot)
+        else {
+            return Ok(None);
+        };
+        let rows: Vec<MessageRow> = self
+            .fetch(
+                &self.st.select_messages_by_id,
+                MessagesById {
+                    conversation_id: conversation_id.as_str(),
+                    message_ids: vec![message_id.as_str()],
+                },
+            )
+            .await?;
+        let answer = rows
+            .into_iter()
+            .find(|m| m.is_answer() && m.created_at.is_some());
+        Ok(answer.map(|m| (m, conversation_id, bot)))
     }
 }
 
@@ -759,7 +854,7 @@ impl Store for ScyllaStore {
                 .await
                 .map_err(ScyllaError::from)?;
         }
-        self.forget_open_answers(&messages).await?;
+        self.forget_answers(&messages).await?;
         let partition = ConversationPartition {
             conversation_id: id.as_str(),
         };
@@ -842,8 +937,7 @@ impl Store for ScyllaStore {
         let conversations = self.conversation_rows(user).await?;
         self.each(conversations, |c| async move {
             let id = ConversationId::from(c.conversation_id);
-            self.forget_open_answers(&self.message_rows(&id).await?)
-                .await?;
+            self.forget_answers(&self.message_rows(&id).await?).await?;
             self.write(
                 &self.st.delete_messages,
                 ConversationPartition {
@@ -882,6 +976,99 @@ impl Store for ScyllaStore {
     /// database drops them by itself (the anonymised form has no TTL).
     async fn anonymise_addresses(&self, _older_than_ms: i64) -> Result<u64, StoreError> {
         Ok(0)
+    }
+
+    async fn set_feedback(
+        &self,
+        user: &UserId,
+        message_id: &MessageId,
+        feedback: Option<Feedback>,
+    ) -> Result<bool, StoreError> {
+        let Some((answer, conversation_id, bot)) = self.answer_of(user, message_id).await? else {
+            return Ok(false);
+        };
+        let month = answer_month(answer.created_at);
+        let (cid, mid) = (conversation_id.as_str(), message_id.as_str());
+        let on_message = MessageFeedback::of(cid, mid, feedback.as_ref());
+        let key = FeedbackKey {
+            month: &month,
+            message_id: mid,
+        };
+        match &feedback {
+            Some(f) => {
+                let listed = FeedbackInsert {
+                    month: &month,
+                    message_id: mid,
+                    conversation_id: cid,
+                    bot: &bot,
+                    rating: i32::from(f.rating.as_i8()),
+                    comment: f.comment.as_deref(),
+                    at: rows::ts(f.at_ms),
+                };
+                let index = MonthKey { month: &month };
+                self.session
+                    .batch(&self.feedback_given, (on_message, listed, index))
+                    .await
+            }
+            None => {
+                self.session
+                    .batch(&self.feedback_withdrawn, (on_message, key))
+                    .await
+            }
+        }
+        .map_err(ScyllaError::from)?;
+        Ok(true)
+    }
+
+    async fn list_feedback(
+        &self,
+        filter: &FeedbackFilter,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<Page<FeedbackRecord>, StoreError> {
+        let limit = limit.clamp(1, MAX_PAGE);
+        // The cursor is `<month>|<message id>`: where the last page stopped.
+        let cursor = before.and_then(|c| c.split_once('|'));
+        let months: Vec<MonthRow> = self.fetch_all(&self.st.select_feedback_months, ()).await?;
+        let mut items = Vec::new();
+        let mut scanned = 0;
+        for month in months
+            .iter()
+            .map(|m| m.month.as_str())
+            .filter(|m| cursor.is_none_or(|(from, _)| *m <= from))
+        {
+            let fetch = (FEEDBACK_SCAN - scanned) as i32;
+            let rows: Vec<FeedbackRow> = match cursor.filter(|(from, _)| *from == month) {
+                Some((_, before)) => {
+                    let values = FeedbackBefore {
+                        month,
+                        before,
+                        fetch,
+                    };
+                    self.fetch(&self.st.select_feedback_before, values).await?
+                }
+                None => {
+                    let values = FeedbackFirst { month, fetch };
+                    self.fetch(&self.st.select_feedback_first, values).await?
+                }
+            };
+            for row in rows {
+                scanned += 1;
+                let here = format!("{month}|{}", row.message_id);
+                let kept = row.into_record().filter(|r| {
+                    filter.bot.as_ref().is_none_or(|b| *b == r.bot)
+                        && filter.rating.is_none_or(|w| w == r.feedback.rating)
+                });
+                items.extend(kept);
+                if items.len() == limit || scanned == FEEDBACK_SCAN {
+                    return Ok(Page {
+                        items,
+                        next: Some(here),
+                    });
+                }
+            }
+        }
+        Ok(Page { items, next: None })
     }
 
     async fn stored_bots(&self) -> Result<Vec<StoredBot>, StoreError> {

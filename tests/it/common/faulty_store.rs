@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use skald::store::sqlite::SqliteStore;
 use skald_actors::ports::store::{
-    AnswerCheckpoint, AuditRecord, BeginOutcome, Conversation, Exchange, FinishedAnswer,
-    NewExchange, Page, Store, StoreError, StoredBot, StoredMessage, UserExport,
+    AnswerCheckpoint, AuditRecord, BeginOutcome, Conversation, Exchange, Feedback, FeedbackFilter,
+    FeedbackRecord, FinishedAnswer, NewExchange, Page, Store, StoreError, StoredBot, StoredMessage,
+    UserExport,
 };
-use skald_protocol::{ClientMessageId, ConversationId, UserId};
+use skald_protocol::{ClientMessageId, ConversationId, MessageId, UserId};
 
 pub struct FaultyStore {
     pub inner: SqliteStore,
@@ -149,6 +150,24 @@ impl Store for FaultyStore {
     async fn anonymise_addresses(&self, older_than_ms: i64) -> Result<u64, StoreError> {
         self.check()?;
         self.inner.anonymise_addresses(older_than_ms).await
+    }
+    async fn set_feedback(
+        &self,
+        user: &UserId,
+        message_id: &MessageId,
+        feedback: Option<Feedback>,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.set_feedback(user, message_id, feedback).await
+    }
+    async fn list_feedback(
+        &self,
+        filter: &FeedbackFilter,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<Page<FeedbackRecord>, StoreError> {
+        self.check()?;
+        self.inner.list_feedback(filter, limit, before).await
     }
     async fn stored_bots(&self) -> Result<Vec<StoredBot>, StoreError> {
         self.check()?;
