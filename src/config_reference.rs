@@ -47,7 +47,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         key: "allowed_origins",
         env: None,
-        meaning: "browser origins allowed to open a WebSocket; empty allows all; requests without an Origin header are always allowed",
+        meaning: "browser origins allowed to open a WebSocket and to call the HTTP API from a page (CORS); empty allows all; requests without an Origin header are always allowed",
     },
     Setting {
         key: "connections.header_read_timeout_ms",

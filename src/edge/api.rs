@@ -4,15 +4,18 @@
 //! [`ApiError`].
 
 use axum::extract::State;
+use axum::http::{header, HeaderName, HeaderValue, Method};
 use axum::routing::get;
 use axum::{middleware, Json, Router};
 use skald_protocol::http::UsageReport;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::access::{limit_address, Caller};
 use super::error::ApiError;
 use super::AppState;
 
 pub fn router(state: AppState) -> Router<AppState> {
+    let cors = cors(&state.config.allowed_origins);
     Router::new()
         .route("/v1/usage", get(usage))
         .merge(super::history::router())
@@ -23,6 +26,33 @@ pub fn router(state: AppState) -> Router<AppState> {
             limit_address::<ApiError>,
         ))
         .merge(super::completions::router(state))
+        .method_not_allowed_fallback(super::error::method_not_allowed)
+        .layer(cors)
+}
+
+/// CORS: a page on an allowed origin (`allowed_origins`, as for the
+/// WebSocket; any when the list is empty) may call the API, as the widget
+/// embedded on a customer's site does for its history and feedback. The
+/// API is authorised by a bearer token, never by cookies, so no
+/// credentials are allowed and a foreign page gains nothing it could not
+/// do with the token anyway. Preflights are answered before the address
+/// limit and authentication.
+fn cors(allowed: &[String]) -> CorsLayer {
+    let origins = match allowed.is_empty() {
+        true => AllowOrigin::any(),
+        false => AllowOrigin::list(allowed.iter().filter_map(|o| HeaderValue::from_str(o).ok())),
+    };
+    let conversation = HeaderName::from_static("x-skald-conversation");
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            conversation.clone(),
+        ])
+        .expose_headers([header::RETRY_AFTER, conversation])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// `GET /v1/usage`: this month's usage (UTC) against the caller's limits

@@ -49,7 +49,6 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     let mut router = Router::new()
-        .merge(api::router(state.clone()))
         .merge(widget::router(state.clone()))
         .route("/v1/ws", get(ws::upgrade))
         .route("/healthz", get(|| async { "ok" }))
@@ -60,6 +59,9 @@ pub fn router(state: AppState) -> Router {
     router
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        // Merged after the fallbacks are set: the API sets its own 405
+        // beneath its CORS layer, which must see a preflight first.
+        .merge(api::router(state.clone()))
         .layer(middleware::map_response(security_headers))
         .with_state(state)
 }

@@ -163,6 +163,58 @@ async fn origin_allow_list_refuses_other_sites_with_403() {
     server.stop().await;
 }
 
+/// The HTTP API answers CORS preflights (an embedded widget calls it from
+/// the site's origin, with a bearer token and a JSON body): for the origins
+/// the WebSocket accepts, and no other.
+#[tokio::test]
+async fn pages_on_allowed_origins_may_call_the_http_api_and_no_others() {
+    let preflight = async |server: &TestServer, origin: &str| {
+        let response = server
+            .http(reqwest::Method::OPTIONS, "/v1/messages/m/feedback", None)
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "PUT")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization,content-type",
+            )
+            .send()
+            .await
+            .unwrap();
+        let header = |name: &str| {
+            let value = response.headers().get(name);
+            value.map(|v| v.to_str().unwrap().to_owned())
+        };
+        (
+            response.status().as_u16(),
+            header("access-control-allow-origin"),
+            header("access-control-allow-methods"),
+            header("access-control-allow-headers"),
+        )
+    };
+    let open = TestServer::start().await;
+    let (status, origin, methods, headers) = preflight(&open, "https://any.example").await;
+    assert_eq!((status, origin.as_deref()), (200, Some("*")));
+    assert!(methods.unwrap().contains("PUT"));
+    assert!(headers.unwrap().contains("authorization"));
+    // The answer itself carries the header, whatever its status.
+    let answer = open
+        .http(reqwest::Method::GET, "/v1/usage", None)
+        .header("Origin", "https://any.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 401);
+    assert_eq!(answer.headers()["access-control-allow-origin"], "*");
+    open.stop().await;
+    let listed =
+        TestServer::with_config(|c| c.allowed_origins = vec!["https://shop.example".into()]).await;
+    let allowed = preflight(&listed, "https://shop.example").await;
+    assert_eq!(allowed.1.as_deref(), Some("https://shop.example"));
+    let refused = preflight(&listed, "https://evil.example").await;
+    assert_eq!(refused.1, None, "no CORS grant for another site");
+    listed.stop().await;
+}
+
 /// PROTOCOL.md: a bot's `allowed_origins` limit which browser origins may
 /// use it; to any other, on every edge, there is no such bot. Callers that
 /// are not browsers (no `Origin`) are not limited, and other bots are open.

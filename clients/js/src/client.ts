@@ -10,7 +10,7 @@ import {
   errorFromCode,
 } from "./errors.js";
 import { SkaldApi, httpBaseFromWebSocketUrl } from "./http.js";
-import { CloseCode, MAX_CLIENT_ID_CHARS, type ClientFrame, type ErrorCode, type Limits, type ServerFrame } from "./protocol.js";
+import { CloseCode, MAX_CLIENT_ID_CHARS, type ClientFrame, type ErrorCode, type Limits, type Rating, type ServerFrame } from "./protocol.js";
 import { ChatStream, type StreamOwner } from "./stream.js";
 import { MAX_TIMER_MS, TokenKeeper, refreshDelayMs, type TokenSource } from "./token.js";
 
@@ -247,7 +247,12 @@ export class SkaldClient {
     return this.readyInfo;
   }
 
-  /** The HTTP API (history, usage, export, erasure) of the same server, with the same token. */
+  /** Rates one of this user's answers (`1` good, `-1` bad), with an optional comment: `api.feedback`. */
+  feedback(messageId: string, rating: Rating, comment?: string): Promise<void> {
+    return this.api.feedback(messageId, rating, comment);
+  }
+
+  /** The HTTP API (history, feedback, usage, export, erasure) of the same server, with the same token. */
   get api(): SkaldApi {
     this.apiClient ??= new SkaldApi({
       baseUrl: httpBaseFromWebSocketUrl(this.url),

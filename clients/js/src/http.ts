@@ -1,5 +1,6 @@
 // The HTTP API of PROTOCOL.md: history (conversations, messages, delete),
-// usage, export and erasure, with the same JWT as the WebSocket.
+// feedback on answers, usage, export and erasure, with the same JWT as the
+// WebSocket.
 //
 // The bodies are the generated types of protocol.ts (from the Rust crate
 // skald-protocol): nothing here repeats them.
@@ -9,8 +10,10 @@ import type {
   Conversation,
   ConversationPage,
   Export,
+  Feedback,
   HttpError,
   MessagePage,
+  Rating,
   StoredMessage,
   UsageReport,
 } from "./protocol.js";
@@ -44,7 +47,9 @@ export class SkaldApi {
     this.tokens = options.token instanceof TokenKeeper ? options.token : new TokenKeeper(options.token);
     const f = options.fetch ?? (globalThis as { fetch?: typeof fetch }).fetch;
     if (!f) throw new TypeError("no fetch implementation: pass { fetch }");
-    this.fetchImpl = f;
+    // Called as a plain function: a browser's fetch called as a method of
+    // another object throws "Illegal invocation".
+    this.fetchImpl = (input, init) => f(input, init);
   }
 
   /** One page of the caller's conversations, newest first. */
@@ -87,6 +92,21 @@ export class SkaldApi {
     await this.request("DELETE", `/v1/conversations/${encodeURIComponent(conversationId)}`);
   }
 
+  /**
+   * Rates one of the caller's answers (`1` good, `-1` bad), with an
+   * optional comment (up to `MAX_FEEDBACK_COMMENT_CHARS` characters);
+   * replaces any earlier rating. Another user's message is `NotFoundError`.
+   */
+  async feedback(messageId: string, rating: Rating, comment?: string): Promise<void> {
+    const body: Feedback = comment === undefined || comment === "" ? { rating } : { rating, comment };
+    await this.request("PUT", feedbackPath(messageId), undefined, body);
+  }
+
+  /** Withdraws the caller's rating of an answer. */
+  async withdrawFeedback(messageId: string): Promise<void> {
+    await this.request("DELETE", feedbackPath(messageId));
+  }
+
   /** This month's usage against the caller's limits. */
   usage(): Promise<UsageReport> {
     return this.json("GET", "/v1/usage");
@@ -111,6 +131,7 @@ export class SkaldApi {
     method: string,
     path: string,
     query?: Record<string, string | number | null | undefined>,
+    body?: unknown,
   ): Promise<Response> {
     const url = new URL(this.base + path);
     for (const [key, value] of Object.entries(query ?? {})) {
@@ -120,9 +141,12 @@ export class SkaldApi {
       const token = await this.tokens.get();
       let response: Response;
       try {
+        const headers: Record<string, string> = { Authorization: `Bearer ${token}`, Accept: "application/json" };
+        if (body !== undefined) headers["Content-Type"] = "application/json";
         response = await this.fetchImpl(url.toString(), {
           method,
-          headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
+          headers,
+          ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
         });
       } catch (error) {
         throw new ConnectionError("network", `${method} ${path}: ${error instanceof Error ? error.message : String(error)}`);
@@ -135,6 +159,10 @@ export class SkaldApi {
       throw await httpError(response);
     }
   }
+}
+
+function feedbackPath(messageId: string): string {
+  return `/v1/messages/${encodeURIComponent(messageId)}/feedback`;
 }
 
 /** The typed error of a non-2xx answer (`{"error":{"code","message"}}`). */

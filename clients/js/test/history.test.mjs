@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import WebSocket from "ws";
 
-import { NotFoundError, UnauthorizedError, SkaldApi, connect } from "../dist/index.js";
+import { InvalidRequestError, NotFoundError, UnauthorizedError, SkaldApi, connect } from "../dist/index.js";
 import { startSkald } from "../../testing/server.mjs";
 
 const T = { timeout: 30_000 };
@@ -90,6 +90,25 @@ describe("history API helpers", () => {
     assert.ok(!afterErase.includes("Un secret à effacer"), afterErase);
     assert.ok(!afterErase.includes(done.conversationId), afterErase);
     assert.deepEqual((await client.api.conversations()).conversations, []);
+  });
+
+  it("feedback: the owner rates an answer, the history shows it, a stranger cannot", T, async () => {
+    const client = await open("rater");
+    const stranger = await open("stranger-f");
+    const done = await client.send("Note-moi").done;
+    await client.feedback(done.messageId, -1, "trop long");
+    let { messages } = await client.api.messages(done.conversationId);
+    assert.deepEqual(messages.find((m) => m.id === done.messageId).feedback, { rating: -1, comment: "trop long" });
+    await client.api.feedback(done.messageId, 1);
+    ({ messages } = await client.api.messages(done.conversationId));
+    assert.deepEqual(messages.find((m) => m.id === done.messageId).feedback, { rating: 1 });
+    const stolen = await stranger.feedback(done.messageId, -1).catch((e) => e);
+    assert.ok(stolen instanceof NotFoundError && stolen.status === 404, `got ${stolen}`);
+    const bad = await client.feedback(done.messageId, 5).catch((e) => e);
+    assert.ok(bad instanceof InvalidRequestError && bad.status === 400, `got ${bad}`);
+    await client.api.withdrawFeedback(done.messageId);
+    ({ messages } = await client.api.messages(done.conversationId));
+    assert.equal(messages.find((m) => m.id === done.messageId).feedback, undefined);
   });
 
   it("the HTTP API refuses a bad token with a typed error", T, async () => {

@@ -223,6 +223,24 @@ describe("http api", () => {
     await api.deleteConversation("a/b?c");
     assert.equal(url, "https://h.test/v1/conversations/a%2Fb%3Fc");
   });
+  it("calls fetch as a plain function, as a browser's fetch demands, and sends feedback as JSON", async () => {
+    let call;
+    // A browser's fetch throws "Illegal invocation" when called as a method of another object.
+    const fetch = function (url, init) {
+      if (this !== undefined && this !== globalThis) throw new TypeError("Illegal invocation");
+      call = { url, init };
+      return Promise.resolve(new Response(null, { status: 204 }));
+    };
+    const api = new SkaldApi({ baseUrl: "https://h.test", token: "t", fetch });
+    await api.feedback("m/1", -1, "trop long");
+    assert.equal(call.url, "https://h.test/v1/messages/m%2F1/feedback");
+    assert.equal(call.init.method, "PUT");
+    assert.equal(call.init.headers["Content-Type"], "application/json");
+    assert.deepEqual(JSON.parse(call.init.body), { rating: -1, comment: "trop long" });
+    await api.withdrawFeedback("m/1");
+    assert.equal(call.init.method, "DELETE");
+    assert.equal(call.init.body, undefined);
+  });
   it("a network failure is a ConnectionError", async () => {
     const api = new SkaldApi({ baseUrl: "https://h.test", token: "t", fetch: async () => { throw new TypeError("fetch failed"); } });
     await assert.rejects(api.usage(), (e) => e instanceof ConnectionError && e.reason === "network");

@@ -36,6 +36,13 @@ const en = {
   answered: "Assistant: {text}",
   thinking: "Thinking…",
   thought: "Reasoning",
+  feedback: "Rate this answer",
+  good: "Good answer",
+  bad: "Bad answer",
+  whatWasWrong: "What was wrong? (optional)",
+  sendFeedback: "Send",
+  thanks: "Thank you for your feedback.",
+  feedbackFailed: "Your feedback could not be sent. Please try again.",
 };
 
 export type Strings = typeof en;
@@ -76,6 +83,13 @@ const fr: Strings = {
   answered: "Assistant : {text}",
   thinking: "Réflexion…",
   thought: "Raisonnement",
+  feedback: "Évaluer cette réponse",
+  good: "Bonne réponse",
+  bad: "Mauvaise réponse",
+  whatWasWrong: "Qu'est-ce qui n'allait pas ? (facultatif)",
+  sendFeedback: "Envoyer",
+  thanks: "Merci pour votre avis.",
+  feedbackFailed: "Votre avis n'a pas pu être envoyé. Réessayez.",
 };
 
 /** The strings for `lang` (a BCP 47 tag); French for `fr*`, English otherwise. */

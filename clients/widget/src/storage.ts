@@ -21,6 +21,8 @@ export interface SavedMessage {
   /** The last reasoning seq rendered in `reasoning`. */
   reasoningSeq?: number;
   messageId?: string;
+  /** Assistant only: the user's rating of the answer (`1` good, `-1` bad). */
+  rating?: 1 | -1;
 }
 
 export interface Saved {

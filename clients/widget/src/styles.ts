@@ -55,6 +55,14 @@ button:focus-visible,textarea:focus-visible,.log:focus-visible,a:focus-visible{o
 .th summary{cursor:pointer;margin:0 6px}
 .tt{margin:4px 0 0;padding:6px 10px;border-left:3px solid var(--bd);white-space:pre-wrap;overflow-wrap:anywhere;max-height:240px;overflow-y:auto}
 .m[data-state=error] .nt{color:var(--er)}
+.fb{display:flex;gap:2px;margin:2px 2px 0}
+.fk{width:30px;height:30px;border:0;border-radius:8px;background:transparent;color:var(--mu);display:grid;place-items:center}
+.fk:hover{background:rgba(127,127,127,.14)}
+.fk[aria-pressed=true]{color:var(--a)}
+.fc{flex-direction:column;align-items:stretch;gap:6px;padding:6px 0 0;border:0}
+.fc label{font-size:12px;color:var(--mu)}
+.fc textarea{min-height:56px;font-size:14px}
+.fs{align-self:flex-end;border:0;border-radius:10px;padding:6px 14px;background:var(--a);color:var(--at)}
 .al{margin:0 14px 8px;padding:8px 12px;border-radius:10px;font-size:13px;background:rgba(180,35,24,.1);color:var(--er)}
 .al[data-kind=info]{background:rgba(127,127,127,.12);color:var(--tx)}
 form{display:flex;align-items:flex-end;gap:8px;padding:10px 12px 12px;border-top:1px solid var(--bd)}

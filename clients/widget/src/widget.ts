@@ -70,6 +70,8 @@ interface View {
   thoughts?: HTMLElement;
   /** Whether the reasoning was collapsed when the answer began (once). */
   collapsed?: boolean;
+  /** Assistant only: thumbs up / down under a finished answer, and the comment form of a thumbs down. */
+  rating?: { row: HTMLElement; up: HTMLButtonElement; down: HTMLButtonElement; form: HTMLFormElement; comment: HTMLTextAreaElement };
   cache: RenderCache;
   dirty: boolean;
 }
@@ -105,6 +107,8 @@ const CLOSE = "M6.4 5 12 10.6 17.6 5 19 6.4 13.4 12 19 17.6 17.6 19 12 13.4 6.4 
 const SEND = "M3 20.5 21 12 3 3.5v6.6L15 12 3 13.9z";
 const STOP = "M7 7h10v10H7z";
 const NEW = "M12 5V2L7 6l5 4V7a6 6 0 1 1-6 6H4a8 8 0 1 0 8-8z";
+const THUMB_UP = "M2 21h4V9H2v12zm20-11a2 2 0 0 0-2-2h-6.3l1-4.6v-.3c0-.4-.2-.8-.5-1.1L13.2 1 6.6 7.6C6.2 8 6 8.5 6 9v10a2 2 0 0 0 2 2h9c.8 0 1.5-.5 1.8-1.2l3-7.1c.1-.2.2-.5.2-.7v-2z";
+const THUMB_DOWN = "M16 3H7c-.8 0-1.5.5-1.8 1.2l-3 7.1c-.1.2-.2.5-.2.7v2a2 2 0 0 0 2 2h6.3l-1 4.6v.3c0 .4.2.8.5 1.1l1.1 1 6.6-6.6c.4-.4.5-.9.5-1.4V5a2 2 0 0 0-2-2zm4 0v12h4V3h-4z";
 
 let instances = 0;
 
@@ -572,6 +576,7 @@ export class ChatWidget implements WidgetHandle {
         state: m.finish_reason === "error" ? "error" : "done",
         ...(m.finish_reason ? { finish: m.finish_reason } : {}),
         ...(note ? { note } : {}),
+        ...(m.feedback ? { rating: m.feedback.rating } : {}),
         messageId: m.id,
       };
     });
@@ -604,6 +609,10 @@ export class ChatWidget implements WidgetHandle {
       parts.push(view.waiting, view.thinking);
     }
     parts.push(bubble, note);
+    if (data.role === "assistant") {
+      view.rating = this.ratingControls(view);
+      parts.push(view.rating.row, view.rating.form);
+    }
     view.el = h("div", { class: "m", "data-skald-message": true, "data-role": data.role, "data-state": data.state }, parts);
     const el = view.el;
     this.paint(view);
@@ -643,6 +652,80 @@ export class ChatWidget implements WidgetHandle {
     const note = data.note ?? "";
     if (view.note.textContent !== note) view.note.textContent = note;
     view.note.hidden = !note;
+    if (view.rating) {
+      const { row, up, down } = view.rating;
+      row.hidden = !(data.state === "done" && data.messageId && data.finish !== "error");
+      up.setAttribute("aria-pressed", String(data.rating === 1));
+      down.setAttribute("aria-pressed", String(data.rating === -1));
+    }
+  }
+
+  /**
+   * Thumbs up / down under a finished answer (native buttons with
+   * `aria-pressed`: reachable and usable with the keyboard). A thumbs down
+   * is sent at once, then offers an optional comment; pressing a pressed
+   * thumb withdraws the rating.
+   */
+  private ratingControls(view: View): NonNullable<View["rating"]> {
+    const t = this.t;
+    const up = h("button", { type: "button", class: "fk", "data-skald-rate": "1", "aria-label": t.good, title: t.good, "aria-pressed": "false" }, [icon(THUMB_UP)]);
+    const down = h("button", { type: "button", class: "fk", "data-skald-rate": "-1", "aria-label": t.bad, title: t.bad, "aria-pressed": "false" }, [icon(THUMB_DOWN)]);
+    const row = h("div", { class: "fb", role: "group", "aria-label": t.feedback, "data-skald-feedback": true, hidden: true }, [up, down]);
+    const id = `${this.panel.id}-c${this.views.length}`;
+    const comment = h("textarea", { id, rows: "2", maxlength: "2000", "data-skald-comment": true });
+    const send = h("button", { type: "submit", class: "fs", "data-skald-comment-send": true }, [t.sendFeedback]);
+    const form = h("form", { class: "fc", "data-skald-comment-form": true, hidden: true }, [h("label", { for: id }, [t.whatWasWrong]), comment, send]);
+    const closeForm = () => {
+      form.hidden = true;
+      down.focus();
+    };
+    up.addEventListener("click", () => {
+      form.hidden = true;
+      void this.rate(view, view.data.rating === 1 ? null : 1);
+    });
+    down.addEventListener("click", async () => {
+      if (view.data.rating === -1) {
+        form.hidden = true;
+        await this.rate(view, null);
+        return;
+      }
+      if (await this.rate(view, -1)) {
+        form.hidden = false;
+        comment.focus();
+      }
+    });
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const text = comment.value.trim();
+      if (!text || (await this.rate(view, -1, text))) {
+        comment.value = "";
+        closeForm();
+      }
+    });
+    form.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") closeForm();
+    });
+    return { row, up, down, form, comment };
+  }
+
+  /** Sends (or with `null` withdraws) a rating of the view's answer; whether it was taken. */
+  private async rate(view: View, rating: 1 | -1 | null, comment?: string): Promise<boolean> {
+    const messageId = view.data.messageId;
+    const client = this.client;
+    if (!messageId || !client) return false;
+    try {
+      if (rating === null) await client.api.withdrawFeedback(messageId);
+      else await client.feedback(messageId, rating, comment);
+    } catch {
+      this.showAlert(this.t.feedbackFailed);
+      return false;
+    }
+    if (rating === null) delete view.data.rating;
+    else view.data.rating = rating;
+    this.paint(view);
+    this.save();
+    if (rating !== null) this.announce(this.t.thanks);
+    return true;
   }
 
   /**

@@ -417,6 +417,66 @@ describe("the widget in Chromium", () => {
     }
   });
 
+  it("thumbs up / down under a finished answer, by keyboard, with a comment on thumbs down (FR), stored on the server", T, async () => {
+    const site = await startSite(embed, { attrs: { "data-open": "true", "data-lang": "fr" } });
+    const page = await open();
+    const stored = async () => {
+      const headers = { authorization: `Bearer ${embed.token("juge")}` };
+      const { conversations } = await (await fetch(`${embed.http}/v1/conversations`, { headers })).json();
+      const { messages } = await (await fetch(`${embed.http}/v1/conversations/${conversations[0].id}/messages`, { headers })).json();
+      return messages.find((m) => m.role === "assistant").feedback ?? null;
+    };
+    const pressed = () =>
+      page.evaluate(() => {
+        const root = document.querySelector("[data-skald-widget]").shadowRoot;
+        const last = [...root.querySelectorAll("[data-skald-message][data-role=assistant]")].at(-1);
+        return [...last.querySelectorAll("[data-skald-rate]")].map((b) => [b.getAttribute("aria-label"), b.getAttribute("aria-pressed")]);
+      });
+    try {
+      await page.goto(site.url + "?uid=juge");
+      await page.locator(sel.input).waitFor({ state: "visible" });
+      await ask(page, "Réponds en écho");
+      // Hidden while the answer streams, shown once it is done.
+      await lastAnswerDone(page);
+      const row = page.locator(`${sel.assistant} [data-skald-feedback]`).last();
+      await row.waitFor({ state: "visible" });
+      assert.equal(await row.getAttribute("aria-label"), "Évaluer cette réponse");
+      assert.deepEqual(await pressed(), [["Bonne réponse", "false"], ["Mauvaise réponse", "false"]]);
+      // Thumbs down from the keyboard: sent at once, then the comment field takes the focus.
+      await page.locator(`${sel.assistant} [data-skald-rate="-1"]`).last().focus();
+      await page.keyboard.press("Enter");
+      await page.locator("[data-skald-comment]").last().waitFor({ state: "visible" });
+      const focused = await page.evaluate(() => document.querySelector("[data-skald-widget]").shadowRoot.activeElement?.hasAttribute("data-skald-comment"));
+      assert.equal(focused, true, "the comment field has the focus");
+      assert.deepEqual(await stored(), { rating: -1 });
+      assert.equal((await pressed())[1][1], "true");
+      await page.keyboard.type("La réponse répète ma question.");
+      await page.keyboard.press("Tab");
+      await page.keyboard.press("Enter");
+      await page.locator("[data-skald-comment]").last().waitFor({ state: "hidden" });
+      assert.deepEqual(await stored(), { rating: -1, comment: "La réponse répète ma question." });
+      await waitFor(() => page.evaluate(() => document.querySelector("[data-skald-widget]").shadowRoot.querySelector("[role=status][aria-live=polite][aria-atomic]").textContent === "Merci pour votre avis."), { what: "thanks announced" });
+      await page.screenshot({ path: join(SHOTS, "feedback.png") });
+      // Thumbs up replaces it; pressing it again withdraws it.
+      await page.locator(`${sel.assistant} [data-skald-rate="1"]`).last().click();
+      await waitFor(async () => (await stored())?.rating === 1, { what: "thumbs up stored" });
+      assert.deepEqual(await pressed(), [["Bonne réponse", "true"], ["Mauvaise réponse", "false"]]);
+      await page.locator(`${sel.assistant} [data-skald-rate="1"]`).last().click();
+      await waitFor(async () => (await stored()) === null, { what: "rating withdrawn" });
+      assert.deepEqual(await pressed(), [["Bonne réponse", "false"], ["Mauvaise réponse", "false"]]);
+      // A rating survives a reload (and comes from the server's history).
+      await page.locator(`${sel.assistant} [data-skald-rate="1"]`).last().click();
+      await waitFor(async () => (await stored())?.rating === 1, { what: "thumbs up stored again" });
+      await page.reload();
+      await page.locator(`${sel.assistant} [data-skald-feedback]`).last().waitFor({ state: "visible" });
+      assert.equal((await pressed())[0][1], "true");
+      assert.deepEqual(page.problems, []);
+    } finally {
+      await page.close();
+      await site.close();
+    }
+  });
+
   it("errors are kind: the rate limit shows its wait, the quota says so", T, async () => {
     const site = await startSite(embed, { attrs: { "data-open": "true" } });
     const page = await open();
@@ -436,14 +496,20 @@ describe("the widget in Chromium", () => {
       assert.deepEqual([refused.role, refused.state, refused.note], ["user", "error", "Not sent"]);
       assert.equal(await page.locator(sel.input).inputValue(), "deux", "the message is back in the box");
 
-      await page.goto(site.url + "?uid=broke");
-      await page.evaluate(() => sessionStorage.clear());
-      await page.reload();
-      await ask(page, "un");
-      await lastAnswerDone(page);
-      await ask(page, "deux");
-      await alert.waitFor({ state: "visible" });
-      assert.match(await alert.textContent(), /usage limit for this month/);
+      // Another user in a tab of their own (a tab keeps its user's token).
+      const other = await open();
+      try {
+        await other.goto(site.url + "?uid=broke");
+        await ask(other, "un");
+        await lastAnswerDone(other);
+        await ask(other, "deux");
+        const quota = other.locator("[role=alert]");
+        await quota.waitFor({ state: "visible" });
+        assert.match(await quota.textContent(), /usage limit for this month/);
+        assert.deepEqual(other.problems, []);
+      } finally {
+        await other.close();
+      }
       assert.deepEqual(page.problems, []);
     } finally {
       await page.close();
