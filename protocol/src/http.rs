@@ -156,6 +156,35 @@ pub struct Feedback {
     pub comment: Option<String>,
 }
 
+/// One record of the audit log as operators read it
+/// (`GET /v1/admin/audit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct AuditEvent {
+    pub id: String,
+    /// RFC 3339.
+    pub at: String,
+    /// Whose record it is; null for failed authentications.
+    pub user: Option<UserId>,
+    /// The operator who made the change; null when the user acted.
+    pub actor: Option<UserId>,
+    pub action: AuditAction,
+    /// What it was about: a conversation id, `bot:<name>`, `limits`, or a
+    /// short reason; never message text.
+    pub resource: String,
+    /// The client address in full for 30 days, then anonymised (IPv4 /24,
+    /// IPv6 /48).
+    pub address: Option<String>,
+}
+
+/// `GET /v1/admin/audit`: newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct AuditPage {
+    pub events: Vec<AuditEvent>,
+    pub next: Option<String>,
+}
+
 /// One feedback as operators list it (`GET /v1/admin/feedback`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]

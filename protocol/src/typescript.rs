@@ -12,9 +12,10 @@ use std::fmt::Write as _;
 use ts_rs::{Config, TS};
 
 use crate::http::{
-    AuditAction, AuditView, ConversationPage, ConversationView, DemoToken, Export, ExportedKey,
-    ExportedUsage, Feedback, FeedbackEntry, FeedbackPage, FunctionCall, MessagePage, MessageRole,
-    MessageView, Rating, ToolCall, ToolKind, UsageReport, MAX_FEEDBACK_COMMENT_CHARS,
+    AuditAction, AuditEvent, AuditPage, AuditView, ConversationPage, ConversationView, DemoToken,
+    Export, ExportedKey, ExportedUsage, Feedback, FeedbackEntry, FeedbackPage, FunctionCall,
+    MessagePage, MessageRole, MessageView, Rating, ToolCall, ToolKind, UsageReport,
+    MAX_FEEDBACK_COMMENT_CHARS,
 };
 use crate::{
     ClientFrame, ClientMessageId, CloseCode, ConversationId, ErrorBody, ErrorCode, FinishReason,
@@ -65,6 +66,8 @@ pub fn typescript() -> String {
     declare::<ToolCall>(&mut out, &cfg);
     declare::<ToolKind>(&mut out, &cfg);
     declare::<FunctionCall>(&mut out, &cfg);
+    declare::<AuditEvent>(&mut out, &cfg);
+    declare::<AuditPage>(&mut out, &cfg);
     declare::<Rating>(&mut out, &cfg);
     declare::<Feedback>(&mut out, &cfg);
     declare::<FeedbackEntry>(&mut out, &cfg);

@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use rusqlite_migration::{Migrations, M};
 use skald_actors::ports::store::{
-    AnswerCheckpoint, AnswerEnd, AuditAction, AuditRecord, BeginOutcome, Conversation, Exchange,
-    Feedback, FeedbackFilter, FeedbackRecord, FinishedAnswer, MessageRole, NewExchange, Page,
-    Rating, Store, StoreError, StoredBot, StoredMessage, UserExport, MAX_PAGE,
+    AnswerCheckpoint, AnswerEnd, AuditAction, AuditFilter, AuditRecord, BeginOutcome, Conversation,
+    Exchange, Feedback, FeedbackFilter, FeedbackRecord, FinishedAnswer, MessageRole, NewExchange,
+    Page, Rating, Store, StoreError, StoredBot, StoredMessage, UserExport, MAX_PAGE,
 };
 use skald_protocol::{
     ClientMessageId, ConversationId, ErrorBody, ErrorCode, FinishReason, MessageId, Usage, UserId,
@@ -117,6 +117,7 @@ ALTER TABLE messages ADD COLUMN feedback_rating INTEGER;
 ALTER TABLE messages ADD COLUMN feedback_comment TEXT;
 ALTER TABLE messages ADD COLUMN feedback_at_ms INTEGER;
 CREATE INDEX messages_with_feedback ON messages (id) WHERE feedback_rating IS NOT NULL;
+CREATE INDEX audit_by_user_newest ON audit (user, id);
 "#,
         ),
     ])
@@ -869,6 +870,32 @@ impl Store for SqliteStore {
                 .map_err(unavailable)?;
             let items = items.into_iter().flatten().collect();
             Ok(page(items, limit, |f: &FeedbackRecord| f.message_id.as_str()))
+        })
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<Page<AuditRecord>, StoreError> {
+        let (filter, before, limit) = (filter.clone(), before.map(str::to_owned), clamp(limit));
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT id, at_ms, user, action, address, address_anonymised, detail, actor \
+                     FROM audit WHERE (?1 IS NULL OR user = ?1) AND (?2 IS NULL OR action = ?2) \
+                     AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
+                )
+                .map_err(unavailable)?;
+            let user = filter.user.as_ref().map(|u| u.as_str());
+            let action = filter.action.map(AuditAction::as_str);
+            let items = stmt
+                .query_map(params![user, action, before, limit as i64 + 1], audit_row)
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(unavailable)?;
+            Ok(page(items, limit, |r: &AuditRecord| r.id.as_str()))
         })
         .await
     }

@@ -9,6 +9,7 @@
 mod common;
 
 mod admin;
+mod admin_reports;
 mod binary;
 mod binary_cql;
 mod completions;

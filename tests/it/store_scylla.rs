@@ -546,10 +546,8 @@ async fn erase_covers_every_table() {
         .checkpoint_answers(vec![checkpoint(&open_ex, "so far", now_ms())])
         .await
         .unwrap();
-    store
-        .append_audits(vec![record(Some(&user), now_ms())])
-        .await
-        .unwrap();
+    let audited = record(Some(&user), now_ms());
+    store.append_audits(vec![audited.clone()]).await.unwrap();
     let rated = Feedback {
         rating: Rating::Down,
         comment: Some("no".into()),
@@ -604,6 +602,10 @@ async fn erase_covers_every_table() {
         let cql = "SELECT message_id FROM feedback_by_month WHERE month = ? AND message_id = ?";
         let listed = count(store, cql, vec![month.as_str(), answer.as_str()]).await;
         held.push(("feedback_by_month", listed));
+        let day = rows::audit_day(audited.at_ms);
+        let cql = "SELECT audit_id FROM audit_by_day WHERE day = ? AND audit_id = ?";
+        let logged = count(store, cql, vec![day.as_str(), audited.id.as_str()]).await;
+        held.push(("audit_by_day", logged));
         held
     };
     let before = holdings(&store).await;
@@ -615,7 +617,7 @@ async fn erase_covers_every_table() {
     // Every table of the keyspace: checked above, or holding nothing of a
     // user (failed authentications have no user; the migration tables;
     // bots, whose only person is the operator who last changed each; the
-    // months that have feedback).
+    // days that have audit records and the months that have feedback).
     let tables: Vec<String> = store
         .session()
         .query_unpaged(
@@ -632,6 +634,7 @@ async fn erase_covers_every_table() {
         .collect();
     let without_users = [
         "audit_anonymous",
+        "audit_days",
         "bots",
         "feedback_months",
         "schema_migrations",

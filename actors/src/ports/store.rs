@@ -64,6 +64,13 @@ pub struct FeedbackRecord {
     pub feedback: Feedback,
 }
 
+/// Which audit records a listing keeps.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub user: Option<UserId>,
+    pub action: Option<AuditAction>,
+}
+
 /// Which feedback a listing keeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FeedbackFilter {
@@ -355,6 +362,15 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         before: Option<&str>,
     ) -> Result<Page<FeedbackRecord>, StoreError>;
+
+    /// Audit records, newest first, older than `before` (the `next` of the
+    /// previous page), paged as [`Store::list_feedback`].
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<Page<AuditRecord>, StoreError>;
 
     /// The bots stored through the Admin API, deletions included (as
     /// tombstones), in any order.

@@ -8,10 +8,11 @@ use skald_protocol::{
     Usage, UserId,
 };
 
+use crate::ports::store::MAX_PAGE;
 use crate::ports::store::{
-    AnswerCheckpoint, AnswerEnd, AuditAction, AuditRecord, BeginOutcome, Feedback, FeedbackFilter,
-    FeedbackRecord, FinishedAnswer, MessageRole, NewConversation, NewExchange, Rating, Store,
-    StoredBot, ToolCall,
+    AnswerCheckpoint, AnswerEnd, AuditAction, AuditFilter, AuditRecord, BeginOutcome, Feedback,
+    FeedbackFilter, FeedbackRecord, FinishedAnswer, MessageRole, NewConversation, NewExchange,
+    Rating, Store, StoredBot, ToolCall,
 };
 use crate::settings::BotSettings;
 
@@ -28,6 +29,7 @@ pub async fn run_all(store: &dyn Store, ns: &str) {
     concurrent_resends_create_one_message(store, ns).await;
     bots_are_stored_replaced_and_deleted(store, ns).await;
     feedback_is_the_owners_shown_listed_and_erased(store, ns).await;
+    audit_is_listed_newest_first_filtered_and_erased(store, ns).await;
 }
 
 /// A user of this run (runs on a shared database never see each other).
@@ -728,4 +730,84 @@ pub async fn feedback_is_the_owners_shown_listed_and_erased(store: &dyn Store, n
     // Erased with the user.
     store.erase_user(&user).await.unwrap();
     assert!(all(mine, 50).await.is_empty());
+}
+
+/// Every page of an audit listing.
+async fn all_audit(store: &dyn Store, filter: &AuditFilter, limit: usize) -> Vec<AuditRecord> {
+    let mut records = Vec::new();
+    let mut before: Option<String> = None;
+    loop {
+        let page = store
+            .list_audit(filter, limit, before.as_deref())
+            .await
+            .unwrap();
+        assert!(page.items.len() <= limit);
+        records.extend(page.items);
+        match page.next {
+            Some(next) => before = Some(next),
+            None => return records,
+        }
+    }
+}
+
+/// The audit log is shared: this run's records are those of its users.
+pub async fn audit_is_listed_newest_first_filtered_and_erased(store: &dyn Store, ns: &str) {
+    let (alice, bob, ops) = (
+        ns_user(ns, "audited"),
+        ns_user(ns, "other"),
+        ns_user(ns, "ops"),
+    );
+    let address = Some("198.51.100.7".parse().unwrap());
+    let records = [
+        AuditRecord::now(
+            AuditAction::ConversationCreated,
+            Some(&alice),
+            address,
+            "c-1",
+        ),
+        AuditRecord::now(AuditAction::Exported, Some(&bob), address, ""),
+        AuditRecord::now(
+            AuditAction::UserLimitsChanged,
+            Some(&alice),
+            address,
+            "limits",
+        )
+        .by(&ops),
+        AuditRecord::now(AuditAction::AuthFailed, None, address, "bad signature"),
+    ];
+    store.append_audits(records.to_vec()).await.unwrap();
+    let ids = |records: &[AuditRecord]| records.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    let of_alice = AuditFilter {
+        user: Some(alice.clone()),
+        action: None,
+    };
+    let listed = all_audit(store, &of_alice, 1).await;
+    assert_eq!(
+        ids(&listed),
+        ids(&[records[2].clone(), records[0].clone()]),
+        "newest first"
+    );
+    assert_eq!(listed[0], records[2], "every field, the actor too");
+    let changes = AuditFilter {
+        user: Some(alice.clone()),
+        action: Some(AuditAction::UserLimitsChanged),
+    };
+    assert_eq!(
+        ids(&all_audit(store, &changes, 10).await),
+        ids(&records[2..3])
+    );
+    // Everyone's log holds them all, the record without a user too.
+    let everyone = all_audit(store, &AuditFilter::default(), MAX_PAGE).await;
+    let mine: Vec<String> = ids(&everyone)
+        .into_iter()
+        .filter(|id| records.iter().any(|r| r.id == *id))
+        .collect();
+    let newest_first: Vec<String> = records.iter().rev().map(|r| r.id.clone()).collect();
+    assert_eq!(mine, newest_first);
+    // Erased with their user, from every listing.
+    store.erase_user(&alice).await.unwrap();
+    assert!(all_audit(store, &of_alice, 10).await.is_empty());
+    let everyone = ids(&all_audit(store, &AuditFilter::default(), MAX_PAGE).await);
+    assert!(!everyone.contains(&records[0].id) && !everyone.contains(&records[2].id));
+    assert!(everyone.contains(&records[1].id) && everyone.contains(&records[3].id));
 }

@@ -175,6 +175,39 @@ export type ToolKind = "function";
 export type FunctionCall = { name: string, arguments: string, };
 
 /**
+ * One record of the audit log as operators read it
+ * (`GET /v1/admin/audit`).
+ */
+export type AuditEvent = { id: string, 
+/**
+ * RFC 3339.
+ */
+at: string, 
+/**
+ * Whose record it is; null for failed authentications.
+ */
+user: UserId | null, 
+/**
+ * The operator who made the change; null when the user acted.
+ */
+actor: UserId | null, action: AuditAction, 
+/**
+ * What it was about: a conversation id, `bot:<name>`, `limits`, or a
+ * short reason; never message text.
+ */
+resource: string, 
+/**
+ * The client address in full for 30 days, then anonymised (IPv4 /24,
+ * IPv6 /48).
+ */
+address: string | null, };
+
+/**
+ * `GET /v1/admin/audit`: newest first.
+ */
+export type AuditPage = { events: Array<AuditEvent>, next: string | null, };
+
+/**
  * A user's rating of an answer: `1` (good) or `-1` (bad) on the wire.
  */
 export type Rating = 1 | -1;

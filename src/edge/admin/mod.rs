@@ -6,11 +6,13 @@
 //!   used by every instance within the catalog's reload interval).
 //! - `limits.rs`: a user's limit overrides (kept with the limits).
 //! - `feedback.rs`: users' feedback on answers.
+//! - `audit.rs`: the audit log.
 //!
 //! Every change is audited with the operator's `sub` as its actor.
-//! Usage and the audit log come next; until then those routes answer 404
-//! like any unknown route.
+//! Usage comes next; until then its route answers 404 like any unknown
+//! route.
 
+mod audit;
 mod bots;
 mod feedback;
 mod limits;
@@ -33,6 +35,7 @@ pub fn router() -> Router<AppState> {
     bots::router()
         .merge(limits::router())
         .merge(feedback::router())
+        .merge(audit::router())
 }
 
 /// An administrator: a valid token whose `roles` hold `"admin"`; 401

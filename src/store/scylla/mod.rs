@@ -39,6 +39,7 @@
 
 pub mod migrate;
 pub mod rows;
+mod scan;
 pub mod statements;
 mod store;
 

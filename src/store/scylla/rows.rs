@@ -39,7 +39,7 @@ pub fn ts(ms: i64) -> CqlTimestamp {
     CqlTimestamp(ms)
 }
 
-fn ms(ts: Option<CqlTimestamp>) -> Option<i64> {
+pub fn ms(ts: Option<CqlTimestamp>) -> Option<i64> {
     ts.map(|t| t.0)
 }
 
@@ -1227,4 +1227,124 @@ pub struct FeedbackBefore<'a> {
 /// its feedback.
 pub fn answer_month(created_at: Option<CqlTimestamp>) -> String {
     Month::of(ms(created_at).unwrap_or_default()).to_string()
+}
+
+/// The partition of the operators' audit log: the UTC day, `YYYY-MM-DD`.
+pub fn audit_day(at_ms: i64) -> String {
+    let mut stamp = rfc3339(at_ms);
+    stamp.truncate(10);
+    stamp
+}
+
+/// An audit record in the operators' log, without its full address.
+#[derive(SerializeRow)]
+pub struct AuditDayInsert<'a> {
+    pub day: &'a str,
+    pub audit_id: &'a str,
+    pub user_id: MaybeUnset<&'a str>,
+    pub at: CqlTimestamp,
+    pub action: &'static str,
+    pub address_anonymised: MaybeUnset<&'a str>,
+    pub detail: &'a str,
+    pub actor: MaybeUnset<&'a str>,
+}
+
+impl<'a> AuditDayInsert<'a> {
+    pub fn of(day: &'a str, r: &'a AuditRecord) -> Self {
+        AuditDayInsert {
+            day,
+            audit_id: &r.id,
+            user_id: unset_if_none(r.user.as_ref().map(|u| u.as_str())),
+            at: ts(r.at_ms),
+            action: r.action.as_str(),
+            address_anonymised: unset_if_none(r.address_anonymised.as_deref()),
+            detail: &r.detail,
+            actor: unset_if_none(r.actor.as_ref().map(|a| a.as_str())),
+        }
+    }
+}
+
+/// The full address of a record in the operators' log, with its TTL.
+#[derive(SerializeRow)]
+pub struct AuditDayAddress<'a> {
+    pub day: &'a str,
+    pub audit_id: &'a str,
+    pub ttl: i32,
+    pub address: &'a str,
+}
+
+#[derive(SerializeRow)]
+pub struct DayKey<'a> {
+    pub day: &'a str,
+}
+
+#[derive(SerializeRow)]
+pub struct AuditDayKey<'a> {
+    pub day: &'a str,
+    pub audit_id: &'a str,
+}
+
+/// A row of `audit_days`.
+#[derive(Debug, Clone, PartialEq, Eq, DeserializeRow)]
+pub struct DayRow {
+    pub day: String,
+}
+
+/// A row of `audit_by_day`.
+#[derive(Debug, Clone, PartialEq, Eq, DeserializeRow)]
+pub struct AuditDayRow {
+    pub audit_id: String,
+    pub user_id: Option<String>,
+    pub at: Option<CqlTimestamp>,
+    pub action: Option<String>,
+    pub address: Option<String>,
+    pub address_anonymised: Option<String>,
+    pub detail: Option<String>,
+    pub actor: Option<String>,
+}
+
+impl AuditDayRow {
+    pub fn into_record(self) -> Option<AuditRecord> {
+        Some(AuditRecord {
+            id: self.audit_id,
+            at_ms: ms(self.at)?,
+            user: self.user_id.map(UserId::from),
+            action: self.action.as_deref()?.parse::<AuditAction>().ok()?,
+            address: self.address,
+            address_anonymised: self.address_anonymised,
+            detail: self.detail.unwrap_or_default(),
+            actor: self.actor.map(UserId::from),
+        })
+    }
+}
+
+/// A user's month of audit records, newest first, older than `before`
+/// when set.
+#[derive(SerializeRow)]
+pub struct AuditNewest<'a> {
+    pub user_id: &'a str,
+    pub month: &'a str,
+    pub fetch: i32,
+}
+
+#[derive(SerializeRow)]
+pub struct AuditOlder<'a> {
+    pub user_id: &'a str,
+    pub month: &'a str,
+    pub before: &'a str,
+    pub fetch: i32,
+}
+
+/// A day of the operators' log, from the start or older than `before`.
+#[derive(SerializeRow)]
+pub struct AuditDayFirst<'a> {
+    pub day: &'a str,
+    pub fetch: i32,
+}
+
+#[derive(SerializeRow)]
+pub struct AuditDayBefore<'a> {
+    pub day: &'a str,
+    pub before: &'a str,
+    pub fetch: i32,
 }

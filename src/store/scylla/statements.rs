@@ -254,6 +254,44 @@ statements! {
     delete_audit_months, DELETE_AUDIT_MONTHS, idempotent = true, consistency = None,
     "DELETE FROM audit_months_by_user WHERE user_id = :user_id";
 
+    /// A user's audit records of one month, newest first: from the start ...
+    select_audit_newest, SELECT_AUDIT_NEWEST, idempotent = true, consistency = None,
+    "SELECT audit_id, at, action, address, address_anonymised, detail, actor FROM audit_by_user \
+     WHERE user_id = :user_id AND month = :month ORDER BY audit_id DESC LIMIT :fetch";
+
+    /// ... or older than the cursor.
+    select_audit_older, SELECT_AUDIT_OLDER, idempotent = true, consistency = None,
+    "SELECT audit_id, at, action, address, address_anonymised, detail, actor FROM audit_by_user \
+     WHERE user_id = :user_id AND month = :month AND audit_id < :before \
+     ORDER BY audit_id DESC LIMIT :fetch";
+
+    /// Every audit record by day, for operators (with the day's index).
+    insert_audit_day, INSERT_AUDIT_DAY, idempotent = true, consistency = None,
+    "INSERT INTO audit_by_day (day, audit_id, user_id, at, action, address_anonymised, detail, actor) \
+     VALUES (:day, :audit_id, :user_id, :at, :action, :address_anonymised, :detail, :actor)";
+
+    set_audit_day_address, SET_AUDIT_DAY_ADDRESS, idempotent = true, consistency = None,
+    "UPDATE audit_by_day USING TTL :ttl SET address = :address WHERE day = :day AND audit_id = :audit_id";
+
+    insert_audit_day_index, INSERT_AUDIT_DAY_INDEX, idempotent = true, consistency = None,
+    "INSERT INTO audit_days (scope, day) VALUES ('all', :day)";
+
+    select_audit_days, SELECT_AUDIT_DAYS, idempotent = true, consistency = None,
+    "SELECT day FROM audit_days WHERE scope = 'all'";
+
+    /// A day's records, newest first: from the start ...
+    select_audit_day_first, SELECT_AUDIT_DAY_FIRST, idempotent = true, consistency = None,
+    "SELECT audit_id, user_id, at, action, address, address_anonymised, detail, actor \
+     FROM audit_by_day WHERE day = :day LIMIT :fetch";
+
+    /// ... or older than the cursor.
+    select_audit_day_before, SELECT_AUDIT_DAY_BEFORE, idempotent = true, consistency = None,
+    "SELECT audit_id, user_id, at, action, address, address_anonymised, detail, actor \
+     FROM audit_by_day WHERE day = :day AND audit_id < :before LIMIT :fetch";
+
+    delete_audit_day_record, DELETE_AUDIT_DAY_RECORD, idempotent = true, consistency = None,
+    "DELETE FROM audit_by_day WHERE day = :day AND audit_id = :audit_id";
+
     /// An audit record without a user (failed authentication).
     insert_anonymous_audit, INSERT_ANONYMOUS_AUDIT, idempotent = true, consistency = None,
     "INSERT INTO audit_anonymous (hour, audit_id, at, action, address_anonymised, detail) \
@@ -354,7 +392,7 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "each statement once");
-        assert_eq!(names.len(), 47, "a statement added or removed: pin it here");
+        assert_eq!(names.len(), 56, "a statement added or removed: pin it here");
     }
 
     /// Lightweight transactions are the statements with an `IF`; none of
@@ -429,6 +467,8 @@ mod tests {
             ],
             &[SELECT_KEY, SELECT_ALL_KEYS],
             &[SELECT_FEEDBACK_FIRST, SELECT_FEEDBACK_BEFORE],
+            &[SELECT_AUDIT, SELECT_AUDIT_NEWEST, SELECT_AUDIT_OLDER],
+            &[SELECT_AUDIT_DAY_FIRST, SELECT_AUDIT_DAY_BEFORE],
         ] {
             let first = columns(group[0]);
             for cql in group {

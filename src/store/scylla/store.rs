@@ -11,9 +11,9 @@ use ::scylla::statement::batch::{Batch, BatchType};
 use ::scylla::statement::prepared::PreparedStatement;
 use futures::{StreamExt, TryStreamExt};
 use skald_actors::ports::store::{
-    AnswerCheckpoint, AnswerEnd, AuditRecord, BeginOutcome, Conversation, Exchange, Feedback,
-    FeedbackFilter, FeedbackRecord, FinishedAnswer, NewExchange, Page, Store, StoreError,
-    StoredBot, StoredMessage, UserExport, MAX_PAGE,
+    AnswerCheckpoint, AnswerEnd, AuditFilter, AuditRecord, BeginOutcome, Conversation, Exchange,
+    Feedback, FeedbackFilter, FeedbackRecord, FinishedAnswer, NewExchange, Page, Store, StoreError,
+    StoredBot, StoredMessage, UserExport,
 };
 use skald_protocol::{
     ClientMessageId, ConversationId, ErrorBody, ErrorCode, FinishReason, MessageId, Usage, UserId,
@@ -21,6 +21,7 @@ use skald_protocol::{
 
 use super::migrate::{self, lwt_applied};
 use super::rows::{self, *};
+use super::scan;
 use super::statements::Prepared;
 use super::{connect_session, ScyllaError, ScyllaSettings};
 
@@ -30,9 +31,6 @@ pub use crate::store::sqlite::INTERRUPTED_MESSAGE;
 
 /// Deletes of many keys of one user: one single-partition batch per chunk.
 const KEY_DELETE_CHUNK: usize = 100;
-/// Feedback rows one listing page reads at most (filters drop some): a
-/// page may come back short, with a `next`.
-const FEEDBACK_SCAN: usize = 1_000;
 /// Requests in flight at once for one call (an erase's partitions, a
 /// batch of answers or checkpoints, the open answers of a sweep).
 const CONCURRENCY: usize = 64;
@@ -51,6 +49,9 @@ pub struct ScyllaStore {
     audit_without_address: Batch,
     /// A record without a user, with its address: one partition.
     anonymous_audit_with_address: Batch,
+    /// A record in the operators' log by day, and the day's index.
+    audit_day_with_address: Batch,
+    audit_day_without_address: Batch,
     /// Feedback on the answer, in the operators' listing and its month
     /// index; withdrawn from both.
     feedback_given: Batch,
@@ -68,13 +69,46 @@ fn batch(kind: BatchType, statements: &[&PreparedStatement]) -> Batch {
 
 impl ScyllaStore {
     /// One audit record: its row and its user's month index (or its
-    /// hour's, without a user), with the address under its TTL.
+    /// hour's, without a user), then its row in the operators' log by day
+    /// with that day's index; each with the address under its TTL.
     async fn append_audit(&self, record: &AuditRecord) -> Result<(), StoreError> {
         let now = skald_actors::time::now_ms();
         let address = record.address.as_deref().and_then(|address| {
             rows::address_ttl_secs(record.at_ms, now, self.address_ttl_secs)
                 .map(|ttl| (ttl, address))
         });
+        self.append_audit_row(record, address).await?;
+        let day = rows::audit_day(record.at_ms);
+        let insert = AuditDayInsert::of(&day, record);
+        let index = DayKey { day: &day };
+        match address {
+            Some((ttl, address)) => {
+                let set = AuditDayAddress {
+                    day: &day,
+                    audit_id: &record.id,
+                    ttl,
+                    address,
+                };
+                self.session
+                    .batch(&self.audit_day_with_address, (insert, set, index))
+                    .await
+            }
+            None => {
+                self.session
+                    .batch(&self.audit_day_without_address, (insert, index))
+                    .await
+            }
+        }
+        .map_err(ScyllaError::from)?;
+        Ok(())
+    }
+
+    /// The record in `audit_by_user` (or `audit_anonymous`).
+    async fn append_audit_row(
+        &self,
+        record: &AuditRecord,
+        address: Option<(i32, &str)>,
+    ) -> Result<(), StoreError> {
         match record.user.as_ref() {
             Some(user) => {
                 let user_id = user.as_str();
@@ -206,6 +240,18 @@ impl ScyllaStore {
             anonymous_audit_with_address: batch(
                 BatchType::Unlogged,
                 &[&st.insert_anonymous_audit, &st.set_anonymous_audit_address],
+            ),
+            audit_day_with_address: batch(
+                BatchType::Logged,
+                &[
+                    &st.insert_audit_day,
+                    &st.set_audit_day_address,
+                    &st.insert_audit_day_index,
+                ],
+            ),
+            audit_day_without_address: batch(
+                BatchType::Logged,
+                &[&st.insert_audit_day, &st.insert_audit_day_index],
             ),
             feedback_given: batch(
                 BatchType::Logged,
@@ -957,14 +1003,25 @@ impl Store for ScyllaStore {
             .fetch_all::<MonthRow>(&self.st.select_audit_months, &user_key)
             .await?;
         self.each(months, |m| async move {
-            self.write(
-                &self.st.delete_audit_month,
-                UserMonth {
-                    user_id: user.as_str(),
-                    month: &m.month,
-                },
-            )
-            .await
+            let partition = UserMonth {
+                user_id: user.as_str(),
+                month: &m.month,
+            };
+            // The month's records in the operators' log first: the month
+            // partition is what finds them.
+            let records: Vec<AuditRow> = self.fetch_all(&self.st.select_audit, &partition).await?;
+            for record in records {
+                let Some(at_ms) = rows::ms(record.at) else {
+                    continue;
+                };
+                let day = rows::audit_day(at_ms);
+                let key = AuditDayKey {
+                    day: &day,
+                    audit_id: &record.audit_id,
+                };
+                self.write(&self.st.delete_audit_day_record, key).await?;
+            }
+            self.write(&self.st.delete_audit_month, partition).await
         })
         .await?;
         self.write(&self.st.delete_audit_months, &user_key).await?;
@@ -1026,49 +1083,115 @@ impl Store for ScyllaStore {
         limit: usize,
         before: Option<&str>,
     ) -> Result<Page<FeedbackRecord>, StoreError> {
-        let limit = limit.clamp(1, MAX_PAGE);
-        // The cursor is `<month>|<message id>`: where the last page stopped.
-        let cursor = before.and_then(|c| c.split_once('|'));
         let months: Vec<MonthRow> = self.fetch_all(&self.st.select_feedback_months, ()).await?;
-        let mut items = Vec::new();
-        let mut scanned = 0;
-        for month in months
-            .iter()
-            .map(|m| m.month.as_str())
-            .filter(|m| cursor.is_none_or(|(from, _)| *m <= from))
-        {
-            let fetch = (FEEDBACK_SCAN - scanned) as i32;
-            let rows: Vec<FeedbackRow> = match cursor.filter(|(from, _)| *from == month) {
-                Some((_, before)) => {
+        let months: Vec<String> = months.into_iter().map(|m| m.month).collect();
+        let read = |month: String, before: Option<String>, fetch: i32| async move {
+            let rows: Vec<FeedbackRow> = match &before {
+                Some(before) => {
                     let values = FeedbackBefore {
-                        month,
+                        month: &month,
                         before,
                         fetch,
                     };
                     self.fetch(&self.st.select_feedback_before, values).await?
                 }
                 None => {
-                    let values = FeedbackFirst { month, fetch };
+                    let values = FeedbackFirst {
+                        month: &month,
+                        fetch,
+                    };
                     self.fetch(&self.st.select_feedback_first, values).await?
                 }
             };
-            for row in rows {
-                scanned += 1;
-                let here = format!("{month}|{}", row.message_id);
-                let kept = row.into_record().filter(|r| {
-                    filter.bot.as_ref().is_none_or(|b| *b == r.bot)
-                        && filter.rating.is_none_or(|w| w == r.feedback.rating)
-                });
-                items.extend(kept);
-                if items.len() == limit || scanned == FEEDBACK_SCAN {
-                    return Ok(Page {
-                        items,
-                        next: Some(here),
+            Ok(rows
+                .into_iter()
+                .map(|row| {
+                    let id = row.message_id.clone();
+                    let kept = row.into_record().filter(|r| {
+                        filter.bot.as_ref().is_none_or(|b| *b == r.bot)
+                            && filter.rating.is_none_or(|w| w == r.feedback.rating)
                     });
-                }
+                    (id, kept)
+                })
+                .collect())
+        };
+        Ok(scan::newest_first(&months, before, limit, read).await?)
+    }
+
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<Page<AuditRecord>, StoreError> {
+        let wanted = |r: &AuditRecord| filter.action.is_none_or(|a| a == r.action);
+        let page = match &filter.user {
+            // One user's records: their month partitions, newest first.
+            Some(user) => {
+                let user_key = UserKey {
+                    user_id: user.as_str(),
+                };
+                let months: Vec<MonthRow> = self
+                    .fetch_all(&self.st.select_audit_months, &user_key)
+                    .await?;
+                let mut months: Vec<String> = months.into_iter().map(|m| m.month).collect();
+                months.sort_unstable_by(|a, b| b.cmp(a));
+                let read = |month: String, before: Option<String>, fetch: i32| async move {
+                    let user_id = user.as_str();
+                    let rows: Vec<AuditRow> = match &before {
+                        Some(before) => {
+                            let values = AuditOlder {
+                                user_id,
+                                month: &month,
+                                before,
+                                fetch,
+                            };
+                            self.fetch(&self.st.select_audit_older, values).await?
+                        }
+                        None => {
+                            let values = AuditNewest {
+                                user_id,
+                                month: &month,
+                                fetch,
+                            };
+                            self.fetch(&self.st.select_audit_newest, values).await?
+                        }
+                    };
+                    Ok(rows
+                        .into_iter()
+                        .map(|row| (row.audit_id.clone(), row.into_record(user).filter(wanted)))
+                        .collect())
+                };
+                scan::newest_first(&months, before, limit, read).await?
             }
-        }
-        Ok(Page { items, next: None })
+            // Everyone's: the log by day, newest first.
+            None => {
+                let days: Vec<DayRow> = self.fetch_all(&self.st.select_audit_days, ()).await?;
+                let days: Vec<String> = days.into_iter().map(|d| d.day).collect();
+                let read = |day: String, before: Option<String>, fetch: i32| async move {
+                    let rows: Vec<AuditDayRow> = match &before {
+                        Some(before) => {
+                            let values = AuditDayBefore {
+                                day: &day,
+                                before,
+                                fetch,
+                            };
+                            self.fetch(&self.st.select_audit_day_before, values).await?
+                        }
+                        None => {
+                            let values = AuditDayFirst { day: &day, fetch };
+                            self.fetch(&self.st.select_audit_day_first, values).await?
+                        }
+                    };
+                    Ok(rows
+                        .into_iter()
+                        .map(|row| (row.audit_id.clone(), row.into_record().filter(wanted)))
+                        .collect())
+                };
+                scan::newest_first(&days, before, limit, read).await?
+            }
+        };
+        Ok(page)
     }
 
     async fn stored_bots(&self) -> Result<Vec<StoredBot>, StoreError> {

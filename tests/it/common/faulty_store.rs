@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use skald::store::sqlite::SqliteStore;
 use skald_actors::ports::store::{
-    AnswerCheckpoint, AuditRecord, BeginOutcome, Conversation, Exchange, Feedback, FeedbackFilter,
-    FeedbackRecord, FinishedAnswer, NewExchange, Page, Store, StoreError, StoredBot, StoredMessage,
-    UserExport,
+    AnswerCheckpoint, AuditFilter, AuditRecord, BeginOutcome, Conversation, Exchange, Feedback,
+    FeedbackFilter, FeedbackRecord, FinishedAnswer, NewExchange, Page, Store, StoreError,
+    StoredBot, StoredMessage, UserExport,
 };
 use skald_protocol::{ClientMessageId, ConversationId, MessageId, UserId};
 
@@ -168,6 +168,15 @@ impl Store for FaultyStore {
     ) -> Result<Page<FeedbackRecord>, StoreError> {
         self.check()?;
         self.inner.list_feedback(filter, limit, before).await
+    }
+    async fn list_audit(
+        &self,
+        filter: &AuditFilter,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<Page<AuditRecord>, StoreError> {
+        self.check()?;
+        self.inner.list_audit(filter, limit, before).await
     }
     async fn stored_bots(&self) -> Result<Vec<StoredBot>, StoreError> {
         self.check()?;
