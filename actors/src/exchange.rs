@@ -201,6 +201,7 @@ pub async fn begin(d: &Directory, caller: Caller<'_>, ask: Ask) -> Result<Begun,
         user: caller.user.id.clone(),
         client_id: admitted.client_id,
         conversation_id: target.conversation_id.clone(),
+        bot: admitted.bot_name.clone(),
         new_conversation: target.new_conversation,
         user_message_id: user_message.id.clone(),
         text: user_message.content.clone(),
@@ -361,7 +362,6 @@ async fn target(
         return Ok(Target {
             conversation_id: ConversationId::generate(),
             new_conversation: Some(NewConversation {
-                bot: admitted.bot_name.clone(),
                 title: admitted.text.chars().take(80).collect(),
             }),
             history: Vec::new(),

@@ -265,6 +265,28 @@ pub struct UsageReport {
     pub requests_limit: u64,
 }
 
+/// What one user spent on one bot in one month, for operators
+/// (`GET /v1/admin/usage`): the answers begun and the tokens (prompt and
+/// completion) of those that ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct UsageEntry {
+    pub user: UserId,
+    pub bot: String,
+    /// `YYYY-MM`.
+    pub month: String,
+    pub tokens: u64,
+    pub requests: u64,
+}
+
+/// `GET /v1/admin/usage`: by user, then bot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+pub struct UsagePage {
+    pub usage: Vec<UsageEntry>,
+    pub next: Option<String>,
+}
+
 /// An idempotency key in the export: a `send.id` and what it created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(ts_rs::TS))]

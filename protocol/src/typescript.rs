@@ -14,8 +14,8 @@ use ts_rs::{Config, TS};
 use crate::http::{
     AuditAction, AuditEvent, AuditPage, AuditView, ConversationPage, ConversationView, DemoToken,
     Export, ExportedKey, ExportedUsage, Feedback, FeedbackEntry, FeedbackPage, FunctionCall,
-    MessagePage, MessageRole, MessageView, Rating, ToolCall, ToolKind, UsageReport,
-    MAX_FEEDBACK_COMMENT_CHARS,
+    MessagePage, MessageRole, MessageView, Rating, ToolCall, ToolKind, UsageEntry, UsagePage,
+    UsageReport, MAX_FEEDBACK_COMMENT_CHARS,
 };
 use crate::{
     ClientFrame, ClientMessageId, CloseCode, ConversationId, ErrorBody, ErrorCode, FinishReason,
@@ -75,6 +75,8 @@ pub fn typescript() -> String {
     declare::<ConversationPage>(&mut out, &cfg);
     declare::<MessagePage>(&mut out, &cfg);
     declare::<UsageReport>(&mut out, &cfg);
+    declare::<UsageEntry>(&mut out, &cfg);
+    declare::<UsagePage>(&mut out, &cfg);
     declare::<ExportedKey>(&mut out, &cfg);
     declare::<AuditView>(&mut out, &cfg);
     declare::<ExportedUsage>(&mut out, &cfg);

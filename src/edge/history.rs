@@ -55,6 +55,10 @@ impl PageQuery {
     }
 }
 
+/// The longest position a cursor holds: a usage cursor holds a user id
+/// (a token's `sub`, bounded only by the size of a request's headers).
+const MAX_CURSOR_BYTES: usize = 4096;
+
 pub(super) fn encode_cursor(position: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position)
 }
@@ -67,7 +71,7 @@ pub(super) fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, ApiE
         .decode(cursor)
         .ok()
         .and_then(|bytes| String::from_utf8(bytes).ok())
-        .filter(|s| !s.is_empty() && s.len() <= 64)
+        .filter(|s| !s.is_empty() && s.len() <= MAX_CURSOR_BYTES)
         .map(Some)
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "bad cursor"))
 }

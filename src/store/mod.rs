@@ -6,7 +6,7 @@
 pub mod scylla;
 pub mod sqlite;
 
-use skald_actors::ports::store::{StoredBot, ToolCall};
+use skald_actors::ports::store::{StoredBot, ToolCall, UsageRecord};
 use skald_actors::settings::BotSettings;
 
 /// An answer's tool calls as both stores keep them: OpenAI's JSON array in
@@ -63,4 +63,27 @@ pub(crate) fn stored_bot(
         updated_at_ms,
         updated_by: updated_by.into(),
     })
+}
+
+/// The cursor of a usage listing in both stores: `<user>|<bot>`, the last
+/// row given (bot names hold no `|`; a user id may).
+pub(crate) mod usage_cursor {
+    use super::UsageRecord;
+
+    pub fn of(row: &UsageRecord) -> String {
+        format!("{}|{}", row.user, row.bot)
+    }
+
+    /// The cursor after every bot of `user` (`~` sorts after every
+    /// character a bot name may hold).
+    pub fn after_every_bot(user: &str) -> String {
+        format!("{user}|~")
+    }
+
+    /// The (user, bot) a page starts after. A cursor this did not write
+    /// reads as a user with no bot: a page, never an error.
+    pub fn parse(cursor: &str) -> (String, String) {
+        let (user, bot) = cursor.rsplit_once('|').unwrap_or((cursor, ""));
+        (user.to_owned(), bot.to_owned())
+    }
 }

@@ -20,8 +20,10 @@ use rusqlite_migration::{Migrations, M};
 use skald_actors::ports::store::{
     AnswerCheckpoint, AnswerEnd, AuditAction, AuditFilter, AuditRecord, BeginOutcome, Conversation,
     Exchange, Feedback, FeedbackFilter, FeedbackRecord, FinishedAnswer, MessageRole, NewExchange,
-    Page, Rating, Store, StoreError, StoredBot, StoredMessage, UserExport, MAX_PAGE,
+    Page, Rating, Store, StoreError, StoredBot, StoredMessage, UsageFilter, UsageRecord,
+    UserExport, MAX_PAGE,
 };
+use skald_actors::time::Month;
 use skald_protocol::{
     ClientMessageId, ConversationId, ErrorBody, ErrorCode, FinishReason, MessageId, Usage, UserId,
 };
@@ -103,7 +105,10 @@ ALTER TABLE messages ADD COLUMN usage_estimated INTEGER;
         ),
         // The Admin API: bots stored at runtime (`settings` is the JSON of
         // `[bots.<name>]`, NULL for a deletion), who made an audited change
-        // when not the user themself, and users' feedback on answers.
+        // when not the user themself, users' feedback on answers, and
+        // usage by answer (kept when its conversation is deleted or its
+        // user erased: counters, with no content), counted from the
+        // answers already stored.
         M::up(
             r#"
 CREATE TABLE bots (
@@ -118,6 +123,19 @@ ALTER TABLE messages ADD COLUMN feedback_comment TEXT;
 ALTER TABLE messages ADD COLUMN feedback_at_ms INTEGER;
 CREATE INDEX messages_with_feedback ON messages (id) WHERE feedback_rating IS NOT NULL;
 CREATE INDEX audit_by_user_newest ON audit (user, id);
+CREATE TABLE answer_usage (
+    message_id TEXT PRIMARY KEY,
+    month TEXT NOT NULL,
+    user TEXT NOT NULL,
+    bot TEXT NOT NULL,
+    tokens INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX usage_by_month ON answer_usage (month, user, bot);
+INSERT INTO answer_usage (message_id, month, user, bot, tokens)
+SELECT m.id, strftime('%Y-%m', m.created_at_ms / 1000, 'unixepoch'), m.user, c.bot,
+       COALESCE(m.prompt_tokens, 0) + COALESCE(m.completion_tokens, 0)
+FROM messages m JOIN conversations c ON c.id = m.conversation_id
+WHERE m.role = 'assistant';
 "#,
         ),
     ])
@@ -420,6 +438,11 @@ fn finish_in(tx: &Transaction, answer: &FinishedAnswer) -> rusqlite::Result<()> 
             params![answer.at_ms, answer.conversation_id.as_str()],
         )?;
     }
+    // Counted even when the conversation was deleted while it streamed.
+    tx.execute(
+        "UPDATE answer_usage SET tokens = ?1 WHERE message_id = ?2",
+        params![end.usage.total() as i64, answer.message_id.as_str()],
+    )?;
     Ok(())
 }
 
@@ -497,7 +520,7 @@ impl Store for SqliteStore {
                     tx.execute(
                         "INSERT INTO conversations (id, user, bot, title, created_at_ms, updated_at_ms) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                        params![ex.conversation_id.as_str(), ex.user.as_str(), new.bot, new.title, ex.at_ms],
+                        params![ex.conversation_id.as_str(), ex.user.as_str(), ex.bot, new.title, ex.at_ms],
                     )
                     .map_err(unavailable)?;
                 }
@@ -520,6 +543,16 @@ impl Store for SqliteStore {
                 Some(_) => MessageRole::Tool,
                 None => MessageRole::User,
             };
+            tx.execute(
+                "INSERT INTO answer_usage (message_id, month, user, bot) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    ex.assistant_message_id.as_str(),
+                    Month::of(ex.at_ms).to_string(),
+                    ex.user.as_str(),
+                    ex.bot
+                ],
+            )
+            .map_err(unavailable)?;
             for (id, role, content, tool_call_id) in [
                 (&ex.user_message_id, asked, ex.text.as_str(), ex.tool_call_id.as_deref()),
                 (&ex.assistant_message_id, MessageRole::Assistant, "", None),
@@ -896,6 +929,60 @@ impl Store for SqliteStore {
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(unavailable)?;
             Ok(page(items, limit, |r: &AuditRecord| r.id.as_str()))
+        })
+        .await
+    }
+
+    async fn list_usage(
+        &self,
+        filter: &UsageFilter,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<Page<UsageRecord>, StoreError> {
+        let (filter, limit) = (filter.clone(), clamp(limit));
+        let after = before.map(super::usage_cursor::parse);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT user, bot, COUNT(*), SUM(tokens) FROM answer_usage \
+                     WHERE month = ?1 AND (?2 IS NULL OR user = ?2) AND (?3 IS NULL OR bot = ?3) \
+                     AND (?4 IS NULL OR (user, bot) > (?4, ?5)) \
+                     GROUP BY user, bot ORDER BY user, bot LIMIT ?6",
+                )
+                .map_err(unavailable)?;
+            let month = filter.month.to_string();
+            let user = filter.user.as_ref().map(|u| u.as_str());
+            let (after_user, after_bot) = after.unzip();
+            let mut items = stmt
+                .query_map(
+                    params![
+                        month,
+                        user,
+                        filter.bot,
+                        after_user,
+                        after_bot,
+                        limit as i64 + 1
+                    ],
+                    |r| {
+                        Ok(UsageRecord {
+                            user: UserId::from(r.get::<_, String>(0)?),
+                            bot: r.get(1)?,
+                            month: filter.month,
+                            requests: r.get::<_, i64>(2)? as u64,
+                            tokens: r.get::<_, i64>(3)? as u64,
+                        })
+                    },
+                )
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(unavailable)?;
+            let next = (items.len() > limit).then(|| {
+                items.truncate(limit);
+                items.last().map(super::usage_cursor::of)
+            });
+            Ok(Page {
+                items,
+                next: next.flatten(),
+            })
         })
         .await
     }

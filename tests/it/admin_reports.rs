@@ -161,3 +161,118 @@ async fn operators_read_the_audit_log_newest_first_filtered_and_paged() {
     }
     server.stop().await;
 }
+
+/// The (user, bot, requests) of a usage page, and its tokens by user.
+fn usage_rows(page: &Value) -> Vec<(String, String, u64)> {
+    page["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["user"].as_str().unwrap().to_owned(),
+                u["bot"].as_str().unwrap().to_owned(),
+                u["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn operators_read_usage_by_user_bot_and_month_and_it_outlives_erasure() {
+    let server = TestServer::with_config(|c| {
+        c.bots.insert("brief".into(), Default::default());
+    })
+    .await;
+    // Alice: two answers of the default bot; Bob: one of `brief`.
+    let mut alice = server.client("alice").await;
+    for id in ["a-1", "a-2"] {
+        let ack = crate::admin::send_to(&mut alice, id, "default", "hello").await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+        alice.recv_type("done").await;
+    }
+    let mut bob = server.client("bob").await;
+    let ack = crate::admin::send_to(&mut bob, "b-1", "brief", "hello").await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    bob.recv_type("done").await;
+
+    assert_eq!(get(&server, "/v1/admin/usage", None).await.0, 401);
+    let (status, refused) = get(&server, "/v1/admin/usage", Some(token("alice"))).await;
+    assert_eq!(
+        (status, &refused["error"]["code"]),
+        (403, &json!("forbidden"))
+    );
+
+    // Answers end in the Persister's batches: wait until every token is
+    // there, then each user's tokens are what their quota counted.
+    let quota_tokens = async |user: &str| {
+        let (_, usage) = server.get_json("/v1/usage", Some(user)).await;
+        usage["tokens_used"].as_u64().unwrap()
+    };
+    let (alice_tokens, bob_tokens) = (quota_tokens("alice").await, quota_tokens("bob").await);
+    assert!(alice_tokens > 0 && bob_tokens > 0);
+    let page = eventually(
+        "usage never matched the quota counters",
+        Duration::from_millis(50),
+        async || {
+            let (status, page) = get(&server, "/v1/admin/usage", Some(admin())).await;
+            assert_eq!(status, 200, "{page}");
+            let tokens: Vec<u64> = page["usage"]
+                .as_array()?
+                .iter()
+                .map(|u| u["tokens"].as_u64().unwrap())
+                .collect();
+            (tokens == [alice_tokens, bob_tokens]).then_some(page)
+        },
+    )
+    .await;
+    let month = page["usage"][0]["month"].as_str().unwrap().to_owned();
+    assert_eq!(month.len(), 7, "YYYY-MM: {month}");
+    let expected = [("alice", "default", 2), ("bob", "brief", 1)]
+        .map(|(u, b, r)| (u.to_owned(), b.to_owned(), r));
+    assert_eq!(usage_rows(&page), expected);
+    assert_eq!(page["next"], Value::Null);
+
+    // Filters: a user, a bot, a month (this one named, and one long gone).
+    for (query, rows) in [
+        ("?user=bob", &expected[1..]),
+        ("?bot=default", &expected[..1]),
+        (&*format!("?month={month}"), &expected[..]),
+        ("?month=2020-01", &[][..]),
+    ] {
+        let (status, page) = get(&server, &format!("/v1/admin/usage{query}"), Some(admin())).await;
+        assert_eq!(status, 200, "{query}: {page}");
+        assert_eq!(usage_rows(&page), rows, "{query}");
+    }
+    // Pages of one, following the cursor.
+    let (_, first) = get(&server, "/v1/admin/usage?limit=1", Some(admin())).await;
+    assert_eq!(usage_rows(&first), &expected[..1]);
+    let next = first["next"].as_str().expect("a second page");
+    let (_, second) = get(
+        &server,
+        &format!("/v1/admin/usage?limit=1&before={next}"),
+        Some(admin()),
+    )
+    .await;
+    assert_eq!(usage_rows(&second), &expected[1..]);
+    assert_eq!(second["next"], Value::Null);
+
+    // Bad input is a clear 400.
+    for (query, names) in [
+        ("?month=2026-13", "month must be YYYY-MM"),
+        ("?month=last", "month must be YYYY-MM"),
+        ("?limit=1000", "limit"),
+    ] {
+        let (status, answer) =
+            get(&server, &format!("/v1/admin/usage{query}"), Some(admin())).await;
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(status, 400, "{query}: {answer}");
+        assert!(message.contains(names), "{message:?} should name {names}");
+    }
+
+    // Alice erases herself: her usage stays (counters, no content).
+    assert_eq!(server.delete("/v1/me", Some("alice")).await, 204);
+    let (_, after) = get(&server, "/v1/admin/usage", Some(admin())).await;
+    assert_eq!(usage_rows(&after), expected);
+    server.stop().await;
+}

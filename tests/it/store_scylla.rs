@@ -640,9 +640,19 @@ async fn erase_covers_every_table() {
         "schema_migrations",
         "schema_migration_lock",
     ];
+    // Usage counters, kept on purpose (a user's ids, bots and token counts,
+    // no content: admin.md, GDPR in the README).
+    let kept = ["usage_by_user", "usage_users"];
+    let usage_rows = async |store: &ScyllaStore| {
+        let cql = "SELECT message_id FROM usage_by_user WHERE user_id = ? AND month = ?";
+        count(store, cql, vec![u, month.as_str()]).await
+    };
+    assert_eq!(usage_rows(&store).await, 2, "one row per answer");
     for table in &tables {
         assert!(
-            before.iter().any(|(t, _)| t == table) || without_users.contains(&table.as_str()),
+            before.iter().any(|(t, _)| t == table)
+                || without_users.contains(&table.as_str())
+                || kept.contains(&table.as_str()),
             "table {table}: does erase_user cover it? add it to this test"
         );
     }
@@ -654,6 +664,7 @@ async fn erase_covers_every_table() {
         "left after erase: {after:?}"
     );
     assert_eq!(store.export_user(&user).await.unwrap(), Default::default());
+    assert_eq!(usage_rows(&store).await, 2, "usage is kept");
 }
 
 /// Runs one statement on the node of `ks` by a session of no keyspace (one

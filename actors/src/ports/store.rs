@@ -12,6 +12,7 @@ use skald_protocol::{
 };
 
 pub use crate::catalog::StoredBot;
+use crate::time::Month;
 pub use skald_protocol::http::{AuditAction, MessageRole, Rating, ToolCall};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +72,26 @@ pub struct AuditFilter {
     pub action: Option<AuditAction>,
 }
 
+/// Which usage a listing sums: one month, everyone's or one user's, every
+/// bot or one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageFilter {
+    pub month: Month,
+    pub user: Option<UserId>,
+    pub bot: Option<String>,
+}
+
+/// What one user spent on one bot in one month: the answers begun
+/// (requests) and the tokens of those that ended (prompt and completion).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRecord {
+    pub user: UserId,
+    pub bot: String,
+    pub month: Month,
+    pub tokens: u64,
+    pub requests: u64,
+}
+
 /// Which feedback a listing keeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FeedbackFilter {
@@ -85,6 +106,8 @@ pub struct NewExchange {
     /// The client's `send.id`: the idempotency key, unique per user.
     pub client_id: ClientMessageId,
     pub conversation_id: ConversationId,
+    /// The conversation's bot (what usage is counted against).
+    pub bot: String,
     /// Set when the conversation is new: created in the same write.
     pub new_conversation: Option<NewConversation>,
     pub user_message_id: MessageId,
@@ -98,7 +121,6 @@ pub struct NewExchange {
 
 #[derive(Debug, Clone)]
 pub struct NewConversation {
-    pub bot: String,
     pub title: String,
 }
 
@@ -371,6 +393,17 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         before: Option<&str>,
     ) -> Result<Page<AuditRecord>, StoreError>;
+
+    /// Usage by user and bot in a month, ordered by user then bot, after
+    /// `before` (the `next` of the previous page). Counted as answers
+    /// begin and end, and kept when conversations are deleted or their
+    /// user erased (counters, with no content).
+    async fn list_usage(
+        &self,
+        filter: &UsageFilter,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<Page<UsageRecord>, StoreError>;
 
     /// The bots stored through the Admin API, deletions included (as
     /// tombstones), in any order.

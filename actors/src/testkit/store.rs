@@ -12,9 +12,10 @@ use crate::ports::store::MAX_PAGE;
 use crate::ports::store::{
     AnswerCheckpoint, AnswerEnd, AuditAction, AuditFilter, AuditRecord, BeginOutcome, Feedback,
     FeedbackFilter, FeedbackRecord, FinishedAnswer, MessageRole, NewConversation, NewExchange,
-    Rating, Store, StoredBot, ToolCall,
+    Rating, Store, StoredBot, ToolCall, UsageFilter, UsageRecord,
 };
 use crate::settings::BotSettings;
+use crate::time::Month;
 
 pub async fn run_all(store: &dyn Store, ns: &str) {
     exchanges_are_idempotent_and_private(store, ns).await;
@@ -30,6 +31,7 @@ pub async fn run_all(store: &dyn Store, ns: &str) {
     bots_are_stored_replaced_and_deleted(store, ns).await;
     feedback_is_the_owners_shown_listed_and_erased(store, ns).await;
     audit_is_listed_newest_first_filtered_and_erased(store, ns).await;
+    usage_is_summed_by_user_bot_and_month_and_outlives_erasure(store, ns).await;
 }
 
 /// A user of this run (runs on a shared database never see each other).
@@ -54,8 +56,8 @@ pub fn exchange(
         conversation_id: conversation
             .cloned()
             .unwrap_or_else(ConversationId::generate),
+        bot: "default".into(),
         new_conversation: conversation.is_none().then(|| NewConversation {
-            bot: "default".into(),
             title: text.chars().take(20).collect(),
         }),
         user_message_id: MessageId::generate(),
@@ -631,9 +633,7 @@ pub async fn feedback_is_the_owners_shown_listed_and_erased(store: &dyn Store, n
     let mut answers = Vec::new();
     for (i, text) in ["first", "second", "third"].into_iter().enumerate() {
         let mut ex = exchange(&user, &format!("fb-{i}"), None, text);
-        if let Some(new) = ex.new_conversation.as_mut() {
-            new.bot = bot.clone();
-        }
+        ex.bot = bot.clone();
         store.begin_exchange(ex.clone()).await.unwrap();
         store
             .finish_answers(vec![answer(&ex, "an answer", FinishReason::Stop)])
@@ -810,4 +810,125 @@ pub async fn audit_is_listed_newest_first_filtered_and_erased(store: &dyn Store,
     let everyone = ids(&all_audit(store, &AuditFilter::default(), MAX_PAGE).await);
     assert!(!everyone.contains(&records[0].id) && !everyone.contains(&records[2].id));
     assert!(everyone.contains(&records[1].id) && everyone.contains(&records[3].id));
+}
+
+/// Every page of a usage listing, `limit` at a time.
+async fn all_usage(store: &dyn Store, filter: &UsageFilter, limit: usize) -> Vec<UsageRecord> {
+    let mut rows = Vec::new();
+    let mut before: Option<String> = None;
+    for _ in 0..10_000 {
+        let page = store
+            .list_usage(filter, limit, before.as_deref())
+            .await
+            .unwrap();
+        assert!(page.items.len() <= limit);
+        rows.extend(page.items);
+        match page.next {
+            Some(next) => before = Some(next),
+            None => return rows,
+        }
+    }
+    panic!("a usage listing never ended");
+}
+
+/// Usage is listed for everyone: this run's is in a month of its own (a
+/// past one, picked from `ns`), where only its users are.
+pub async fn usage_is_summed_by_user_bot_and_month_and_outlives_erasure(
+    store: &dyn Store,
+    ns: &str,
+) {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hash = DefaultHasher::new();
+    ns.hash(&mut hash);
+    let pick = hash.finish();
+    let month = Month::parse(&format!("{}-{:02}", 1980 + pick % 40, 1 + (pick >> 8) % 12)).unwrap();
+    let earlier = month.previous();
+    let in_month = |m: Month, offset_ms: i64| m.previous().next_start_ms() + offset_ms;
+    let (a, b) = (ns_user(ns, "usage-a"), ns_user(ns, "usage-b"));
+    // A: two finished answers of `alpha` (in one conversation) and one
+    // unfinished of `beta`; B: one of `alpha` this month and one earlier.
+    let mut first = exchange(&a, "u-1", None, "one");
+    first.bot = "alpha".into();
+    first.at_ms = in_month(month, 1_000);
+    let mut second = exchange(&a, "u-2", Some(&first.conversation_id), "two");
+    second.bot = "alpha".into();
+    second.at_ms = in_month(month, 2_000);
+    let mut open = exchange(&a, "u-3", None, "three");
+    open.bot = "beta".into();
+    open.at_ms = in_month(month, 3_000);
+    let mut of_b = exchange(&b, "u-4", None, "four");
+    of_b.bot = "alpha".into();
+    of_b.at_ms = in_month(month, 4_000);
+    let mut old = exchange(&b, "u-5", None, "five");
+    old.bot = "alpha".into();
+    old.at_ms = in_month(earlier, 5_000);
+    for ex in [&first, &second, &open, &of_b, &old] {
+        store.begin_exchange(ex.clone()).await.unwrap();
+    }
+    // B deletes the conversation while its answer streams: the answer is
+    // not stored, its usage still counts.
+    store
+        .delete_conversation(&b, &of_b.conversation_id)
+        .await
+        .unwrap();
+    let finished: Vec<FinishedAnswer> = [&first, &second, &of_b, &old]
+        .into_iter()
+        .map(|ex| FinishedAnswer {
+            at_ms: ex.at_ms + 60_000,
+            ..answer(ex, "an answer", FinishReason::Stop)
+        })
+        .collect();
+    store.finish_answers(finished.clone()).await.unwrap();
+    // An answer stored twice (a replayed spool) counts once.
+    store.finish_answers(finished[..1].to_vec()).await.unwrap();
+    let tokens = USAGE.total();
+    let row = |user: &UserId, bot: &str, m: Month, requests: u64, tokens: u64| UsageRecord {
+        user: user.clone(),
+        bot: bot.into(),
+        month: m,
+        tokens,
+        requests,
+    };
+    let everyone = UsageFilter {
+        month,
+        user: None,
+        bot: None,
+    };
+    let expected = vec![
+        row(&a, "alpha", month, 2, 2 * tokens),
+        row(&a, "beta", month, 1, 0),
+        row(&b, "alpha", month, 1, tokens),
+    ];
+    for limit in [1, 2, MAX_PAGE] {
+        assert_eq!(
+            all_usage(store, &everyone, limit).await,
+            expected,
+            "pages of {limit}"
+        );
+    }
+    let of_a = UsageFilter {
+        user: Some(a.clone()),
+        ..everyone.clone()
+    };
+    assert_eq!(all_usage(store, &of_a, 1).await, expected[..2]);
+    let alpha = UsageFilter {
+        bot: Some("alpha".into()),
+        ..everyone.clone()
+    };
+    assert_eq!(
+        all_usage(store, &alpha, 1).await,
+        [expected[0].clone(), expected[2].clone()]
+    );
+    let before = UsageFilter {
+        month: earlier,
+        user: Some(b.clone()),
+        bot: None,
+    };
+    assert_eq!(
+        all_usage(store, &before, 10).await,
+        [row(&b, "alpha", earlier, 1, tokens)]
+    );
+    // Counters, with no content: kept when the user is erased.
+    store.erase_user(&a).await.unwrap();
+    assert_eq!(all_usage(store, &everyone, MAX_PAGE).await, expected);
 }

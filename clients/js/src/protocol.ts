@@ -264,6 +264,22 @@ export type UsageReport = {
 month: string, tokens_used: number, tokens_limit: number, requests_used: number, requests_limit: number, };
 
 /**
+ * What one user spent on one bot in one month, for operators
+ * (`GET /v1/admin/usage`): the answers begun and the tokens (prompt and
+ * completion) of those that ended.
+ */
+export type UsageEntry = { user: UserId, bot: string, 
+/**
+ * `YYYY-MM`.
+ */
+month: string, tokens: number, requests: number, };
+
+/**
+ * `GET /v1/admin/usage`: by user, then bot.
+ */
+export type UsagePage = { usage: Array<UsageEntry>, next: string | null, };
+
+/**
  * An idempotency key in the export: a `send.id` and what it created.
  */
 export type ExportedKey = { send_id: ClientMessageId, conversation_id: ConversationId, message_id: MessageId, stream_id: StreamId, };

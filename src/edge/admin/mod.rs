@@ -7,15 +7,15 @@
 //! - `limits.rs`: a user's limit overrides (kept with the limits).
 //! - `feedback.rs`: users' feedback on answers.
 //! - `audit.rs`: the audit log.
+//! - `usage.rs`: usage by user, bot and month.
 //!
 //! Every change is audited with the operator's `sub` as its actor.
-//! Usage comes next; until then its route answers 404 like any unknown
-//! route.
 
 mod audit;
 mod bots;
 mod feedback;
 mod limits;
+mod usage;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -36,6 +36,7 @@ pub fn router() -> Router<AppState> {
         .merge(limits::router())
         .merge(feedback::router())
         .merge(audit::router())
+        .merge(usage::router())
 }
 
 /// An administrator: a valid token whose `roles` hold `"admin"`; 401

@@ -53,8 +53,8 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 4,
-        name: "0004_runtime_bots_audit_actors_and_feedback.cql",
-        cql: include_str!("../../../migrations/0004_runtime_bots_audit_actors_and_feedback.cql"),
+        name: "0004_admin_api.cql",
+        cql: include_str!("../../../migrations/0004_admin_api.cql"),
     },
 ];
 
@@ -573,6 +573,7 @@ mod tests {
             (1, "03f5431acbf04f07"),
             (2, "b5e80e14ab516cfb"),
             (3, "a156d8fd6a84fc90"),
+            (4, "b9c90808de197153"),
         ];
         for (version, sum) in pinned {
             let m = MIGRATIONS.iter().find(|m| m.version == version).unwrap();

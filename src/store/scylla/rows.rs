@@ -33,6 +33,10 @@ pub const CHECKPOINT_TTL_SECS: i32 = 86_400;
 /// `close_interrupted` reads them all in one round of requests.
 pub const OPEN_ANSWER_BUCKETS: i32 = 32;
 
+/// Partitions of a month's `usage_users`: every exchange writes its user
+/// there, so a month is spread over this many partitions rather than one.
+pub const USAGE_USER_BUCKETS: i32 = 8;
+
 // --- values ---------------------------------------------------------------
 
 pub fn ts(ms: i64) -> CqlTimestamp {
@@ -100,10 +104,21 @@ pub fn address_ttl_secs(at_ms: i64, now_ms: i64, ttl_secs: u32) -> Option<i32> {
 /// The partition of `open_answers` an answer is listed in (FNV-1a of its
 /// id: stable across builds and instances).
 pub fn open_bucket(message_id: &str) -> i32 {
+    bucket(message_id, OPEN_ANSWER_BUCKETS)
+}
+
+/// The partition of a month's `usage_users` a user is listed in.
+pub fn usage_user_bucket(user: &str) -> i32 {
+    bucket(user, USAGE_USER_BUCKETS)
+}
+
+/// One of `buckets` partitions for `key` (FNV-1a: stable across builds and
+/// instances).
+fn bucket(key: &str, buckets: i32) -> i32 {
     use std::hash::Hasher;
     let mut hash = fnv::FnvHasher::default();
-    hash.write(message_id.as_bytes());
-    (hash.finish() % OPEN_ANSWER_BUCKETS as u64) as i32
+    hash.write(key.as_bytes());
+    (hash.finish() % buckets as u64) as i32
 }
 
 // --- pages ----------------------------------------------------------------
@@ -335,10 +350,10 @@ impl KeyRow {
             user: user.clone(),
             client_id: ClientMessageId::from(self.client_id),
             conversation_id: ConversationId::from(self.conversation_id?),
-            new_conversation: self.bot.map(|bot| NewConversation {
-                bot,
-                title: self.title.unwrap_or_default(),
-            }),
+            // Keys claimed before migration 0004 have a bot only when the
+            // conversation was new.
+            bot: self.bot.unwrap_or_default(),
+            new_conversation: self.title.map(|title| NewConversation { title }),
             user_message_id: MessageId::from(self.user_message_id?),
             text: self.user_text.unwrap_or_default(),
             tool_call_id: self.tool_call_id,
@@ -446,7 +461,7 @@ impl<'a> NewConversationRow<'a> {
         NewConversationRow {
             user_id: ex.user.as_str(),
             conversation_id: ex.conversation_id.as_str(),
-            bot: &new.bot,
+            bot: &ex.bot,
             title: &new.title,
             created_at: ts(ex.at_ms),
         }
@@ -693,7 +708,7 @@ impl<'a> ClaimKey<'a> {
             assistant_message_id: ex.assistant_message_id.as_str(),
             stream_id: ex.stream_id.as_str(),
             created_at: ts(ex.at_ms),
-            bot: unset_if_none(new.map(|n| n.bot.as_str())),
+            bot: MaybeUnset::Set(&ex.bot),
             title: unset_if_none(new.map(|n| n.title.as_str())),
             user_text: &ex.text,
             tool_call_id: unset_if_none(ex.tool_call_id.as_deref()),
@@ -781,6 +796,84 @@ pub struct AnonymousAddress<'a> {
     pub audit_id: &'a str,
     pub ttl: i32,
     pub address: &'a str,
+}
+
+// --- usage ----------------------------------------------------------------
+
+/// An answer's row of usage (its bot), and its user in the month's index:
+/// both written with the exchange.
+#[derive(SerializeRow)]
+pub struct UsageBegun<'a> {
+    pub user_id: &'a str,
+    pub month: String,
+    pub message_id: &'a str,
+    pub bot: &'a str,
+}
+
+impl<'a> UsageBegun<'a> {
+    pub fn of(ex: &'a NewExchange) -> Self {
+        UsageBegun {
+            user_id: ex.user.as_str(),
+            month: Month::of(ex.at_ms).to_string(),
+            message_id: ex.assistant_message_id.as_str(),
+            bot: &ex.bot,
+        }
+    }
+}
+
+#[derive(SerializeRow)]
+pub struct UsageUser<'a> {
+    pub month: String,
+    pub bucket: i32,
+    pub user_id: &'a str,
+}
+
+impl<'a> UsageUser<'a> {
+    pub fn of(ex: &'a NewExchange) -> Self {
+        UsageUser {
+            month: Month::of(ex.at_ms).to_string(),
+            bucket: usage_user_bucket(ex.user.as_str()),
+            user_id: ex.user.as_str(),
+        }
+    }
+}
+
+/// An answer's tokens, once it ended (in the month it began).
+#[derive(SerializeRow)]
+pub struct UsageTokens<'a> {
+    pub user_id: &'a str,
+    pub month: String,
+    pub message_id: &'a str,
+    pub tokens: i64,
+}
+
+/// A month's users of one bucket, from `from` on.
+#[derive(SerializeRow)]
+pub struct UsageUsersFrom<'a> {
+    pub month: &'a str,
+    pub bucket: i32,
+    pub from_user: &'a str,
+    pub fetch: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, DeserializeRow)]
+pub struct UsageUserRow {
+    pub user_id: String,
+}
+
+/// A user's month of usage.
+#[derive(SerializeRow)]
+pub struct UsageKey<'a> {
+    pub user_id: &'a str,
+    pub month: &'a str,
+}
+
+/// One answer's usage. `bot` is null for an answer that began before
+/// migration 0004 and ended after it; `tokens` until it ends.
+#[derive(Debug, Clone, PartialEq, Eq, DeserializeRow)]
+pub struct UsageRow {
+    pub bot: Option<String>,
+    pub tokens: Option<i64>,
 }
 
 #[cfg(test)]
@@ -909,8 +1002,9 @@ mod tests {
         assert_eq!(intent.client_id, "c-1");
         assert_eq!(intent.at_ms, 7);
         assert_eq!(intent.new_conversation.unwrap().title, "Bonjour");
+        assert_eq!(intent.bot, "default");
         let existing = KeyRow {
-            bot: None,
+            title: None,
             ..row.clone()
         };
         assert!(existing

@@ -292,6 +292,31 @@ statements! {
     delete_audit_day_record, DELETE_AUDIT_DAY_RECORD, idempotent = true, consistency = None,
     "DELETE FROM audit_by_day WHERE day = :day AND audit_id = :audit_id";
 
+    // --- usage ----------------------------------------------------------------
+
+    /// An answer's usage row (part of the exchange batch) ...
+    insert_usage, INSERT_USAGE, idempotent = true, consistency = None,
+    "INSERT INTO usage_by_user (user_id, month, message_id, bot) \
+     VALUES (:user_id, :month, :message_id, :bot)";
+
+    /// ... its user in the month's index (also in the batch) ...
+    insert_usage_user, INSERT_USAGE_USER, idempotent = true, consistency = None,
+    "INSERT INTO usage_users (month, bucket, user_id) VALUES (:month, :bucket, :user_id)";
+
+    /// ... and its tokens when it ends (a value, not an increment: a retry
+    /// writes the same).
+    set_usage_tokens, SET_USAGE_TOKENS, idempotent = true, consistency = None,
+    "UPDATE usage_by_user SET tokens = :tokens \
+     WHERE user_id = :user_id AND month = :month AND message_id = :message_id";
+
+    select_usage_users, SELECT_USAGE_USERS, idempotent = true, consistency = None,
+    "SELECT user_id FROM usage_users WHERE month = :month AND bucket = :bucket \
+     AND user_id >= :from_user LIMIT :fetch";
+
+    /// A user's month, summed by the caller (paged: a row per answer).
+    select_usage, SELECT_USAGE, idempotent = true, consistency = None,
+    "SELECT bot, tokens FROM usage_by_user WHERE user_id = :user_id AND month = :month";
+
     /// An audit record without a user (failed authentication).
     insert_anonymous_audit, INSERT_ANONYMOUS_AUDIT, idempotent = true, consistency = None,
     "INSERT INTO audit_anonymous (hour, audit_id, at, action, address_anonymised, detail) \
@@ -392,7 +417,7 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "each statement once");
-        assert_eq!(names.len(), 56, "a statement added or removed: pin it here");
+        assert_eq!(names.len(), 61, "a statement added or removed: pin it here");
     }
 
     /// Lightweight transactions are the statements with an `IF`; none of

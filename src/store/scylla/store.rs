@@ -2,7 +2,7 @@
 //! [`super::statements`] and the rows of [`super::rows`]. This file only
 //! sequences them; docs/scylla.md says why each step is where it is.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use ::scylla::client::session::Session;
 use ::scylla::deserialize::row::DeserializeRow;
@@ -13,7 +13,7 @@ use futures::{StreamExt, TryStreamExt};
 use skald_actors::ports::store::{
     AnswerCheckpoint, AnswerEnd, AuditFilter, AuditRecord, BeginOutcome, Conversation, Exchange,
     Feedback, FeedbackFilter, FeedbackRecord, FinishedAnswer, NewExchange, Page, Store, StoreError,
-    StoredBot, StoredMessage, UserExport,
+    StoredBot, StoredMessage, UsageFilter, UsageRecord, UserExport,
 };
 use skald_protocol::{
     ClientMessageId, ConversationId, ErrorBody, ErrorCode, FinishReason, MessageId, Usage, UserId,
@@ -24,6 +24,8 @@ use super::rows::{self, *};
 use super::scan;
 use super::statements::Prepared;
 use super::{connect_session, ScyllaError, ScyllaSettings};
+use crate::store::usage_cursor;
+use skald_actors::time::Month;
 
 /// What a closed interrupted answer's error says (the embedded store says
 /// the same).
@@ -213,6 +215,8 @@ impl ScyllaStore {
                     &st.insert_pending_answer,
                     &st.insert_open_answer,
                     &st.insert_answer_owner,
+                    &st.insert_usage,
+                    &st.insert_usage_user,
                 ],
             ),
             exchange_existing: batch(
@@ -223,6 +227,8 @@ impl ScyllaStore {
                     &st.insert_pending_answer,
                     &st.insert_open_answer,
                     &st.insert_answer_owner,
+                    &st.insert_usage,
+                    &st.insert_usage_user,
                 ],
             ),
             audit_with_address: batch(
@@ -305,6 +311,35 @@ impl ScyllaStore {
         R: for<'f, 'm> DeserializeRow<'f, 'm>,
     {
         Ok(self.fetch(statement, values).await?.into_iter().next())
+    }
+
+    /// The first `limit` users of a month from `from` on (every bucket's
+    /// first `limit`, merged), and whether there are none after them.
+    async fn usage_users(
+        &self,
+        month: &str,
+        from: &str,
+        limit: usize,
+    ) -> Result<(Vec<String>, bool), ScyllaError> {
+        let buckets: Vec<i32> = (0..USAGE_USER_BUCKETS).collect();
+        let read = self
+            .each(buckets, |bucket| async move {
+                let values = UsageUsersFrom {
+                    month,
+                    bucket,
+                    from_user: from,
+                    fetch: limit as i32,
+                };
+                let rows: Vec<UsageUserRow> =
+                    self.fetch(&self.st.select_usage_users, values).await?;
+                Ok(rows)
+            })
+            .await?;
+        let mut users: Vec<String> = read.into_iter().flatten().map(|r| r.user_id).collect();
+        users.sort_unstable();
+        let last = users.len() <= limit;
+        users.truncate(limit);
+        Ok((users, last))
     }
 
     /// Every row of a partition, page by page.
@@ -418,13 +453,22 @@ impl ScyllaStore {
         let answer = PendingAnswer::of(ex);
         let open = OpenAnswer::of(ex);
         let owner = AnswerOwner::of(ex);
+        let (usage, usage_user) = (UsageBegun::of(ex), UsageUser::of(ex));
         match &ex.new_conversation {
             Some(new) => {
                 let conversation = NewConversationRow::of(ex, new);
                 self.session
                     .batch(
                         &self.exchange_new,
-                        (conversation, message, answer, open, owner),
+                        (
+                            conversation,
+                            message,
+                            answer,
+                            open,
+                            owner,
+                            usage,
+                            usage_user,
+                        ),
                     )
                     .await?;
             }
@@ -433,7 +477,7 @@ impl ScyllaStore {
                 self.session
                     .batch(
                         &self.exchange_existing,
-                        (touch, message, answer, open, owner),
+                        (touch, message, answer, open, owner, usage, usage_user),
                     )
                     .await?;
             }
@@ -483,18 +527,35 @@ impl ScyllaStore {
             message_id: answer.message_id.as_str(),
         };
         let state: Option<AnswerStateRow> = self.fetch_one(&self.st.select_answer, key).await?;
-        if !state.is_some_and(|s| s.exists()) {
+        let began = state
+            .filter(AnswerStateRow::exists)
+            .and_then(|s| s.created_at);
+        let usage = |began_ms: i64| UsageTokens {
+            user_id: answer.user.as_str(),
+            month: Month::of(began_ms).to_string(),
+            message_id: answer.message_id.as_str(),
+            tokens: answer.end.usage.total() as i64,
+        };
+        let Some(began) = began else {
             // Its conversation was deleted (or erased) while it was being
             // generated: there is nothing to store it in. Like the other
             // stores, that is not an error (the Persister would keep it
-            // in the spool forever).
+            // in the spool forever). Its tokens still count, in the month
+            // it ended (its start went with its row), which is the month it
+            // began but for an answer that straddles a month's end: that
+            // one's tokens land in a row without a bot, which no listing
+            // counts.
             tracing::debug!(message_id = %answer.message_id, "answer of a deleted conversation dropped");
+            self.write(&self.st.set_usage_tokens, usage(answer.at_ms))
+                .await?;
             return Ok(());
-        }
+        };
         let touch = TouchConversation::new(&answer.user, &answer.conversation_id, answer.at_ms);
+        let usage = usage(began.0);
         tokio::try_join!(
             self.write(&self.st.finish_answer, FinishAnswer::of(answer)),
             self.write(&self.st.touch_conversation, touch),
+            self.write(&self.st.set_usage_tokens, usage),
         )?;
         Ok(())
     }
@@ -1194,6 +1255,84 @@ impl Store for ScyllaStore {
         Ok(page)
     }
 
+    async fn list_usage(
+        &self,
+        filter: &UsageFilter,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<Page<UsageRecord>, StoreError> {
+        let limit = page_size(limit);
+        let month = filter.month.to_string();
+        let after = before.map(usage_cursor::parse);
+        // Users are read in batches from the cursor's on, each summed by
+        // bot, until the page is full, the users end, or [`scan::SCAN`]
+        // users were read (a rare bot filter: a short page, with a cursor).
+        let mut from = after
+            .as_ref()
+            .map_or(String::new(), |(user, _)| user.clone());
+        let mut done_through: Option<String> = None;
+        let mut scanned = 0;
+        let mut items = Vec::new();
+        loop {
+            let (users, last) = match &filter.user {
+                Some(user) => (
+                    Some(user.to_string())
+                        .filter(|u| *u >= from)
+                        .into_iter()
+                        .collect(),
+                    true,
+                ),
+                None => self.usage_users(&month, &from, limit + 1).await?,
+            };
+            let users: Vec<String> = users
+                .into_iter()
+                .filter(|u| done_through.as_ref().is_none_or(|done| u > done))
+                .collect();
+            scanned += users.len();
+            let mut sums = self
+                .each(users, |user| async {
+                    let key = UsageKey {
+                        user_id: &user,
+                        month: &month,
+                    };
+                    let rows: Vec<UsageRow> = self.fetch_all(&self.st.select_usage, key).await?;
+                    Ok((user, usage_by_bot(rows)))
+                })
+                .await?;
+            sums.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let last_user = sums.last().map(|(user, _)| user.clone());
+            for (user, bots) in sums {
+                for (bot, (requests, tokens)) in bots {
+                    let seen = after.as_ref().is_some_and(|(u, b)| (&user, &bot) <= (u, b));
+                    if seen || filter.bot.as_ref().is_some_and(|b| *b != bot) {
+                        continue;
+                    }
+                    items.push(UsageRecord {
+                        user: UserId::from(user.as_str()),
+                        bot,
+                        month: filter.month,
+                        tokens,
+                        requests,
+                    });
+                }
+            }
+            if items.len() > limit {
+                items.truncate(limit);
+                let next = items.last().map(usage_cursor::of);
+                return Ok(Page { items, next });
+            }
+            let Some(last_user) = last_user.filter(|_| !last) else {
+                return Ok(Page { items, next: None });
+            };
+            if scanned >= scan::SCAN {
+                let next = Some(usage_cursor::after_every_bot(&last_user));
+                return Ok(Page { items, next });
+            }
+            from.clone_from(&last_user);
+            done_through = Some(last_user);
+        }
+    }
+
     async fn stored_bots(&self) -> Result<Vec<StoredBot>, StoreError> {
         let rows = self.fetch_all::<BotRow>(&self.st.select_bots, ()).await?;
         Ok(rows.into_iter().filter_map(BotRow::into_stored).collect())
@@ -1208,4 +1347,17 @@ impl Store for ScyllaStore {
         self.write(&self.st.ping, ()).await?;
         Ok(())
     }
+}
+
+/// A user's month of answers as (requests, tokens) by bot. Rows without a
+/// bot (answers begun before migration 0004) are left out.
+fn usage_by_bot(rows: Vec<UsageRow>) -> BTreeMap<String, (u64, u64)> {
+    let mut by_bot = BTreeMap::new();
+    for row in rows {
+        let Some(bot) = row.bot else { continue };
+        let (requests, tokens) = by_bot.entry(bot).or_insert((0, 0));
+        *requests += 1;
+        *tokens += row.tokens.unwrap_or(0).max(0) as u64;
+    }
+    by_bot
 }

@@ -8,7 +8,7 @@ use skald::store::sqlite::SqliteStore;
 use skald_actors::ports::store::{
     AnswerCheckpoint, AuditFilter, AuditRecord, BeginOutcome, Conversation, Exchange, Feedback,
     FeedbackFilter, FeedbackRecord, FinishedAnswer, NewExchange, Page, Store, StoreError,
-    StoredBot, StoredMessage, UserExport,
+    StoredBot, StoredMessage, UsageFilter, UsageRecord, UserExport,
 };
 use skald_protocol::{ClientMessageId, ConversationId, MessageId, UserId};
 
@@ -177,6 +177,15 @@ impl Store for FaultyStore {
     ) -> Result<Page<AuditRecord>, StoreError> {
         self.check()?;
         self.inner.list_audit(filter, limit, before).await
+    }
+    async fn list_usage(
+        &self,
+        filter: &UsageFilter,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<Page<UsageRecord>, StoreError> {
+        self.check()?;
+        self.inner.list_usage(filter, limit, before).await
     }
     async fn stored_bots(&self) -> Result<Vec<StoredBot>, StoreError> {
         self.check()?;
