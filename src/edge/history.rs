@@ -1,15 +1,12 @@
 //! The history and GDPR API (PROTOCOL.md): conversations and their
 //! messages, deletion, export and erasure, for the caller only. Another
-//! user's conversation is 404, never 403. Cursors are opaque (base64url of
-//! the store's position) and a cursor that does not decode is a 400.
+//! user's conversation is 404, never 403. Pages as `paging.rs` says.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
-use base64::Engine;
-use serde::Deserialize;
-use skald_actors::ports::store::{AuditAction, AuditRecord, Conversation, StoredMessage, MAX_PAGE};
+use skald_actors::ports::store::{AuditAction, AuditRecord, Conversation, StoredMessage};
 use skald_actors::time::rfc3339;
 use skald_protocol::http::{
     AuditView, ConversationPage, ConversationView, Export, ExportedKey, ExportedUsage, Feedback,
@@ -20,9 +17,8 @@ use skald_protocol::{ConversationId, ErrorCode};
 use super::access::Caller;
 use super::client_ip::ClientIp;
 use super::error::{ApiError, ApiPath, ApiQuery};
+use super::paging::{self, PageQuery};
 use super::AppState;
-
-const DEFAULT_PAGE: usize = 50;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -31,49 +27,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/conversations/{id}/messages", get(messages))
         .route("/v1/export", get(export))
         .route("/v1/me", delete(erase))
-}
-
-#[derive(Deserialize)]
-pub(super) struct PageQuery {
-    pub(super) limit: Option<String>,
-    pub(super) before: Option<String>,
-    pub(super) after: Option<String>,
-}
-
-impl PageQuery {
-    pub(super) fn limit(&self) -> Result<usize, ApiError> {
-        match &self.limit {
-            None => Ok(DEFAULT_PAGE),
-            Some(raw) => match raw.parse::<usize>() {
-                Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-                _ => Err(ApiError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("limit must be 1 to {MAX_PAGE}"),
-                )),
-            },
-        }
-    }
-}
-
-/// The longest position a cursor holds: a usage cursor holds a user id
-/// (a token's `sub`, bounded only by the size of a request's headers).
-const MAX_CURSOR_BYTES: usize = 4096;
-
-pub(super) fn encode_cursor(position: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position)
-}
-
-pub(super) fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, ApiError> {
-    let Some(cursor) = cursor else {
-        return Ok(None);
-    };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .filter(|s| !s.is_empty() && s.len() <= MAX_CURSOR_BYTES)
-        .map(Some)
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "bad cursor"))
 }
 
 fn conversation_view(c: &Conversation) -> ConversationView {
@@ -123,17 +76,17 @@ async fn conversations(
     Caller(user): Caller,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<ConversationPage>, ApiError> {
-    let limit = query.limit()?;
-    let before = decode_cursor(query.before.as_deref())?;
+    let (limit, before) = query.before()?;
     let page = app
         .hub
         .services
         .store
         .list_conversations(&user.id, limit, before.as_deref())
         .await?;
+    let (conversations, next) = paging::reply(page, |c| conversation_view(&c));
     Ok(Json(ConversationPage {
-        conversations: page.items.iter().map(conversation_view).collect(),
-        next: page.next.as_deref().map(encode_cursor),
+        conversations,
+        next,
     }))
 }
 
@@ -144,8 +97,7 @@ async fn messages(
     ApiPath(id): ApiPath<ConversationId>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<MessagePage>, ApiError> {
-    let limit = query.limit()?;
-    let after = decode_cursor(query.after.as_deref())?;
+    let (limit, after) = query.after()?;
     let page = app
         .hub
         .services
@@ -153,10 +105,8 @@ async fn messages(
         .list_messages(&user.id, &id, limit, after.as_deref())
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such conversation"))?;
-    Ok(Json(MessagePage {
-        messages: page.items.iter().map(message_view).collect(),
-        next: page.next.as_deref().map(encode_cursor),
-    }))
+    let (messages, next) = paging::reply(page, |m| message_view(&m));
+    Ok(Json(MessagePage { messages, next }))
 }
 
 /// `DELETE /v1/conversations/{id}`: 204, or 404 for anything not the caller's.

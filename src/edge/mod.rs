@@ -15,6 +15,7 @@ pub mod connection;
 pub mod error;
 pub mod feedback;
 pub mod history;
+pub mod paging;
 pub mod pending;
 pub mod widget;
 pub mod writer;

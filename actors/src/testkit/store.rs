@@ -11,8 +11,8 @@ use skald_protocol::{
 use crate::ports::store::MAX_PAGE;
 use crate::ports::store::{
     AnswerCheckpoint, AnswerEnd, AuditAction, AuditFilter, AuditRecord, BeginOutcome, Feedback,
-    FeedbackFilter, FeedbackRecord, FinishedAnswer, MessageRole, NewConversation, NewExchange,
-    Rating, Store, StoredBot, ToolCall, UsageFilter, UsageRecord,
+    FeedbackFilter, FinishedAnswer, MessageRole, NewConversation, NewExchange, Page, Rating, Store,
+    StoreError, StoredBot, ToolCall, UsageFilter, UsageRecord,
 };
 use crate::settings::BotSettings;
 use crate::time::Month;
@@ -677,20 +677,11 @@ pub async fn feedback_is_the_owners_shown_listed_and_erased(store: &dyn Store, n
     );
     // Listed newest answer first, filtered, paged.
     let all = |filter: FeedbackFilter, limit: usize| async move {
-        let mut records: Vec<FeedbackRecord> = Vec::new();
-        let mut before: Option<String> = None;
-        loop {
-            let page = store
-                .list_feedback(&filter, limit, before.as_deref())
-                .await
-                .unwrap();
-            assert!(page.items.len() <= limit);
-            records.extend(page.items);
-            match page.next {
-                Some(next) => before = Some(next),
-                None => return records,
-            }
-        }
+        all_pages(limit, |before| {
+            let filter = filter.clone();
+            async move { store.list_feedback(&filter, limit, before.as_deref()).await }
+        })
+        .await
     };
     let mine = FeedbackFilter {
         bot: Some(bot.clone()),
@@ -732,22 +723,31 @@ pub async fn feedback_is_the_owners_shown_listed_and_erased(store: &dyn Store, n
     assert!(all(mine, 50).await.is_empty());
 }
 
-/// Every page of an audit listing.
-async fn all_audit(store: &dyn Store, filter: &AuditFilter, limit: usize) -> Vec<AuditRecord> {
-    let mut records = Vec::new();
+/// Every page of a listing, `limit` at a time: `list(before)` reads one.
+async fn all_pages<T, F, Fut>(limit: usize, mut list: F) -> Vec<T>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Page<T>, StoreError>>,
+{
+    let mut items = Vec::new();
     let mut before: Option<String> = None;
-    loop {
-        let page = store
-            .list_audit(filter, limit, before.as_deref())
-            .await
-            .unwrap();
+    for _ in 0..10_000 {
+        let page = list(before.take()).await.unwrap();
         assert!(page.items.len() <= limit);
-        records.extend(page.items);
+        items.extend(page.items);
         match page.next {
             Some(next) => before = Some(next),
-            None => return records,
+            None => return items,
         }
     }
+    panic!("a listing never ended");
+}
+
+async fn all_audit(store: &dyn Store, filter: &AuditFilter, limit: usize) -> Vec<AuditRecord> {
+    all_pages(limit, |before| async move {
+        store.list_audit(filter, limit, before.as_deref()).await
+    })
+    .await
 }
 
 /// The audit log is shared: this run's records are those of its users.
@@ -812,23 +812,11 @@ pub async fn audit_is_listed_newest_first_filtered_and_erased(store: &dyn Store,
     assert!(everyone.contains(&records[1].id) && everyone.contains(&records[3].id));
 }
 
-/// Every page of a usage listing, `limit` at a time.
 async fn all_usage(store: &dyn Store, filter: &UsageFilter, limit: usize) -> Vec<UsageRecord> {
-    let mut rows = Vec::new();
-    let mut before: Option<String> = None;
-    for _ in 0..10_000 {
-        let page = store
-            .list_usage(filter, limit, before.as_deref())
-            .await
-            .unwrap();
-        assert!(page.items.len() <= limit);
-        rows.extend(page.items);
-        match page.next {
-            Some(next) => before = Some(next),
-            None => return rows,
-        }
-    }
-    panic!("a usage listing never ended");
+    all_pages(limit, |before| async move {
+        store.list_usage(filter, limit, before.as_deref()).await
+    })
+    .await
 }
 
 /// Usage is listed for everyone: this run's is in a month of its own (a

@@ -15,7 +15,7 @@ use skald_protocol::ErrorCode;
 
 use super::Admin;
 use crate::edge::error::{ApiError, ApiQuery};
-use crate::edge::history::{decode_cursor, encode_cursor, PageQuery};
+use crate::edge::paging::{self, PageQuery};
 use crate::edge::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -56,8 +56,7 @@ async fn list(
     ApiQuery(page): ApiQuery<PageQuery>,
     ApiQuery(filter): ApiQuery<Filter>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    let limit = page.limit()?;
-    let before = decode_cursor(page.before.as_deref())?;
+    let (limit, before) = page.before()?;
     let filter = filter.parse()?;
     let found = app
         .hub
@@ -65,10 +64,8 @@ async fn list(
         .store
         .list_audit(&filter, limit, before.as_deref())
         .await?;
-    Ok(Json(AuditPage {
-        events: found.items.into_iter().map(event).collect(),
-        next: found.next.as_deref().map(encode_cursor),
-    }))
+    let (events, next) = paging::reply(found, event);
+    Ok(Json(AuditPage { events, next }))
 }
 
 fn event(r: AuditRecord) -> AuditEvent {

@@ -14,7 +14,7 @@ use skald_protocol::ErrorCode;
 
 use super::Admin;
 use crate::edge::error::{ApiError, ApiQuery};
-use crate::edge::history::{decode_cursor, encode_cursor, PageQuery};
+use crate::edge::paging::{self, PageQuery};
 use crate::edge::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -53,8 +53,7 @@ async fn list(
     ApiQuery(page): ApiQuery<PageQuery>,
     ApiQuery(filter): ApiQuery<Filter>,
 ) -> Result<Json<FeedbackPage>, ApiError> {
-    let limit = page.limit()?;
-    let before = decode_cursor(page.before.as_deref())?;
+    let (limit, before) = page.before()?;
     let filter = filter.parse()?;
     let found = app
         .hub
@@ -62,10 +61,8 @@ async fn list(
         .store
         .list_feedback(&filter, limit, before.as_deref())
         .await?;
-    Ok(Json(FeedbackPage {
-        feedback: found.items.into_iter().map(entry).collect(),
-        next: found.next.as_deref().map(encode_cursor),
-    }))
+    let (feedback, next) = paging::reply(found, entry);
+    Ok(Json(FeedbackPage { feedback, next }))
 }
 
 fn entry(r: FeedbackRecord) -> FeedbackEntry {

@@ -16,7 +16,7 @@ use skald_protocol::ErrorCode;
 
 use super::Admin;
 use crate::edge::error::{ApiError, ApiQuery};
-use crate::edge::history::{decode_cursor, encode_cursor, PageQuery};
+use crate::edge::paging::{self, PageQuery};
 use crate::edge::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -55,18 +55,15 @@ async fn list(
     ApiQuery(page): ApiQuery<PageQuery>,
     ApiQuery(filter): ApiQuery<Filter>,
 ) -> Result<Json<UsagePage>, ApiError> {
-    let limit = page.limit()?;
-    let before = decode_cursor(page.before.as_deref())?;
+    let (limit, before) = page.before()?;
     let services = &app.hub.services;
     let filter = filter.parse(services.clock.now_ms())?;
     let found = services
         .store
         .list_usage(&filter, limit, before.as_deref())
         .await?;
-    Ok(Json(UsagePage {
-        usage: found.items.into_iter().map(entry).collect(),
-        next: found.next.as_deref().map(encode_cursor),
-    }))
+    let (usage, next) = paging::reply(found, entry);
+    Ok(Json(UsagePage { usage, next }))
 }
 
 fn entry(r: UsageRecord) -> UsageEntry {

@@ -861,13 +861,6 @@ pub struct UsageUserRow {
     pub user_id: String,
 }
 
-/// A user's month of usage.
-#[derive(SerializeRow)]
-pub struct UsageKey<'a> {
-    pub user_id: &'a str,
-    pub month: &'a str,
-}
-
 /// One answer's usage. `bot` is null for an answer that began before
 /// migration 0004 and ended after it; `tokens` until it ends.
 #[derive(Debug, Clone, PartialEq, Eq, DeserializeRow)]
@@ -1305,12 +1298,6 @@ pub struct MonthKey<'a> {
 }
 
 #[derive(SerializeRow)]
-pub struct FeedbackFirst<'a> {
-    pub month: &'a str,
-    pub fetch: i32,
-}
-
-#[derive(SerializeRow)]
 pub struct FeedbackBefore<'a> {
     pub month: &'a str,
     pub before: &'a str,
@@ -1415,13 +1402,6 @@ impl AuditDayRow {
 /// A user's month of audit records, newest first, older than `before`
 /// when set.
 #[derive(SerializeRow)]
-pub struct AuditNewest<'a> {
-    pub user_id: &'a str,
-    pub month: &'a str,
-    pub fetch: i32,
-}
-
-#[derive(SerializeRow)]
 pub struct AuditOlder<'a> {
     pub user_id: &'a str,
     pub month: &'a str,
@@ -1429,13 +1409,7 @@ pub struct AuditOlder<'a> {
     pub fetch: i32,
 }
 
-/// A day of the operators' log, from the start or older than `before`.
-#[derive(SerializeRow)]
-pub struct AuditDayFirst<'a> {
-    pub day: &'a str,
-    pub fetch: i32,
-}
-
+/// A day of the operators' log, older than `before`.
 #[derive(SerializeRow)]
 pub struct AuditDayBefore<'a> {
     pub day: &'a str,

@@ -14,13 +14,18 @@ use super::ScyllaError;
 /// Rows one page reads at most.
 pub const SCAN: usize = 1_000;
 
+/// The `before` of a partition read from its newest row: it sorts after
+/// every id (UUIDv7 text is hex digits and hyphens), so one statement
+/// (`id < :before`) reads a partition from its start or from a cursor.
+pub const NEWEST: &str = "~";
+
 /// One row as read: its clustering id, and the item when it is readable
 /// and passes the listing's filter.
 pub type Read<T> = (String, Option<T>);
 
 /// Walks `partitions` (newest first) from `before`, reading each with
-/// `read(partition, before_id, fetch)`, until `limit` items or [`SCAN`]
-/// rows.
+/// `read(partition, before_id, fetch)` (`before_id` is [`NEWEST`] but in
+/// the cursor's partition), until `limit` items or [`SCAN`] rows.
 pub async fn newest_first<T, R, Fut>(
     partitions: &[String],
     before: Option<&str>,
@@ -28,7 +33,7 @@ pub async fn newest_first<T, R, Fut>(
     mut read: R,
 ) -> Result<Page<T>, ScyllaError>
 where
-    R: FnMut(String, Option<String>, i32) -> Fut,
+    R: FnMut(String, String, i32) -> Fut,
     Fut: Future<Output = Result<Vec<Read<T>>, ScyllaError>>,
 {
     let limit = limit.clamp(1, MAX_PAGE);
@@ -41,7 +46,8 @@ where
     for partition in from {
         let after = cursor
             .filter(|(at, _)| *at == partition.as_str())
-            .map(|(_, id)| id.to_owned());
+            .map_or(NEWEST, |(_, id)| id)
+            .to_owned();
         let fetch = (SCAN - scanned) as i32;
         for (id, item) in read(partition.clone(), after, fetch).await? {
             scanned += 1;

@@ -1146,24 +1146,14 @@ impl Store for ScyllaStore {
     ) -> Result<Page<FeedbackRecord>, StoreError> {
         let months: Vec<MonthRow> = self.fetch_all(&self.st.select_feedback_months, ()).await?;
         let months: Vec<String> = months.into_iter().map(|m| m.month).collect();
-        let read = |month: String, before: Option<String>, fetch: i32| async move {
-            let rows: Vec<FeedbackRow> = match &before {
-                Some(before) => {
-                    let values = FeedbackBefore {
-                        month: &month,
-                        before,
-                        fetch,
-                    };
-                    self.fetch(&self.st.select_feedback_before, values).await?
-                }
-                None => {
-                    let values = FeedbackFirst {
-                        month: &month,
-                        fetch,
-                    };
-                    self.fetch(&self.st.select_feedback_first, values).await?
-                }
+        let read = |month: String, before: String, fetch: i32| async move {
+            let values = FeedbackBefore {
+                month: &month,
+                before: &before,
+                fetch,
             };
+            let rows: Vec<FeedbackRow> =
+                self.fetch(&self.st.select_feedback_before, values).await?;
             Ok(rows
                 .into_iter()
                 .map(|row| {
@@ -1197,27 +1187,15 @@ impl Store for ScyllaStore {
                     .await?;
                 let mut months: Vec<String> = months.into_iter().map(|m| m.month).collect();
                 months.sort_unstable_by(|a, b| b.cmp(a));
-                let read = |month: String, before: Option<String>, fetch: i32| async move {
-                    let user_id = user.as_str();
-                    let rows: Vec<AuditRow> = match &before {
-                        Some(before) => {
-                            let values = AuditOlder {
-                                user_id,
-                                month: &month,
-                                before,
-                                fetch,
-                            };
-                            self.fetch(&self.st.select_audit_older, values).await?
-                        }
-                        None => {
-                            let values = AuditNewest {
-                                user_id,
-                                month: &month,
-                                fetch,
-                            };
-                            self.fetch(&self.st.select_audit_newest, values).await?
-                        }
+                let read = |month: String, before: String, fetch: i32| async move {
+                    let values = AuditOlder {
+                        user_id: user.as_str(),
+                        month: &month,
+                        before: &before,
+                        fetch,
                     };
+                    let rows: Vec<AuditRow> =
+                        self.fetch(&self.st.select_audit_older, values).await?;
                     Ok(rows
                         .into_iter()
                         .map(|row| (row.audit_id.clone(), row.into_record(user).filter(wanted)))
@@ -1229,21 +1207,14 @@ impl Store for ScyllaStore {
             None => {
                 let days: Vec<DayRow> = self.fetch_all(&self.st.select_audit_days, ()).await?;
                 let days: Vec<String> = days.into_iter().map(|d| d.day).collect();
-                let read = |day: String, before: Option<String>, fetch: i32| async move {
-                    let rows: Vec<AuditDayRow> = match &before {
-                        Some(before) => {
-                            let values = AuditDayBefore {
-                                day: &day,
-                                before,
-                                fetch,
-                            };
-                            self.fetch(&self.st.select_audit_day_before, values).await?
-                        }
-                        None => {
-                            let values = AuditDayFirst { day: &day, fetch };
-                            self.fetch(&self.st.select_audit_day_first, values).await?
-                        }
+                let read = |day: String, before: String, fetch: i32| async move {
+                    let values = AuditDayBefore {
+                        day: &day,
+                        before: &before,
+                        fetch,
                     };
+                    let rows: Vec<AuditDayRow> =
+                        self.fetch(&self.st.select_audit_day_before, values).await?;
                     Ok(rows
                         .into_iter()
                         .map(|row| (row.audit_id.clone(), row.into_record().filter(wanted)))
@@ -1291,7 +1262,7 @@ impl Store for ScyllaStore {
             scanned += users.len();
             let mut sums = self
                 .each(users, |user| async {
-                    let key = UsageKey {
+                    let key = UserMonth {
                         user_id: &user,
                         month: &month,
                     };
