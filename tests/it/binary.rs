@@ -42,6 +42,22 @@ async fn runs_with_nothing_configured_and_mints_dev_tokens() {
     let result = collect_stream(&mut client, ack["stream_id"].as_str().unwrap(), 0).await;
     assert_eq!(result.text, crate::common::simulated_answer("hello", 7));
 
+    // An operator's token for development opens the Admin API; alice's
+    // does not.
+    let admin = run_ok(skald(&data.0).args(["token", "--sub", "ops", "--role", "admin"]))
+        .trim()
+        .to_owned();
+    let bots = format!("http://{address}/v1/admin/bots");
+    for (bearer, status) in [(&admin, 200), (&token, 403)] {
+        let response = reqwest::Client::new()
+            .get(&bots)
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status);
+    }
+
     // The container's health check command.
     run_ok(
         skald(&data.0)

@@ -139,6 +139,8 @@ describe("the widget in Chromium", () => {
           "messages_per_minute = 1",
           '[limits.users."broke"]',
           "monthly_requests = 1",
+          "[bots.shop]",
+          'system_prompt = "You sell shoes."',
           "",
         ].join("\n"),
       }),
@@ -460,16 +462,40 @@ describe("the widget in Chromium", () => {
       // Thumbs up replaces it; pressing it again withdraws it.
       await page.locator(`${sel.assistant} [data-skald-rate="1"]`).last().click();
       await waitFor(async () => (await stored())?.rating === 1, { what: "thumbs up stored" });
-      assert.deepEqual(await pressed(), [["Bonne réponse", "true"], ["Mauvaise réponse", "false"]]);
+      // The buttons change once the server said yes (its answer may come
+      // after the stored rating is readable).
+      const shows = async (up, down) => {
+        const want = [["Bonne réponse", up], ["Mauvaise réponse", down]];
+        await waitFor(async () => JSON.stringify(await pressed()) === JSON.stringify(want), { what: `pressed ${up}/${down}` });
+      };
+      await shows("true", "false");
       await page.locator(`${sel.assistant} [data-skald-rate="1"]`).last().click();
       await waitFor(async () => (await stored()) === null, { what: "rating withdrawn" });
-      assert.deepEqual(await pressed(), [["Bonne réponse", "false"], ["Mauvaise réponse", "false"]]);
+      await shows("false", "false");
       // A rating survives a reload (and comes from the server's history).
       await page.locator(`${sel.assistant} [data-skald-rate="1"]`).last().click();
       await waitFor(async () => (await stored())?.rating === 1, { what: "thumbs up stored again" });
       await page.reload();
       await page.locator(`${sel.assistant} [data-skald-feedback]`).last().waitFor({ state: "visible" });
       assert.equal((await pressed())[0][1], "true");
+      assert.deepEqual(page.problems, []);
+    } finally {
+      await page.close();
+      await site.close();
+    }
+  });
+
+  it("data-bot: the widget talks to the bot its tag names", T, async () => {
+    const site = await startSite(embed, { attrs: { "data-open": "true", "data-bot": "shop" } });
+    const page = await open();
+    try {
+      await page.goto(site.url + "?uid=shopper");
+      await page.locator(sel.input).waitFor({ state: "visible" });
+      await ask(page, "Do you have red shoes?");
+      assert.equal((await lastAnswerDone(page)).finish, "stop");
+      const headers = { authorization: `Bearer ${embed.token("shopper")}` };
+      const { conversations } = await (await fetch(`${embed.http}/v1/conversations`, { headers })).json();
+      assert.deepEqual(conversations.map((c) => c.bot), ["shop"]);
       assert.deepEqual(page.problems, []);
     } finally {
       await page.close();
