@@ -106,6 +106,8 @@ pub struct Config {
     pub demo: DemoConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    /// TLS served directly; unset: plain HTTP (behind a terminating proxy).
+    pub tls: crate::tls::TlsConfig,
     /// Bots by name; `default` always exists.
     pub bots: BTreeMap<String, BotSettings>,
 }
@@ -132,6 +134,7 @@ impl Default for Config {
             demo: DemoConfig::default(),
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
+            tls: crate::tls::TlsConfig::default(),
             bots: BTreeMap::from([("default".to_owned(), BotSettings::default())]),
         }
     }
@@ -545,6 +548,7 @@ impl Config {
             return invalid("bots.default must exist".into());
         }
         self.validate_upstreams()?;
+        self.tls.validate().map_err(ConfigError::Invalid)?;
         if self.auth.max_token_lifetime_secs == Some(0) {
             return invalid(
                 "auth.max_token_lifetime_secs must be at least 1 (unset it for any)".into(),

@@ -405,6 +405,16 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "require `Authorization: Bearer <token>` on `/metrics` (401 otherwise); unset: open",
     },
     Setting {
+        key: "tls.cert_path",
+        env: Some("SKALD_TLS_CERT_PATH"),
+        meaning: "serve HTTPS and `wss://` with this PEM certificate chain (the server's first), TLS 1.2 and 1.3, with `Strict-Transport-Security`; reloaded with the key on SIGHUP; unset: plain HTTP, for use behind a proxy that terminates TLS (`metrics.listen` stays plain)",
+    },
+    Setting {
+        key: "tls.key_path",
+        env: Some("SKALD_TLS_KEY_PATH"),
+        meaning: "the PEM private key of `tls.cert_path` (PKCS#8, PKCS#1 or SEC1); set both or neither",
+    },
+    Setting {
         key: "log.format",
         env: Some("SKALD_LOG_FORMAT"),
         meaning: "`text` or `json`",
@@ -597,6 +607,8 @@ mod tests {
             "model.upstream_url",
             "metrics.listen",
             "metrics.token",
+            "tls.cert_path",
+            "tls.key_path",
             "model.user_hash_key",
             "model.upstream_api_key",
             "bots.<name>.model",

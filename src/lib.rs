@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod store;
+pub mod tls;

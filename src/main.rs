@@ -56,10 +56,18 @@ async fn main() -> anyhow::Result<()> {
             if address.ip().is_unspecified() {
                 address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
             }
+            // A liveness probe of this machine's own server: with TLS,
+            // its certificate names the public host, not this address.
+            let scheme = if config.tls.enabled() {
+                "https"
+            } else {
+                "http"
+            };
             let response = reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(3))
+                .tls_danger_accept_invalid_certs(config.tls.enabled())
                 .build()?
-                .get(format!("http://{address}/healthz"))
+                .get(format!("{scheme}://{address}/healthz"))
                 .send()
                 .await?;
             anyhow::ensure!(
@@ -122,7 +130,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = skald::server::listen(config.listen, config.listen_backlog)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
-    tracing::info!(%address, "Skald listening: WebSocket at ws://{address}/v1/ws");
+    let scheme = if config.tls.enabled() { "wss" } else { "ws" };
+    tracing::info!(%address, "Skald listening: WebSocket at {scheme}://{address}/v1/ws");
     Server::new(config).run(listener, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

@@ -49,6 +49,8 @@ pub enum ServeError {
     Quotas(#[from] SqliteLimitsError),
     #[error("server I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("key file {path}: {source}")]
     KeyFile {
         path: String,
@@ -117,6 +119,10 @@ impl Server {
     ) -> Result<(), ServeError> {
         let config = self.config;
         crate::metrics::install();
+        let tls = crate::tls::Tls::load(&config.tls)?;
+        if let Some(tls) = &tls {
+            tokio::spawn(crate::tls::reload_on_sighup(tls.clone()));
+        }
         let secret = auth::resolve_secret(&config.auth, &config.data_dir)?;
         let verifier = Verifier::new(&config.auth, secret.as_ref().map(|(s, _)| s.expose()))?
             .pin_demo_role(config.demo.bot.clone());
@@ -172,6 +178,7 @@ impl Server {
                     listener,
                     app,
                     connections.clone(),
+                    None,
                     CLOSE_GRACE,
                     std::future::pending(),
                 )))
@@ -184,7 +191,7 @@ impl Server {
         // streams are done.
         let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
         let drain = tokio::spawn(drain(hub.clone(), drain_timeout, shutdown, stop_http));
-        edge::accept::serve(listener, app, connections, CLOSE_GRACE, async {
+        edge::accept::serve(listener, app, connections, tls, CLOSE_GRACE, async {
             let _ = http_stopped.await;
         })
         .await;

@@ -32,6 +32,8 @@
 //!
 //! Only HTTP/1.1 is served (WebSocket upgrades and the JSON API need
 //! nothing else); a TLS-terminating proxy in front speaks HTTP/1.1 to it.
+//! With `[tls]` ([`crate::tls`]), each connection's handshake comes first,
+//! in its own task, within the header-read timeout.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -57,6 +59,7 @@ use tower::ServiceExt;
 
 use super::pending::{Eviction, PendingCaps, PendingSlot, PendingTable};
 use crate::config::Config;
+use crate::tls::Tls;
 
 /// Pending connections closed when `accept` fails for want of descriptors.
 const EVICTIONS_PER_ACCEPT_ERROR: usize = 16;
@@ -125,14 +128,16 @@ impl Edge {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves; then stops
-/// accepting, lets requests in flight finish (at most `grace`), and
-/// returns. Upgraded connections are not waited for: they belong to the
-/// sessions, which the server closes itself.
+/// Serves `router` on `listener` (over TLS when `tls` is given) until
+/// `shutdown` resolves; then stops accepting, lets requests in flight
+/// finish (at most `grace`), and returns. Upgraded connections are not
+/// waited for: they belong to the sessions, which the server closes
+/// itself.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     edge: Arc<Edge>,
+    tls: Option<Arc<Tls>>,
     grace: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -186,8 +191,7 @@ pub async fn serve(
         let io = Counted::new(tcp, Arc::clone(open));
         let place = pending.admit(peer.ip());
         let evicted = place.evicted();
-        tracker.spawn(serve_connection(Connection {
-            io,
+        let connection = Connection {
             peer,
             slot: PendingSlot::new(place),
             evicted,
@@ -195,7 +199,16 @@ pub async fn serve(
             builder: builder.clone(),
             body_read_timeout: limits.body_read_timeout,
             closing: closing.clone(),
-        }));
+        };
+        match &tls {
+            None => tracker.spawn(serve_connection(connection, io)),
+            Some(tls) => tracker.spawn(handshake_then_serve(
+                connection,
+                io,
+                tls.clone(),
+                limits.header_read_timeout,
+            )),
+        };
     }
     drop(listener);
     closing.cancel();
@@ -277,7 +290,6 @@ impl Backoff {
 }
 
 struct Connection {
-    io: Counted,
     peer: SocketAddr,
     slot: PendingSlot,
     /// Cancelled when the connection is closed to make room.
@@ -288,11 +300,38 @@ struct Connection {
     closing: CancellationToken,
 }
 
+/// A TLS connection: its handshake, within `timeout` (a silent or
+/// dripping client is closed as one that never sends its headers), then
+/// its requests.
+async fn handshake_then_serve(c: Connection, io: Counted, tls: Arc<Tls>, timeout: Duration) {
+    let handshake = tokio::time::timeout(timeout, tls.acceptor().accept(io));
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(client = %c.peer, error = %e, "TLS handshake failed");
+                metrics::counter!("skald_tls_handshake_failures_total").increment(1);
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(client = %c.peer, "TLS handshake timed out");
+                metrics::counter!("skald_tls_handshake_failures_total").increment(1);
+                return;
+            }
+        },
+        () = c.evicted.cancelled() => return,
+        () = c.closing.cancelled() => return,
+    };
+    serve_connection(c, stream).await;
+}
+
 /// One connection: its requests, and its end when it was closed to make
 /// room or the server stops.
-async fn serve_connection(c: Connection) {
+async fn serve_connection<I>(c: Connection, io: I)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let Connection {
-        io,
         peer,
         slot,
         evicted,

@@ -57,14 +57,28 @@ pub fn router(state: AppState) -> Router {
     if state.config.metrics.listen.is_none() {
         router = router.route("/metrics", get(metrics));
     }
-    router
+    let router = router
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         // Merged after the fallbacks are set: the API sets its own 405
         // beneath its CORS layer, which must see a preflight first.
         .merge(api::router(state.clone()))
-        .layer(middleware::map_response(security_headers))
-        .with_state(state)
+        .layer(middleware::map_response(security_headers));
+    let router = match state.config.tls.enabled() {
+        true => router.layer(middleware::map_response(strict_transport_security)),
+        false => router,
+    };
+    router.with_state(state)
+}
+
+/// With TLS served here: browsers are to come back over HTTPS only, for a
+/// year.
+async fn strict_transport_security(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    response
 }
 
 /// `/metrics` alone, for `metrics.listen`.

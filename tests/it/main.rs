@@ -32,6 +32,7 @@ mod openai_provider;
 mod ops;
 mod reasoning;
 mod store_scylla;
+mod tls;
 mod ws_auth;
 mod ws_concurrency;
 mod ws_streaming;
