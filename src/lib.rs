@@ -4,6 +4,7 @@
 //! calls [`server::Server::run`].
 
 pub mod auth;
+pub mod backup;
 pub mod bus;
 pub mod config;
 pub mod config_reference;

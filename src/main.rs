@@ -28,6 +28,18 @@ enum Command {
     Healthcheck,
     /// Apply the ScyllaDB migrations (migrations/*.cql) that are not applied yet.
     Migrate,
+    /// Copy the embedded store into DEST (a new or empty directory), online,
+    /// while the server serves.
+    Backup {
+        /// Where the backup goes.
+        dest: std::path::PathBuf,
+    },
+    /// Put the backup in SRC into the data dir, which must be empty of
+    /// databases (the server stopped).
+    Restore {
+        /// A directory made by `skald backup`.
+        src: std::path::PathBuf,
+    },
     /// Print a JWT for a user, signed with the server's HS256 secret.
     Token {
         /// The user id (`sub` claim).
@@ -74,6 +86,32 @@ async fn main() -> anyhow::Result<()> {
                 response.status().is_success(),
                 "healthz answered {}",
                 response.status()
+            );
+            Ok(())
+        }
+        Command::Backup { dest } => {
+            anyhow::ensure!(
+                !config.scylla.enabled(),
+                "the store is ScyllaDB: back it up with the cluster's snapshots (docs/scylla.md)"
+            );
+            let summary = skald::backup::backup(&config.data_dir, &dest, &mut progress_bar())?;
+            println!(
+                "backed up {} ({:.1} MB) into {} in {:.1} s: {:.1} MB/s",
+                names(&summary),
+                summary.bytes() as f64 / 1e6,
+                dest.display(),
+                summary.elapsed.as_secs_f64(),
+                summary.megabytes_per_second()
+            );
+            Ok(())
+        }
+        Command::Restore { src } => {
+            let summary = skald::backup::restore(&src, &config.data_dir, &mut progress_bar())?;
+            println!(
+                "restored {} ({:.1} MB) into {}",
+                names(&summary),
+                summary.bytes() as f64 / 1e6,
+                config.data_dir.display()
             );
             Ok(())
         }
@@ -198,4 +236,27 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// A progress bar on stderr for `backup` and `restore` (hidden when stderr
+/// is not a terminal, as under cron).
+fn progress_bar() -> impl FnMut(skald::backup::Step<'_>) {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>10} [{bar:40}] {percent:>3}%")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    move |step| {
+        if bar.message() != step.file {
+            bar.set_message(step.file.to_owned());
+        }
+        bar.set_length(step.total);
+        bar.set_position(step.done);
+    }
+}
+
+fn names(summary: &skald::backup::Summary) -> String {
+    let names: Vec<&str> = summary.files.iter().map(|f| f.name.as_str()).collect();
+    names.join(" and ")
 }

@@ -10,6 +10,7 @@ mod common;
 
 mod admin;
 mod admin_reports;
+mod backup;
 mod binary;
 mod binary_cql;
 mod completions;
