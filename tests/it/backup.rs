@@ -169,3 +169,61 @@ fn a_backup_of_scylladb_points_to_the_clusters_snapshots() {
     assert!(!output.status.success());
     assert!(err.contains("cluster's snapshots"), "{err}");
 }
+
+/// A backup holds what the store held when it was taken; a full client
+/// address past its 30 days in it is anonymised when the restored server
+/// starts, in the log operators read too.
+#[tokio::test]
+async fn addresses_past_thirty_days_in_a_backup_are_anonymised_when_restored() {
+    let dir = TempDir::new("backup-addresses");
+    let data = dir.0.join("data");
+    let server = TestServer::builder().data_dir(&data).start().await;
+    // A record of 31 days ago whose address the hourly sweep has not
+    // reached yet.
+    let at_ms = skald_actors::time::now_ms() - 31 * 86_400_000;
+    rusqlite::Connection::open(data.join("skald.db"))
+        .unwrap()
+        .execute(
+            "INSERT INTO audit (id, at_ms, user, action, address, address_anonymised, detail) \
+             VALUES ('01a00000-0000-7000-8000-000000000001', ?1, 'old-user', 'exported', \
+             '203.0.113.7', '203.0.113.0', 'an old export')",
+            [at_ms],
+        )
+        .unwrap();
+    let backup = dir.0.join("backup");
+    let (ok, _, err) = run(&data, &["backup".as_ref(), backup.as_os_str()]);
+    assert!(ok, "{err}");
+    server.stop().await;
+    let restored = dir.0.join("restored");
+    let (ok, _, err) = run(&restored, &["restore".as_ref(), backup.as_os_str()]);
+    assert!(ok, "{err}");
+    let server = TestServer::builder().data_dir(&restored).start().await;
+    let admin = token_with("ops", |c| c.roles = vec!["admin".into()]);
+    let address = eventually(
+        "the address was never anonymised",
+        Duration::from_millis(50),
+        async || {
+            let response = server
+                .http(reqwest::Method::GET, "/v1/admin/audit?user=old-user", None)
+                .bearer_auth(&admin)
+                .send()
+                .await
+                .unwrap();
+            let page: Value = response.json().await.unwrap();
+            let address = page["events"][0]["address"].clone();
+            (address != "203.0.113.7").then_some(address)
+        },
+    )
+    .await;
+    assert_eq!(address, "203.0.113.0");
+    let full: Option<String> = rusqlite::Connection::open(restored.join("skald.db"))
+        .unwrap()
+        .query_row(
+            "SELECT address FROM audit WHERE user = 'old-user'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(full, None, "the full address is gone from the file");
+    server.stop().await;
+}
