@@ -90,10 +90,12 @@ impl Month {
             .collect()
     }
 
-    /// Parses `YYYY-MM`.
+    /// Parses `YYYY-MM` (digits only: what [`Month`] prints, and nothing
+    /// else, so that a month reads back as the text it came from).
     pub fn parse(text: &str) -> Option<Month> {
         let (year, month) = text.split_once('-')?;
-        if year.len() != 4 || month.len() != 2 {
+        let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(year, 4) || !digits(month, 2) {
             return None;
         }
         Date::new(year.parse().ok()?, month.parse().ok()?, 1)
@@ -150,6 +152,8 @@ mod tests {
         assert_eq!(Month::parse("2026-01"), Some(Month::of(1_767_225_600_000)));
         assert_eq!(Month::parse("2026-13"), None);
         assert_eq!(Month::parse("26-01"), None);
+        assert_eq!(Month::parse("+026-01"), None, "digits only");
+        assert_eq!(Month::parse("2026-+1"), None, "digits only");
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub(crate) fn stored_bot(
 
 /// The cursor of a usage listing in both stores: `<user>|<bot>`, the last
 /// row given (bot names hold no `|`; a user id may).
-pub(crate) mod usage_cursor {
+pub mod usage_cursor {
     use super::UsageRecord;
 
     pub fn of(row: &UsageRecord) -> String {
