@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -73,6 +74,8 @@ pub enum TlsError {
 pub struct Tls {
     cert_path: PathBuf,
     key_path: PathBuf,
+    /// The crypto every pair is loaded with, at start and on reload.
+    provider: Arc<CryptoProvider>,
     resolver: Arc<Resolver>,
     acceptor: TlsAcceptor,
 }
@@ -86,7 +89,7 @@ impl Tls {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let pair = certified_key(cert_path, key_path, &provider)?;
         let resolver = Arc::new(Resolver(ArcSwap::from_pointee(pair)));
-        let mut server = ServerConfig::builder_with_provider(provider)
+        let mut server = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(TlsError::Pair)?
             .with_no_client_auth()
@@ -95,6 +98,7 @@ impl Tls {
         Ok(Some(Arc::new(Tls {
             cert_path: cert_path.clone(),
             key_path: key_path.clone(),
+            provider,
             resolver,
             acceptor: TlsAcceptor::from(Arc::new(server)),
         })))
@@ -103,8 +107,7 @@ impl Tls {
     /// Reads the files again; on success new handshakes use the new pair,
     /// on failure the previous pair stays.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let provider = rustls::crypto::aws_lc_rs::default_provider();
-        let pair = certified_key(&self.cert_path, &self.key_path, &provider)?;
+        let pair = certified_key(&self.cert_path, &self.key_path, &self.provider)?;
         self.resolver.0.store(Arc::new(pair));
         Ok(())
     }
@@ -152,7 +155,7 @@ impl ResolvesServerCert for Resolver {
 fn certified_key(
     cert_path: &Path,
     key_path: &Path,
-    provider: &rustls::crypto::CryptoProvider,
+    provider: &CryptoProvider,
 ) -> Result<CertifiedKey, TlsError> {
     let cert_error = |source| TlsError::Cert {
         path: cert_path.to_owned(),

@@ -75,8 +75,9 @@ struct Stored {
 
 /// The bots and user overrides in force; see the module doc.
 pub struct Catalog {
-    file_bots: BTreeMap<String, BotSettings>,
-    file_users: BTreeMap<String, LimitOverride>,
+    /// The file's bots, shared by every snapshot (a reload allocates none).
+    file_bots: HashMap<String, Bot>,
+    /// The global limits, and the file's user overrides (`limits.users`).
     limits: LimitSettings,
     /// Each source is replaced on its own (the store may answer while
     /// Redis does not); a change rebuilds the snapshot under this lock.
@@ -87,8 +88,17 @@ pub struct Catalog {
 impl Catalog {
     /// The file's bots and limits, with nothing stored yet.
     pub fn new(file_bots: BTreeMap<String, BotSettings>, limits: LimitSettings) -> Catalog {
+        let file_bots = file_bots
+            .into_iter()
+            .map(|(name, settings)| {
+                let bot = Bot {
+                    settings: Arc::new(settings),
+                    source: BotSource::File,
+                };
+                (name, bot)
+            })
+            .collect();
         let catalog = Catalog {
-            file_users: limits.users.clone(),
             file_bots,
             limits,
             stored: Mutex::default(),
@@ -114,17 +124,7 @@ impl Catalog {
 
     /// The file's settings with what is stored over them.
     fn rebuild(&self, stored: &Stored) {
-        let mut in_force: HashMap<String, Bot> = self
-            .file_bots
-            .iter()
-            .map(|(name, settings)| {
-                let bot = Bot {
-                    settings: Arc::new(settings.clone()),
-                    source: BotSource::File,
-                };
-                (name.clone(), bot)
-            })
-            .collect();
+        let mut in_force = self.file_bots.clone();
         for stored in &stored.bots {
             match &stored.settings {
                 Some(settings) => {
@@ -142,7 +142,8 @@ impl Catalog {
             }
         }
         let mut users: HashMap<UserId, LimitOverride> = self
-            .file_users
+            .limits
+            .users
             .iter()
             .map(|(user, o)| (UserId::from(user.clone()), o.clone()))
             .collect();

@@ -305,24 +305,18 @@ struct Connection {
 /// its requests.
 async fn handshake_then_serve(c: Connection, io: Counted, tls: Arc<Tls>, timeout: Duration) {
     let handshake = tokio::time::timeout(timeout, tls.acceptor().accept(io));
-    let stream = tokio::select! {
-        done = handshake => match done {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => {
-                tracing::debug!(client = %c.peer, error = %e, "TLS handshake failed");
-                metrics::counter!("skald_tls_handshake_failures_total").increment(1);
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(client = %c.peer, "TLS handshake timed out");
-                metrics::counter!("skald_tls_handshake_failures_total").increment(1);
-                return;
-            }
-        },
+    let done = tokio::select! {
+        done = handshake => done,
         () = c.evicted.cancelled() => return,
         () = c.closing.cancelled() => return,
     };
-    serve_connection(c, stream).await;
+    let failed = match done {
+        Ok(Ok(stream)) => return serve_connection(c, stream).await,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "timed out".to_owned(),
+    };
+    tracing::debug!(client = %c.peer, error = %failed, "TLS handshake failed");
+    metrics::counter!("skald_tls_handshake_failures_total").increment(1);
 }
 
 /// One connection: its requests, and its end when it was closed to make

@@ -1238,22 +1238,25 @@ impl Store for ScyllaStore {
         // Users are read in batches from the cursor's on, each summed by
         // bot, until the page is full, the users end, or [`scan::SCAN`]
         // users were read (a rare bot filter: a short page, with a cursor).
-        let mut from = after
-            .as_ref()
-            .map_or(String::new(), |(user, _)| user.clone());
+        // The users already summed whole (none yet: the cursor's user may
+        // have bots left).
         let mut done_through: Option<String> = None;
         let mut scanned = 0;
         let mut items = Vec::new();
         loop {
+            let from = done_through
+                .as_deref()
+                .or(after.as_ref().map(|(user, _)| user.as_str()))
+                .unwrap_or("");
             let (users, last) = match &filter.user {
                 Some(user) => (
                     Some(user.to_string())
-                        .filter(|u| *u >= from)
+                        .filter(|u| u.as_str() >= from)
                         .into_iter()
                         .collect(),
                     true,
                 ),
-                None => self.usage_users(&month, &from, limit + 1).await?,
+                None => self.usage_users(&month, from, limit + 1).await?,
             };
             let users: Vec<String> = users
                 .into_iter()
@@ -1299,7 +1302,6 @@ impl Store for ScyllaStore {
                 let next = Some(usage_cursor::after_every_bot(&last_user));
                 return Ok(Page { items, next });
             }
-            from.clone_from(&last_user);
             done_through = Some(last_user);
         }
     }
